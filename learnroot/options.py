@@ -63,8 +63,8 @@ class ModelOptions:
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     value_range: List[float] = field(default_factory=lambda: [0.0, 1.0])
-    train_epochs: int = 6
-    train_lr: float = 2e-3
+    train_epochs: int = 12
+    train_lr: float = 3e-3
     train_batch_size: int = 64
     train_seed: int = 0
 
@@ -109,7 +109,7 @@ class DatasetOptions:
     seed: int = 0
     on_error: str = "skip"
     image_size: int = 64
-    n_train: int = 300
+    n_train: int = 600
     n_val: int = 60
     num_workers: int = 0
 

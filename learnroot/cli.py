@@ -1,0 +1,240 @@
+"""``learnroot-run``: the Hydra command line, and the only module that touches ``DictConfig``.
+
+Before Hydra starts, :func:`main` composes the config once to check it, so a misspelled key, a
+wrong type or an unknown option fails with one line (exit status 2) before any folder is made.
+``resume=RUN_DIR`` is turned into that run's own overrides plus ``hydra.run.dir=RUN_DIR``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, check_choices, register
+from .options import RunOptions
+
+CONFIG_MODULE = "learnroot.conf"
+PROG = "learnroot-run"
+log = logging.getLogger("learnroot")
+register()
+
+_FAILED_JOBS: list[str] = []
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean "bad input or configuration": reported in one line, exit status 2."""
+    from .data import BadImage, DataError
+    from .models import ModelError
+    from .runner import RunError
+    return (ConfigError, DataError, BadImage, ModelError, RunError)
+
+
+def to_options(cfg: DictConfig) -> RunOptions:
+    """Turn the composed config (without its ``hydra`` node) into checked :class:`RunOptions`.
+
+    Raises
+    ------
+    ConfigError
+        Missing mandatory values, unresolvable interpolations, or bad choices.
+    """
+    try:
+        options = OmegaConf.to_object(cfg)
+    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types; all are config errors
+        raise ConfigError(_one_line(error)) from None
+    check_choices(options)
+    return options
+
+
+def _one_line(error: BaseException) -> str:
+    """A one-line description of a Hydra/OmegaConf error: its first line, the cause's first line,
+    and the available options when Hydra lists them."""
+    text = str(error).strip()
+    while not text and error.__cause__ is not None:
+        error = error.__cause__
+        text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    message = re.sub(r"^In '[^']*': ", "", lines[0])
+    if "Available options" in text:
+        listed = text.split("Available options", 1)[1].split("Config search path", 1)[0]
+        options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+        message += f" (available: {', '.join(options)})"
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        message = f"{message.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+    return message
+
+
+def _is_sweep_value(value: str) -> bool:
+    return "," in value and not any(bracket in value for bracket in "[({")
+
+
+def _validation_override_sets(overrides: list[str], multirun: bool) -> list[list[str]] | None:
+    """Override lists to check: one for a single run, one per swept value for a simple sweep."""
+    task = [item for item in overrides if not item.lstrip("+~").startswith("hydra")]
+    if not multirun:
+        return [task]
+    if any(re.search(r"=\s*(range|choice|interval|glob|sort|shuffle|tag)\(", item) for item in task):
+        return None
+    first = [item.split("=", 1)[0] + "=" + item.split("=", 1)[1].split(",")[0]
+             if "=" in item and _is_sweep_value(item.split("=", 1)[1]) else item for item in task]
+    sets = [first]
+    for index, item in enumerate(task):
+        if "=" in item and _is_sweep_value(item.split("=", 1)[1]):
+            key, values = item.split("=", 1)
+            for value in values.split(",")[1:]:
+                sets.append(first[:index] + [f"{key}={value}"] + first[index + 1:])
+    return sets
+
+
+def validate(overrides: list[str], multirun: bool = False) -> None:
+    """Compose the config for the overrides and check it, without running anything.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the problem.
+    """
+    from hydra import compose, initialize_config_module
+
+    sets = _validation_override_sets(overrides, multirun)
+    for override_set in sets or []:
+        try:
+            with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+                cfg = compose(config_name="config", overrides=override_set)
+        except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
+            raise ConfigError(_one_line(error)) from None
+        to_options(cfg)
+
+
+def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:
+    """The overrides that recreate the run in ``run_dir``, pointed at that folder.
+
+    Raises
+    ------
+    ConfigError
+        Not a run folder, or other overrides given beside ``resume``.
+    """
+    folder = Path(run_dir).expanduser().resolve()
+    saved = folder / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={run_dir}: not a learnroot run folder (no .hydra/overrides.yaml)")
+    if extra:
+        raise ConfigError(f"resume reads the run's own config; drop the other overrides: {' '.join(extra)}")
+    overrides = [item for item in OmegaConf.to_container(OmegaConf.load(saved)) if not item.startswith("resume=")]
+    return overrides + [f"hydra.run.dir={folder}", f"resume={folder}"]
+
+
+def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to resume when today's config differs from the one the run started with."""
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    now = OmegaConf.to_container(cfg, resolve=False)
+    before = OmegaConf.to_container(saved, resolve=False)
+    now.pop("resume", None)
+    before.pop("resume", None)
+    if now != before:
+        changed = sorted(key for key in set(now) | set(before) if now.get(key) != before.get(key))
+        raise ConfigError(f"cannot resume {run_dir}: the config composed today differs from the run's saved "
+                          f"config in: {', '.join(changed)}")
+
+
+def _format_summary(summary: dict, run_dir: Path) -> str:
+    metrics = summary.get("metrics", {})
+    shown = [name for name in ("accuracy", "morf_auc", "lerf_auc", "positive_auc", "negative_auc", "miou",
+                               "pointing_game", "conservation_error", "seconds_attribution") if name in metrics]
+    values = " | ".join(f"{name} {metrics[name]['mean']:.4g}" for name in shown if metrics[name]["mean"] is not None)
+    return (f"run folder: {run_dir}\n"
+            f"{summary['method']} on {summary['model']} / {summary['dataset']}: {summary['n_samples']} samples "
+            f"({summary['n_ok']} ok, {len(summary['flagged'])} flagged, {len(summary['skipped'])} skipped), "
+            f"{summary['runtime_s']:.1f} s\n{values}")
+
+
+def _record_failure(run_dir: Path, error: BaseException, message: str) -> None:
+    from .outputs import write_json
+    write_json(run_dir / "failed.json", {"status": "failed", "error": message, "type": type(error).__name__})
+
+
+def execute(cfg: DictConfig) -> None:
+    """The Hydra task: one run into Hydra's output folder."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    from .runner import run
+    try:
+        if cfg.get("resume"):
+            _check_resume_config(cfg, run_dir)
+        options = to_options(cfg)
+        summary = run(options, run_dir)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except expected_errors() as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        log.error("%s", message)
+        _record_failure(run_dir, error, message)
+        _FAILED_JOBS.append(str(run_dir))
+        if not multirun:
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
+    except Exception as error:  # noqa: BLE001 - a sweep goes on past one failed job
+        log.exception("run failed")
+        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        _record_failure(run_dir, error, message)
+        _FAILED_JOBS.append(str(run_dir))
+        if not multirun:
+            print(f"{PROG}: error: {message} (traceback in {run_dir / 'learnroot.log'})", file=sys.stderr)
+            raise SystemExit(1) from None
+        return
+    print(_format_summary(summary, run_dir))
+
+
+class FailedJobs(Callback):
+    """Hydra callback: after a sweep, note the job folders that hold ``failed.json``."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        for failed in sorted(sweep.glob("*/failed.json")):
+            if str(failed.parent) not in _FAILED_JOBS:
+                _FAILED_JOBS.append(str(failed.parent))
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path="pkg://learnroot.conf", config_name="config")(execute)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``learnroot-run`` (Hydra flags such as ``-m`` and ``--cfg`` work)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = [item for item in argv if item.startswith("-")]
+    overrides = [item for item in argv if not item.startswith("-")]
+    multirun = any(flag in ("-m", "--multirun") for flag in flags)
+    try:
+        resume = [item.split("=", 1)[1] for item in overrides if item.startswith("resume=")]
+        if resume:
+            rest = [item for item in overrides if not item.startswith("resume=")]
+            overrides = resume_overrides(resume[0], rest)
+            argv = flags + overrides
+            done = Path(resume[0]).expanduser() / "metrics.json"
+            if done.is_file() and json.loads(done.read_text()).get("status") == "complete":
+                print(f"{PROG}: {resume[0]} is already complete; nothing to do")
+                return
+        if not set(flags) - {"-m", "--multirun"}:
+            validate(overrides, multirun)
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.argv = [sys.argv[0]] + argv
+    _FAILED_JOBS.clear()
+    _hydra_main()
+    if multirun and _FAILED_JOBS:
+        print(f"{PROG}: {len(_FAILED_JOBS)} job(s) failed: {', '.join(_FAILED_JOBS)}", file=sys.stderr)
+        raise SystemExit(1)

@@ -1,0 +1,184 @@
+"""ImageNet-style folders: one sub-folder per class, optional parallel mask folder.
+
+Labels are output indices of the model. With a class-index file (the common
+``imagenet_class_index.json``: ``{"0": ["n01440764", "tench"], ...}``) each folder name is looked
+up in it, so a folder holding only some of the 1000 classes still gets the right indices.
+Without one, the sorted folder names are the classes, which is only correct when the folder holds
+every class of the model; :func:`class_indices` refuses anything else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from .images import IMAGE_EXTENSIONS, BadImage, Preprocess, load_mask, load_rgb
+
+
+class DataError(Exception):
+    """A dataset that cannot be used as configured; ``str(error)`` is one line."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file of a dataset, before it is read."""
+
+    id: str
+    path: str
+    label: int
+    mask_path: Optional[str] = None
+
+
+def _safe_id(relative: str) -> str:
+    """File-system-safe sample id from a path relative to the dataset root."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", relative.replace(os.sep, "__").replace("/", "__"))
+
+
+def read_class_index(path: str) -> dict[str, int]:
+    """Read an ``imagenet_class_index.json``-style file into ``{wnid: output index}``.
+
+    Raises
+    ------
+    DataError
+        Missing or malformed file.
+    """
+    try:
+        raw = json.loads(Path(path).expanduser().read_text())
+        return {str(entry[0]): int(index) for index, entry in raw.items()}
+    except FileNotFoundError:
+        raise DataError(f"class-index file not found: {path}") from None
+    except (ValueError, TypeError, IndexError, AttributeError) as error:
+        raise DataError(f"class-index file {path} is not in imagenet_class_index.json format "
+                        f"({{\"0\": [\"n01440764\", \"tench\"], ...}}): {error}") from None
+
+
+def class_indices(class_dirs: list[str], num_outputs: int, class_index: Optional[str]) -> dict[str, int]:
+    """Map class folder names to model output indices.
+
+    Parameters
+    ----------
+    class_dirs : list of str
+        Folder names found under the dataset root.
+    num_outputs : int
+        Number of model outputs (0 = take the folders as the classes).
+    class_index : str, optional
+        Path of a class-index file.
+
+    Raises
+    ------
+    DataError
+        A folder is missing from the class index, or without an index the folders do not cover
+        every output of the model.
+    """
+    if class_index:
+        index = read_class_index(class_index)
+        missing = [name for name in class_dirs if name not in index]
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise DataError(f"{len(missing)} class folder(s) not in class index {class_index}: {shown}")
+        if num_outputs and max(index[name] for name in class_dirs) >= num_outputs:
+            raise DataError(f"class index {class_index} has indices beyond the model's {num_outputs} outputs")
+        return {name: index[name] for name in class_dirs}
+    if num_outputs and len(class_dirs) != num_outputs:
+        raise DataError(
+            f"dataset has {len(class_dirs)} class folders but the model has {num_outputs} outputs: "
+            "pass dataset.class_index=PATH (imagenet_class_index.json format) so folder names map "
+            "to the model's output indices")
+    return {name: i for i, name in enumerate(sorted(class_dirs))}
+
+
+def scan(root: str, num_outputs: int, class_index: Optional[str] = None,
+         masks: Optional[str] = None) -> list[Sample]:
+    """List the image files of an ImageFolder tree, sorted by class folder then file name.
+
+    Parameters
+    ----------
+    root : str
+        Folder with one sub-folder per class.
+    num_outputs : int
+        Model outputs (see :func:`class_indices`).
+    class_index : str, optional
+        Class-index file.
+    masks : str, optional
+        Parallel folder: the mask of ``root/<class>/<name>.<ext>`` is ``masks/<class>/<name>.png``.
+
+    Raises
+    ------
+    DataError
+        Root missing or without images, mask folder not matching the images, class mismatch.
+    """
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"dataset root not found: {base}")
+    class_dirs = sorted(entry.name for entry in base.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"dataset root {base} has no class folders (expected {base}/<class>/<image files>)")
+    labels = class_indices(class_dirs, num_outputs, class_index)
+    mask_base = Path(masks).expanduser() if masks else None
+    if mask_base is not None and not mask_base.is_dir():
+        raise DataError(f"mask folder not found: {mask_base}")
+    samples, unmatched = [], []
+    for name in class_dirs:
+        for file in sorted((base / name).iterdir()):
+            if not file.is_file() or file.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            relative = f"{name}/{file.name}"
+            mask_path = None
+            if mask_base is not None:
+                mask_path = str(mask_base / name / (file.stem + ".png"))
+                if not os.path.isfile(mask_path):
+                    unmatched.append(relative)
+            samples.append(Sample(_safe_id(relative), str(file), labels[name], mask_path))
+    if not samples:
+        raise DataError(f"dataset root {base} has class folders but no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    if unmatched:
+        raise DataError(f"mask folder {mask_base} does not match the images: {len(unmatched)} image(s) without "
+                        f"a mask, e.g. {unmatched[0]} (expected <masks>/<class>/<name>.png)")
+    return samples
+
+
+def select(samples: list, limit: Optional[int], seed: int) -> list:
+    """Deterministic subset: a seeded permutation's first ``limit`` items, in their original order."""
+    if limit is None or limit <= 0 or limit >= len(samples):
+        return list(samples)
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:limit]
+    return [samples[i] for i in sorted(order.tolist())]
+
+
+class ImageFolderDataset(Dataset):
+    """Images (and masks) of :class:`Sample` records, read lazily.
+
+    Items are dicts with ``image`` (float32 ``(3, H, W)``), ``label`` (int), ``id``, ``path`` and,
+    when the dataset has masks, ``mask`` (uint8 ``(H, W)``: 0/1, 255 unlabelled). A file that
+    cannot be read gives ``{"id", "path", "error"}`` instead, which :func:`collate` sets aside.
+    """
+
+    def __init__(self, samples: list[Sample], preprocess: Preprocess):
+        self.samples = samples
+        self.preprocess = preprocess
+        self.has_masks = bool(samples) and samples[0].mask_path is not None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        try:
+            draft = 0 if self.has_masks else max(self.preprocess.resize, self.preprocess.crop)
+            image = load_rgb(sample.path, draft=draft)
+            item = {"image": self.preprocess.image(image), "label": sample.label, "id": sample.id,
+                    "path": sample.path}
+            if self.has_masks:
+                mask = load_mask(sample.mask_path)
+                if mask.size != image.size:
+                    raise BadImage(f"mask size {mask.size} differs from image size {image.size}")
+                item["mask"] = self.preprocess.mask(mask)
+            return item
+        except BadImage as error:
+            return {"id": sample.id, "path": sample.path, "error": str(error)}

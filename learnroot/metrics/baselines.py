@@ -1,0 +1,147 @@
+"""Replacement values ("baselines") for pixel flipping and perturbation.
+
+A baseline is an image of the same shape as the model input, in the model's *normalised* space,
+whose pixels replace the removed pixels of the input. Four kinds exist (:data:`BASELINES`):
+
+``zero``
+    0 in normalised space, i.e. the dataset mean colour.
+``black``
+    the raw pixel value ``value_range[0]`` mapped through the normalisation,
+    ``(low - mean) / std`` per channel.
+``blur``
+    the input blurred by a separable Gaussian of standard deviation ``sigma`` pixels (replicate
+    padding at the border). The blur is linear and preserves constants, so blurring the normalised
+    input equals normalising the blurred raw input.
+``uniform``
+    noise drawn uniformly from the raw range ``[low, high]``, mapped through the normalisation.
+    One noise image (``1 x C x H x W``) is drawn from a CPU generator seeded with ``seed`` and
+    shared by every sample of the batch, so that a sample's result does not depend on the batch it
+    is evaluated in, nor on the device.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+BASELINES = ("zero", "black", "blur", "uniform")
+
+
+@dataclass
+class Normalisation:
+    """How the model's inputs were made from raw pixels: ``x = (raw - mean) / std``.
+
+    Attributes
+    ----------
+    mean, std : list of float
+        Per-channel mean and standard deviation (length ``C``, or 1 for all channels).
+    value_range : tuple of float
+        ``(low, high)`` of raw pixel values before normalisation, e.g. ``(0, 1)``.
+    """
+
+    mean: list[float]
+    std: list[float]
+    value_range: tuple[float, float]
+
+
+def _channel_stats(norm: Normalisation, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as ``(1, C, 1, 1)`` tensors with ``like``'s dtype and device."""
+    n_channels = like.shape[1]
+    stats = []
+    for name in ("mean", "std"):
+        values = torch.as_tensor(list(getattr(norm, name)), dtype=like.dtype, device=like.device)
+        if values.numel() not in (1, n_channels):
+            raise ValueError(
+                f"normalisation {name} has {values.numel()} values, the input has {n_channels} channels"
+            )
+        stats.append(values.expand(n_channels).reshape(1, n_channels, 1, 1))
+    return stats[0], stats[1]
+
+
+def normalise(raw: torch.Tensor, norm: Normalisation) -> torch.Tensor:
+    """Map raw pixel values into the model's input space.
+
+    Parameters
+    ----------
+    raw : torch.Tensor
+        ``(B, C, H, W)`` raw pixel values (units of ``norm.value_range``).
+    norm : Normalisation
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H, W)`` normalised values, ``(raw - mean) / std``.
+    """
+    mean, std = _channel_stats(norm, raw)
+    return (raw - mean) / std
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur every channel with a separable Gaussian, replicate padding at the border.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, C, H, W)`` images.
+    sigma : float
+        Standard deviation in pixels, > 0. The kernel is truncated at ``ceil(3 * sigma)`` pixels
+        from its centre and normalised to sum to 1 (constants are preserved).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H, W)`` blurred images.
+    """
+    if not sigma > 0:
+        raise ValueError(f"blur sigma must be > 0 pixels, got {sigma}")
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    n_channels = x.shape[1]
+    rows = kernel.reshape(1, 1, -1, 1).expand(n_channels, 1, -1, 1)
+    cols = kernel.reshape(1, 1, 1, -1).expand(n_channels, 1, 1, -1)
+    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    return F.conv2d(F.conv2d(padded, rows, groups=n_channels), cols, groups=n_channels)
+
+
+def make_baseline(
+    x: torch.Tensor, kind: str, norm: Normalisation, sigma: float = 5.0, seed: int = 0
+) -> torch.Tensor:
+    """The replacement image for every sample of a batch.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, C, H, W)`` normalised model input.
+    kind : str
+        One of :data:`BASELINES` (see the module docstring).
+    norm : Normalisation
+        How ``x`` was normalised (``black`` and ``uniform`` need it).
+    sigma : float
+        Gaussian sigma in pixels (``blur`` only).
+    seed : int
+        Seed of the noise (``uniform`` only).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H, W)`` baseline in normalised space, ``x``'s dtype and device (an expanded view
+        for ``black`` and ``uniform``).
+    """
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "blur":
+        return gaussian_blur(x, sigma)
+    low, high = (float(v) for v in norm.value_range)
+    if kind == "black":
+        raw = torch.full((1, x.shape[1], 1, 1), low, dtype=x.dtype, device=x.device)
+        return normalise(raw, norm).expand_as(x)
+    if kind == "uniform":
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        noise = torch.rand((1, *x.shape[1:]), generator=generator, dtype=torch.float64)
+        raw = (low + (high - low) * noise).to(dtype=x.dtype, device=x.device)
+        return normalise(raw, norm).expand_as(x)
+    raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINES}")
