@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from .options import ModelOptions
 
 log = logging.getLogger(__name__)
 
-SMALL_CNN_VERSION = 1
+SMALL_CNN_VERSION = 2
 
 TORCHVISION = {
     "vgg16": ("vgg16", "VGG16_Weights"),
@@ -48,7 +49,8 @@ def small_cnn(num_classes: int) -> nn.Sequential:
     Returns
     -------
     torch.nn.Sequential
-        ``features`` (convolutions) followed by ``classifier`` (dense head), like torchvision's VGG.
+        ``features`` (convolutions), ``avgpool`` and ``classifier`` (dense head), named like
+        torchvision's VGG.
     """
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
@@ -56,7 +58,7 @@ def small_cnn(num_classes: int) -> nn.Sequential:
     features = nn.Sequential(*block(3, 16), *block(16, 32), *block(32, 64), *block(64, 64))
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Dropout(0.2),
                                nn.Linear(128, num_classes))
-    return nn.Sequential(features, nn.AdaptiveAvgPool2d((4, 4)), classifier)
+    return nn.Sequential(OrderedDict(features=features, avgpool=nn.AdaptiveAvgPool2d((4, 4)), classifier=classifier))
 
 
 def toy_sigmoid() -> nn.Sequential:

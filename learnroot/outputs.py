@@ -32,6 +32,8 @@ import pandas as pd
 from PIL import Image
 
 TABLES = ("samples", "layers", "curves", "skipped")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 PART_GLOB = "batch-*.json"
 
 
@@ -41,6 +43,7 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

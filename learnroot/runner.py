@@ -235,8 +235,10 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
     done = folder.completed_batches()
     batches = pipeline.batches()
     todo = [batch for index, batch in enumerate(batches) if index not in done]
+    log.info("%s on %s / %s: %d samples in %d batches on %s -> %s", options.method.name, options.model.name,
+             options.dataset.name, len(pipeline.dataset), len(batches), pipeline.device, run_dir)
     if done:
-        log.info("resuming %s: %d of %d batches already done", run_dir, len(batches) - len(todo), len(batches))
+        log.info("resuming: %d of %d batches already done", len(batches) - len(todo), len(batches))
     loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
                         num_workers=options.dataset.num_workers)
     indices = [index for index in range(len(batches)) if index not in done]
@@ -276,4 +278,6 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
         "memory": _peak_memory_mb(pipeline.device),
     }
     folder.write_metrics(summary)
+    log.info("complete: %d samples (%d flagged, %d skipped) in %.1f s", summary["n_samples"], len(summary["flagged"]),
+             len(summary["skipped"]), summary["runtime_s"])
     return summary

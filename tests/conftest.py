@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated cache with the small CNN trained once, and CLI helpers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
+SCRIPTS = Path(sys.executable).parent
+
+
+def script(name: str) -> str:
+    """Path of an installed console script of this environment (not ``python -m``)."""
+    path = SCRIPTS / name
+    if not path.exists():
+        pytest.fail(f"console script {name} is not installed next to {sys.executable}: pip install -e .")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def test_cache() -> Path:
+    """A cache folder for the tests (``LEARNROOT_TEST_CACHE`` or ``<repo>/.cache/tests``), holding the
+    shapes benchmark and the small CNN, trained here once so that CLI tests start at once."""
+    from learnroot.models import cached_small_cnn
+    from learnroot.options import DatasetOptions, ModelOptions
+
+    path = Path(os.environ.get("LEARNROOT_TEST_CACHE", REPO / ".cache" / "tests"))
+    cached_small_cnn(ModelOptions(), DatasetOptions(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def learnroot_env(test_cache) -> dict:
+    """Environment for CLI subprocesses: the test cache, no inherited output root."""
+    env = dict(os.environ, LEARNROOT_CACHE=str(test_cache), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    env.pop("LEARNROOT_OUTPUT_ROOT", None)
+    return env
+
+
+@pytest.fixture
+def run_cli(learnroot_env, tmp_path):
+    """Run an installed console script in a subprocess from a temporary cwd."""
+    def run(*args: str, name: str = "learnroot-run", cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([script(name), *args], cwd=cwd or tmp_path, env=env or learnroot_env,
+                              capture_output=True, text=True, timeout=timeout)
+    return run
