@@ -1,9 +1,9 @@
 """Relevance rules this project adds to zennit: the learned root ("ours"), its losses, small helpers.
 
-Every rule here is a :class:`zennit.core.BasicHook` subclass that overrides only ``backward`` and
-``copy``, reads the layer input as ``self.stored_tensors['input'][0]`` and evaluates the layer with
-functional ops (``F.linear`` / ``F.conv{1,2,3}d`` with the module's stride, padding, dilation and
-groups), never ``module(...)``. That part of zennit's API is the same in 0.5.1 and 1.0, so the rules
+Every rule here is a :class:`zennit.core.Hook` (or ``BasicHook``) subclass that overrides only
+``backward`` and ``copy``, reads the layer input as ``self.stored_tensors['input'][0]`` and
+evaluates the layer with functional ops (``F.linear`` / ``F.conv{1,2,3}d`` with the module's
+stride, padding, dilation and groups), never ``module(...)``. That part of zennit's API is the same in 0.5.1 and 1.0, so the rules
 work with both (1.0 changed the forward-hook signature and the parameter swapping, which these rules
 do not touch).
 
@@ -21,6 +21,15 @@ ReLU) for hidden layers, or ``x - high <= s <= x - low`` (root inside the pixel 
 layer. The relevance is then redistributed with the normalised rule ``R_in = s * W'(R / W'^T s)``
 (conserves exactly up to the stabiliser) or the first-order Taylor term ``s * W'(R / W'^T x)``.
 With ``steps=0`` and ``weights='plus'`` the rule is the z+ rule on non-negative inputs.
+
+DTD allows one root per output neuron; the learned root is shared by all neurons of a layer. The
+stabilised denominator ``z + eps sign(z)`` absorbs the share ``eps / (|z_j| + eps)`` of ``R_j``;
+a learned signal with a small or vanishing response ``z_j = (W'^T s)_j`` (the descent drives
+``z_j`` towards ``R_j``) would lose much more than the start does. With the normalised rule, the
+excess share ``R_j * max(0, eps/(|z_j(s)|+eps) - eps/(|z_j(s_0)|+eps))`` is redistributed with the
+start ``s_0`` (root 0, the z rule) as that neuron's root instead (amount logged in
+:class:`RootLog`). So the learned root conserves as well as the z rule does, is continuous in
+``s``, and at ``s = s_0`` (e.g. ``steps=0``) nothing is re-routed.
 """
 from __future__ import annotations
 
@@ -332,8 +341,10 @@ class RootLog:
     Attributes
     ----------
     records : list of dict
-        One per learned-root layer visit, in backward order: ``failed`` ``(B,)`` bool, and with
-        ``keep_signals`` also ``input``, ``signal``, ``low``, ``high`` (tensors of the input's shape).
+        One per learned-root layer visit, in backward order: ``failed`` ``(B,)`` bool (descent fell
+        back to its start), ``rescued`` ``(B,)`` relevance the learned root would have lost to
+        the stabiliser and that went through the start's root instead, and with ``keep_signals`` also ``input``,
+        ``signal``, ``low``, ``high`` (tensors of the input's shape).
     keep_signals : bool
         Keep the signals and bounds (for tests and figures; costs memory).
     """
@@ -349,6 +360,8 @@ class RootLog:
     def add(self, failed: torch.Tensor, **tensors: torch.Tensor) -> None:
         """Record one layer visit; the tensors are kept only with ``keep_signals``."""
         record = {"failed": failed.detach()}
+        if "rescued" in tensors:
+            record["rescued"] = tensors.pop("rescued").detach()
         if self.keep_signals:
             record.update({key: value.detach() for key, value in tensors.items()})
         self.records.append(record)
@@ -373,7 +386,9 @@ class LearnedRoot(BasicHook):
     See the module docstring for the algorithm. The root is computed without gradient tracking and
     is a **constant for second-order use**: when the upper relevance requires grad (``create_graph``),
     the redistribution ``(x - root) * W'(R / W'^T (x - root))`` is differentiable with respect to
-    ``x`` and ``R`` but not through the descent. Biases are always left out.
+    ``x`` and ``R`` but not through the descent. Biases are always left out. The share of ``R`` the
+    stabiliser would absorb beyond the start's share goes through the start's root (module
+    docstring).
 
     Parameters
     ----------
@@ -456,23 +471,41 @@ class LearnedRoot(BasicHook):
         stored = self.stored_tensors["input"][0]
         relevance = grad_output[0]
         x = stored.detach()
-        signal, failed = self.signal(module, x, relevance.detach())
-        if self.log is not None:
-            low, high = self.bounds(x)
-            self.log.add(failed, input=x, signal=signal, low=low, high=high)
         weight = self.modified_weight(module)
+        low, high = self.bounds(x)
+        signal, failed = self.signal(module, x, relevance.detach())
+        start = torch.minimum(torch.maximum(x, low), high) if self.project else x
         create_graph = relevance.requires_grad
-        with torch.enable_grad():
-            if create_graph:  # root = x - signal is a constant; the signal follows x
-                signal = (stored.clone() - (x - signal)).requires_grad_(True)
-            else:
-                signal = signal.clone().requires_grad_(True)
-            response = affine_response(module, signal, weight)
-            denominator = response if self.normalise else affine_response(module, x, weight)
-            gradient, = torch.autograd.grad(response, signal,
-                                            grad_outputs=relevance / stabilize(denominator, self.stabilizer),
-                                            create_graph=create_graph)
-        return _grad_input(signal * gradient, grad_input)
+
+        def redistribute(sig: torch.Tensor, share: torch.Tensor, denominator=None) -> torch.Tensor:
+            # sig * W'(share / z), with the root x - sig a constant when create_graph
+            with torch.enable_grad():
+                if create_graph:
+                    sig = (stored.clone() - (x - sig)).requires_grad_(True)
+                else:
+                    sig = sig.clone().requires_grad_(True)
+                response = affine_response(module, sig, weight)
+                denominator = response if denominator is None else denominator
+                ratio = share / stabilize(denominator, self.stabilizer)
+                gradient, = torch.autograd.grad(response, sig, grad_outputs=ratio, create_graph=create_graph)
+            return sig * gradient
+
+        if not self.normalise:
+            result = redistribute(signal, relevance, affine_response(module, x, weight))
+            rescued = torch.zeros_like(relevance)
+        else:
+            with torch.no_grad():  # share of R_j the stabiliser absorbs: eps / (|z_j| + eps)
+                absorbed = self.stabilizer / (affine_response(module, signal, weight).abs() + self.stabilizer)
+                absorbed_start = self.stabilizer / (affine_response(module, start, weight).abs() + self.stabilizer)
+                excess = (absorbed - absorbed_start).clamp(min=0)
+            rescued = relevance * excess
+            result = redistribute(signal, relevance)
+            if bool((rescued != 0).any()):  # give what the learned root would lose to the start's root
+                result = result + redistribute(start, rescued)
+        if self.log is not None:
+            self.log.add(failed, rescued=rescued.detach().flatten(1).sum(dim=1), input=x, signal=signal,
+                         low=low, high=high)
+        return _grad_input(result, grad_input)
 
 
 class LayerBox(BasicHook):

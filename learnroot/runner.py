@@ -84,14 +84,14 @@ class Pipeline:
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
-        self.dataset = build_dataset(options.dataset, self.preprocess, _num_outputs(options), options.paths.cache_dir)
-        if len(self.dataset) == 0:
-            raise RunError("the dataset selection is empty")
-        self.has_masks = bool(getattr(self.dataset, "has_masks", False))
-        if options.metrics.localisation == "on" and not self.has_masks:
+        if options.metrics.localisation == "on" and options.dataset.name in ("toy_points", "imagenet") \
+                and not options.dataset.masks:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
+        self.dataset = build_dataset(options.dataset, self.preprocess, _num_outputs(options), options.paths.cache_dir)
+        if len(self.dataset) == 0:
+            raise RunError("the dataset selection is empty")
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         box = self.preprocess.box(self.device)

@@ -19,7 +19,8 @@ Rows of the pivot table are configurations: the ``--by`` columns plus every over
 value differs between the runs (so a sweep over ``root_opt.conv.steps`` gets its own column and
 nothing is averaged silently). Cells are ``mean ± std`` over samples; the ``n`` column is the number
 of samples averaged; the best value of each column (by the metric's direction, :data:`LOWER_IS_BETTER`
-/ :data:`HIGHER_IS_BETTER`) is bold.
+/ :data:`HIGHER_IS_BETTER`; ties all marked, nothing marked when all rows are equal or the metric has no
+known direction) is bold.
 """
 from __future__ import annotations
 
@@ -303,7 +304,7 @@ def label_columns(runs: list[Run], by: Iterable[str]) -> list[tuple[str, str]]:
     return columns
 
 
-def _label_value(run: Run, key: str):
+def label_value(run: Run, key: str):
     if key in run.config:
         value = run.config[key]
     else:
@@ -318,6 +319,18 @@ def _sort_key(value):
         return (1, float(value), "")
     except (TypeError, ValueError):
         return (2, 0.0, str(value))
+
+
+def sort_runs(runs: list[Run], columns: list[tuple[str, str]]) -> list[Run]:
+    """Runs ordered by their label values (methods in the canonical order, numbers numerically)."""
+    return sorted(runs, key=lambda run: tuple(_sort_key(label_value(run, key)) for _, key in columns))
+
+
+def run_label(run: Run, columns: list[tuple[str, str]], bare: Iterable[str] = ()) -> str:
+    """A short label: the values of ``columns``, as ``title=value`` except for titles in ``bare``."""
+    bare = set(bare)
+    return " ".join(str(label_value(run, key)) if title in bare else f"{title}={label_value(run, key)}"
+                    for title, key in columns)
 
 
 def metric_direction(name: str) -> Optional[str]:
@@ -366,7 +379,7 @@ def tidy_frame(runs: list[Run], columns: list[tuple[str, str]]) -> pd.DataFrame:
     rows = []
     for run in runs:
         base = {"run": str(run.path), "status": run.status, "used": run.status == "complete", "note": run.note,
-                "error": run.error, **{title: _label_value(run, key) for title, key in columns},
+                "error": run.error, **{title: label_value(run, key) for title, key in columns},
                 "n_samples": run.n_samples, "n_ok": run.n_ok}
         if not run.metrics:
             rows.append({**base, "metric": None, "mean": math.nan, "std": math.nan, "n": None})
@@ -379,10 +392,10 @@ def tidy_frame(runs: list[Run], columns: list[tuple[str, str]]) -> pd.DataFrame:
 
 def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[str]) -> pd.DataFrame:
     """The numeric pivot: one row per configuration, label columns, ``n``, then per metric
-    ``<m>_mean``, ``<m>_std``, ``<m>_n`` and ``<m>_best`` (bool), rows sorted by the labels."""
+    ``<m>_mean``, ``<m>_std``, ``<m>_n`` and ``<m>_best`` (bool), rows in :func:`sort_runs` order."""
     rows = []
-    for run in used:
-        row = {title: _label_value(run, key) for title, key in columns}
+    for run in sort_runs(used, columns):
+        row = {title: label_value(run, key) for title, key in columns}
         row["n"] = run.n_ok if run.n_ok is not None else run.n_samples
         for name in metrics:
             stats = run.metrics.get(name) or {}
@@ -391,9 +404,6 @@ def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[s
         rows.append(row)
     titles = [title for title, _ in columns]
     frame = pd.DataFrame(rows, columns=titles + ["n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")])
-    if len(frame):
-        order = sorted(range(len(frame)), key=lambda i: tuple(_sort_key(frame.iloc[i][t]) for t in titles))
-        frame = frame.iloc[order].reset_index(drop=True)
     for name in metrics:
         frame[f"{name}_best"] = best_mask(frame[f"{name}_mean"], metric_direction(name))
     return frame
@@ -401,9 +411,9 @@ def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[s
 
 def best_mask(values: pd.Series, direction: Optional[str]) -> pd.Series:
     """True where a value is the column's best (ties all marked); nothing marked with fewer than
-    two finite values or an unknown direction."""
+    two finite values, when all are equal, or for an unknown direction."""
     finite = values.astype(float).replace([math.inf, -math.inf], math.nan)
-    if direction is None or finite.notna().sum() < 2:
+    if direction is None or finite.nunique() < 2:
         return pd.Series(False, index=values.index)
     best = finite.min() if direction == "lower" else finite.max()
     return finite == best

@@ -209,7 +209,7 @@ def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
         s = ssim_reference(p, q, shape, data_range)
         value = s.mean() if paper_quirks else (1 - s).sum()
         gradient, = torch.autograd.grad(value, zv)
-        return float(value), gradient
+        return float(value.detach()), gradient
     p = softmax_groups(z, shape) if softmax else z
     q = softmax_groups(r, shape) if softmax else r
     if loss == "mse":
@@ -374,13 +374,12 @@ def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(
     return rules
 
 
-def apply_rule(rule, layer, a, R, eps, box, gamma=0.5, epsilon=0.25, root=None):
+def apply_rule(rule, layer, a, R, eps, box, gamma=0.5, epsilon=0.25):
     kind, value = rule
     M = layer["M"]
     if kind == "pixel":
         kind, value = {"zb": ("zbox", None), "zplus": ("zplus", None), "wsquare": ("wsquare", None),
-                       "flat": ("flat", None), "epsilon": ("epsilon", epsilon), "gamma": ("gamma", gamma),
-                       "learned": ("learned", None)}[value]
+                       "flat": ("flat", None), "epsilon": ("epsilon", epsilon), "gamma": ("gamma", gamma)}[value]
     if kind == "epsilon":
         return rule_epsilon(M, a, R, max(value, eps))
     if kind == "gamma":
@@ -395,32 +394,32 @@ def apply_rule(rule, layer, a, R, eps, box, gamma=0.5, epsilon=0.25, root=None):
         return rule_wsquare(M, R, eps)
     if kind == "flat":
         return rule_flat(layer["support"], R, eps)
-    if kind == "learned":
-        return learned_root(M, a, R, layer["out_shape"], box=box, **root)[0]
     raise ValueError(kind)
 
 
 def relevance(layers, x, target, rules, eps=EPS_DEFAULT, box=None, gamma=0.5, epsilon=0.25, learned=None,
-              root=None, output="logit"):
+              output="logit"):
     """Relevance at the input of one flat sample.
 
-    ``rules``: one per affine layer, forward order (see :func:`method_rules`). ``learned``: set of
-    affine indices (forward order) that use :func:`learned_root` with keyword arguments ``root``.
-    Returns ``(R_input, per-layer (name, sum R_out, sum R_in) in backward order)``.
+    ``rules``: one per affine layer, forward order (see :func:`method_rules`); ``box``: flat
+    ``(low, high)`` of the pixel layer. ``learned``: ``{affine index: keyword arguments of
+    learned_root}`` for the layers that use the learned root instead of their rule.
+    Returns ``(R_input, [(name, sum R_out, sum R_in)] in backward order)``.
     """
     inputs, logits = forward(layers, x)
     R = torch.zeros_like(logits)
     value = float(logits[target])
     R[target] = {"logit": value, "abs_logit": abs(value), "one": 1.0}[output]
     affine_index = [i for i, layer in enumerate(layers) if layer["kind"] == "affine"]
+    learned = learned or {}
     sums = []
     for position in reversed(range(len(layers))):
         layer, a = layers[position], inputs[position]
         before = float(R.sum())
         if layer["kind"] == "affine":
             index = affine_index.index(position)
-            if learned is not None and index in learned:
-                R = learned_root(layer["M"], a, R, layer["out_shape"], box=box if index == 0 else None, **root)[0]
+            if index in learned:
+                R = learned_root(layer["M"], a, R, layer["out_shape"], **learned[index])[0]
             else:
                 R = apply_rule(rules[index], layer, a, R, eps, box, gamma, epsilon)
         elif layer["kind"] == "avgpool":

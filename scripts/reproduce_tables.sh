@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Regenerate the comparison tables and figures: run the experiment presets (conf/experiment/), then
+# aggregate them with learnroot-table and draw them with learnroot-figures.
+#
+#   bash scripts/reproduce_tables.sh                      # embedded shapes benchmark, CPU, minutes
+#   DATA=/data/imagenet/val WEIGHTS=/data/weights bash scripts/reproduce_tables.sh   # ImageNet
+#   bash scripts/reproduce_tables.sh cluster=slurm hydra.launcher.partition=gpu     # extra overrides
+#
+# Environment:
+#   DATA         ImageNet-style validation folder (<DATA>/<wnid>/<image>); switches to ImageNet
+#   WEIGHTS      folder with torchvision weight files under their torchvision names
+#                (vgg16-397923af.pth, resnet50-0676ba61.pth, ...), or a TORCH_HOME holding
+#                hub/checkpoints/; default: $TORCH_HOME as it is
+#   CLASS_INDEX  imagenet_class_index.json (default: next to DATA or inside it, if present)
+#   MODEL        model of the methods and root_ablation presets on ImageNet (default vgg16)
+#   LIMIT        images per run (default: the dataset config's, 32)
+#   PRESETS      presets to run (default: "methods root_ablation", plus "models" on ImageNet)
+#   RESULTS      output folder (default: results): runs in $RESULTS/runs/<benchmark>/sweeps/<preset>/,
+#                tables in $RESULTS/tables/<benchmark>_<preset>.{md,csv,tex} (+ _runs.csv),
+#                figures in $RESULTS/figures/<benchmark>_*.{png,pdf} with captions (.txt)
+#   SKIP_RUNS=1  only aggregate the runs already there
+# Arguments are passed to every learnroot-run as extra overrides (launcher, device, limits, ...).
+#
+# Re-running adds new sweeps beside the old ones; the tables use the newest complete run of each
+# configuration (and say so). Exit status: 0 if every job succeeded, 1 if any job failed (the tables
+# and figures of what succeeded are still written), 2 on a usage error.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-results}
+BIN=${BIN:-$(dirname "$(command -v learnroot-run || echo .venv/bin/learnroot-run)")}
+for tool in learnroot-run learnroot-table learnroot-figures; do
+    if [[ ! -x "$BIN/$tool" ]]; then
+        echo "reproduce_tables: $tool not found (activate the venv or pip install -e .)" >&2
+        exit 2
+    fi
+done
+
+common=()
+if [[ -n "${DATA:-}" ]]; then
+    bench=imagenet
+    [[ -d "$DATA" ]] || { echo "reproduce_tables: DATA=$DATA is not a folder" >&2; exit 2; }
+    common+=("dataset=imagenet" "dataset.root=$(cd "$DATA" && pwd)")
+    index=${CLASS_INDEX:-}
+    for candidate in "$DATA/imagenet_class_index.json" "$(dirname "$DATA")/imagenet_class_index.json"; do
+        [[ -z "$index" && -f "$candidate" ]] && index=$candidate
+    done
+    [[ -n "$index" ]] && common+=("dataset.class_index=$(cd "$(dirname "$index")" && pwd)/$(basename "$index")")
+    if [[ -n "${WEIGHTS:-}" ]]; then
+        [[ -d "$WEIGHTS" ]] || { echo "reproduce_tables: WEIGHTS=$WEIGHTS is not a folder" >&2; exit 2; }
+        weights=$(cd "$WEIGHTS" && pwd)
+        if [[ -d "$weights/hub/checkpoints" ]]; then
+            export TORCH_HOME=$weights
+        else  # a flat folder of torchvision files: expose it as a torch hub cache
+            export TORCH_HOME=$PWD/$RESULTS/.torch_home
+            mkdir -p "$TORCH_HOME/hub"
+            ln -sfn "$weights" "$TORCH_HOME/hub/checkpoints"
+        fi
+    fi
+    model_args=("model=${MODEL:-vgg16}")
+    default_presets="methods root_ablation models"
+else
+    bench=shapes
+    model_args=()
+    default_presets="methods root_ablation"
+fi
+[[ -n "${LIMIT:-}" ]] && common+=("dataset.limit=$LIMIT")
+read -r -a presets <<< "${PRESETS:-$default_presets}"
+
+runs=$RESULTS/runs/$bench
+tables=$RESULTS/tables
+figures=$RESULTS/figures
+mkdir -p "$runs" "$tables" "$figures"
+status=0
+
+for preset in "${presets[@]}"; do
+    if [[ ! -f conf/experiment/$preset.yaml ]]; then
+        echo "reproduce_tables: no preset conf/experiment/$preset.yaml" >&2
+        exit 2
+    fi
+    if [[ $bench == shapes && $preset == models ]]; then
+        echo "reproduce_tables: skipping 'models' (vgg16/resnet50 need ImageNet: set DATA and WEIGHTS)" >&2
+        continue
+    fi
+    args=(${common[@]+"${common[@]}"})
+    [[ $preset != models ]] && args+=(${model_args[@]+"${model_args[@]}"})
+    if [[ -z "${SKIP_RUNS:-}" ]]; then
+        echo "== $preset: learnroot-run -m experiment=$preset ${args[*]-} $*" >&2
+        "$BIN/learnroot-run" -m "experiment=$preset" "paths.output_root=$runs" ${args[@]+"${args[@]}"} "$@"
+        code=$?
+        if (( code != 0 )); then
+            echo "reproduce_tables: $preset: learnroot-run exited $code" >&2
+            status=1
+        fi
+    fi
+    if [[ -d $runs/sweeps/$preset ]]; then
+        "$BIN/learnroot-table" "$runs/sweeps/$preset" -o "$tables" --name "${bench}_$preset" -q || status=1
+    else
+        echo "reproduce_tables: $preset: no runs in $runs/sweeps/$preset" >&2
+        status=1
+    fi
+done
+
+if [[ -d $runs/sweeps/methods ]]; then
+    "$BIN/learnroot-figures" heatmaps "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
+    "$BIN/learnroot-figures" curves "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
+fi
+"$BIN/learnroot-figures" toy -o "$figures" || status=1
+
+echo "reproduce_tables: tables in $tables/${bench}_*, figures in $figures/" >&2
+if (( status != 0 )); then
+    echo "reproduce_tables: some jobs or steps failed (see above and the tables' failed-run lists)" >&2
+fi
+exit $status

@@ -1,0 +1,373 @@
+"""Rules against the matrix-form references of tests/reference.py, on single Linear/Conv2d layers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from zennit.core import Composite
+from zennit.rules import ZPlus
+
+from learnroot import rules
+from learnroot.methods import hidden_rules, pixel_rule
+from learnroot.options import MethodOptions, RootOptOptions
+from learnroot.rules import LearnedRoot, RootLog, RootLoss, descend, ssim_map, ssim_window
+
+try:
+    from tests import reference as ref
+except ImportError:  # tests/ is not a package
+    import reference as ref
+
+BATCH = 3
+
+
+def run_hook(hook, layer, x, r_out, create_graph=False):
+    """Relevance at the input of ``layer`` with ``hook`` attached, for upper relevance ``r_out``."""
+    composite = Composite(module_map=lambda ctx, name, module: hook if module is layer else None)
+    composite.register(layer)
+    try:
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = layer(x)
+            relevance, = torch.autograd.grad(y, x, r_out, create_graph=create_graph)
+    finally:
+        composite.remove()
+    return relevance
+
+
+def make_layer(kind: str, bias: bool = False, seed: int = 1) -> tuple[nn.Module, tuple]:
+    torch.manual_seed(seed)
+    if kind == "dense":
+        return nn.Linear(7, 5, bias=bias).double(), (7,)
+    return nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=bias).double(), (3, 7, 7)
+
+
+def matrix(layer, in_shape):
+    if isinstance(layer, nn.Linear):
+        M = layer.weight.detach().double()
+        return M, torch.ones_like(M, dtype=torch.bool), (M.shape[0],)
+    return ref.conv_matrix(layer.weight.detach().double(), in_shape, layer.stride[0], layer.padding[0])
+
+
+def hidden_input(shape, seed=2):
+    """Non-negative layer input (post-ReLU), with exact zeros."""
+    torch.manual_seed(seed)
+    return torch.randn(BATCH, *shape, dtype=torch.float64).clamp(min=0) * 2
+
+
+def upper_relevance(layer, x, seed=3):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = layer(x)
+    return torch.randn_like(out)
+
+
+def per_sample(function, x, r_out):
+    return torch.stack([function(x[b].flatten(), r_out[b].flatten()) for b in range(x.shape[0])]).view_as(x)
+
+
+EPS = 1e-6
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "dtd_zplus", "dtd_zb", "dtd_ww"])
+def test_hidden_rules_match_reference(method, kind):
+    layer, shape = make_layer(kind)
+    options = MethodOptions(name=method, epsilon=0.25, gamma=0.5, stabilizer=EPS)
+    hook = hidden_rules(options, RootOptOptions(), [("layer", layer)])["layer"]
+    x = hidden_input(shape)
+    r_out = upper_relevance(layer, x)
+    M, _, _ = matrix(layer, shape)
+    reference = {
+        "lrp_0": lambda a, R: ref.rule_epsilon(M, a, R, EPS),
+        "lrp_epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.25),
+        "lrp_gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.5, EPS),
+        "dtd_zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS),
+        "dtd_zb": lambda a, R: ref.rule_zbox(M, a, R, torch.full_like(a, float(a.min())),
+                                             torch.full_like(a, float(a.max())), EPS),
+        "dtd_ww": lambda a, R: ref.rule_wsquare(M, R, EPS),
+    }[method]
+    expected = per_sample(reference, x, r_out)
+    torch.testing.assert_close(run_hook(hook, layer, x, r_out), expected, rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("name", ["zb", "zplus", "wsquare", "flat", "epsilon", "gamma"])
+def test_pixel_rules_match_reference(name, kind):
+    layer, shape = make_layer(kind)
+    torch.manual_seed(4)
+    low = -torch.rand(1, *shape[:1], *(1,) * (len(shape) - 1), dtype=torch.float64) - 0.5
+    high = torch.rand_like(low) + 1.0
+    x = low + (high - low) * torch.rand(BATCH, *shape, dtype=torch.float64)
+    box = (low.expand(1, *shape), high.expand(1, *shape))
+    options = MethodOptions(name="dtd_zplus", pixel_rule=name, epsilon=0.1, gamma=0.25, stabilizer=EPS)
+    r_out = upper_relevance(layer, x)
+    M, support, _ = matrix(layer, shape)
+    lo, hi = box[0].flatten(), box[1].flatten()
+    reference = {
+        "zb": lambda a, R: ref.rule_zbox(M, a, R, lo, hi, EPS),
+        "zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS),
+        "wsquare": lambda a, R: ref.rule_wsquare(M, R, EPS),
+        "flat": lambda a, R: ref.rule_flat(support, R, EPS),
+        "epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.1),
+        "gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.25, EPS),
+    }[name]
+    expected = per_sample(reference, x, r_out)
+    torch.testing.assert_close(run_hook(pixel_rule(options, box), layer, x, r_out), expected, rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_bias_left_out_unless_asked(use_bias):
+    layer, shape = make_layer("dense", bias=True)
+    with torch.no_grad():
+        layer.bias.copy_(torch.linspace(-1, 1, layer.bias.numel()))
+    x = hidden_input(shape)
+    r_out = upper_relevance(layer, x)
+    options = MethodOptions(name="lrp_epsilon", epsilon=0.25, bias=use_bias)
+    hook = hidden_rules(options, RootOptOptions(), [("layer", layer)])["layer"]
+    M, b = layer.weight.detach(), layer.bias.detach()
+
+    def reference(a, R):  # bias in the denominator only when asked
+        z = M @ a + (b if use_bias else 0.0)
+        return a * (M.T @ (R / ref.stab(z, 0.25)))
+
+    torch.testing.assert_close(run_hook(hook, layer, x, r_out), per_sample(reference, x, r_out))
+
+
+# ----------------------------------------------------------------------------------------------
+# losses and SSIM
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 7, 7), (2, 1, 14, 14), (2, 3, 1, 1), (1, 1, 3, 5), (2, 6)])
+def test_ssim_map_matches_reference(shape):
+    torch.manual_seed(5)
+    x = torch.randn(shape, dtype=torch.float64)
+    y = x + 0.3 * torch.randn(shape, dtype=torch.float64)
+    data_range = torch.rand(shape[0], dtype=torch.float64) + 0.5
+    got = ssim_map(x, y, data_range)
+    for b in range(shape[0]):
+        expected = ref.ssim_reference(x[b].flatten(), y[b].flatten(), shape[1:], float(data_range[b]))
+        torch.testing.assert_close(got[b].flatten(), expected)
+    assert torch.allclose(ssim_map(x, x, data_range), torch.ones(1, dtype=torch.float64))
+
+
+def test_ssim_window_fits_the_map():
+    assert ssim_window(14) == (11, 1.5)
+    assert ssim_window(7) == (7, pytest.approx(1.5 * 7 / 11))
+    assert ssim_window(8)[0] == 7 and ssim_window(2)[0] == 1 and ssim_window(1)[0] == 1
+    assert ssim_window(224)[0] == 11
+
+
+def test_root_losses_by_hand():
+    z = torch.tensor([[0.5, 2.0, -1.0, 0.25], [1.0, 0.0, 3.0, -2.0]], dtype=torch.float64)
+    r = torch.tensor([[1.0, -0.5, 0.0, 0.25], [1.0, 1.0, -1.0, 0.5]], dtype=torch.float64)
+    assert RootLoss("mse")(z, r).tolist() == pytest.approx([0.25 + 6.25 + 1.0 + 0.0, 0.0 + 1.0 + 16.0 + 6.25])
+    assert RootLoss("l1")(z, r).tolist() == pytest.approx([0.5 + 2.5 + 1.0, 0.0 + 1.0 + 4.0 + 2.5])
+    # hinge with targets sign(R): z where R > 0, max(0, 1 - z) where R < 0, nothing where R == 0
+    assert RootLoss("hinge")(z, r).tolist() == pytest.approx([0.5 + 0.0 + 0.25, 1.0 + 0.0 + 0.0 - 2.0])
+    # paper quirk: raw relevances as targets (PyTorch semantics), mean over elements
+    expected = ref.hinge_embedding(z, r).mean(dim=1)
+    assert RootLoss("hinge", paper_quirks=True)(z, r).tolist() == pytest.approx(expected.tolist())
+    # ssim: sum(1 - ssim_map) vs quirk mean(ssim_map)
+    maps_z, maps_r = z.view(2, 1, 2, 2), r.view(2, 1, 2, 2)
+    data_range = (r.amax(1) - r.amin(1))
+    similarity = torch.stack([ref.ssim_reference(maps_z[b].flatten(), maps_r[b].flatten(), (1, 2, 2),
+                                                 float(data_range[b])) for b in range(2)])
+    assert RootLoss("ssim")(maps_z, maps_r).tolist() == pytest.approx((1 - similarity).sum(1).tolist())
+    assert RootLoss("ssim", paper_quirks=True)(maps_z, maps_r).tolist() == pytest.approx(similarity.mean(1).tolist())
+    with pytest.raises(ValueError, match="unknown root loss"):
+        RootLoss("kl")
+
+
+def test_root_loss_softmax_is_per_channel_over_space():
+    z = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    r = torch.randn_like(z)
+    got = RootLoss("mse", softmax=True)(z, r)
+    p, q = z.flatten(2).softmax(-1), r.flatten(2).softmax(-1)
+    torch.testing.assert_close(got, ((p - q) ** 2).flatten(1).sum(1))
+
+
+# ----------------------------------------------------------------------------------------------
+# the learned root
+
+
+CASES = [
+    dict(kind="dense", loss="mse", lr=0.2),
+    dict(kind="dense", loss="l1", lr=0.3),
+    dict(kind="dense", loss="hinge", lr=0.2),
+    dict(kind="dense", loss="hinge", lr=1.0, softmax=True, paper_quirks=True),
+    dict(kind="dense", loss="mse", lr=5.0, softmax=True),
+    dict(kind="dense", loss="ssim", lr=0.05),
+    dict(kind="dense", loss="mse", lr=0.3, pixel=True),
+    dict(kind="conv", loss="mse", lr=0.05),
+    dict(kind="conv", loss="mse", lr=0.01, clip=0.0),
+    dict(kind="conv", loss="mse", lr=0.05, weights="all"),
+    dict(kind="conv", loss="l1", lr=0.05, project=False, normalise=False),
+    dict(kind="conv", loss="ssim", lr=0.05),
+    dict(kind="conv", loss="ssim", lr=1.0, softmax=True, paper_quirks=True),
+    dict(kind="conv", loss="hinge", lr=0.1, pixel=True),
+]
+
+
+def case_id(case):
+    return "-".join(f"{k}={v}" for k, v in case.items())
+
+
+def learned_setup(case, eps=EPS):
+    case = dict(case)
+    kind, pixel = case.pop("kind"), case.pop("pixel", False)
+    layer, shape = make_layer(kind)
+    if pixel:
+        torch.manual_seed(6)
+        low = torch.full((1, *shape), -1.0, dtype=torch.float64)
+        high = torch.full((1, *shape), 2.0, dtype=torch.float64)
+        x = low + (high - low) * torch.rand(BATCH, *shape, dtype=torch.float64)
+        box = (low, high)
+    else:
+        x, box = hidden_input(shape), None
+    with torch.no_grad():  # relevance of the same sign pattern as a z+ rule would produce, plus noise
+        r_out = layer(x).abs() * 0.3 + 0.05 * torch.randn_like(layer(x))
+    settings = dict(loss=case.pop("loss"), steps=case.pop("steps", 4), lr=case.pop("lr"), clip=case.pop("clip", 1.0),
+                    weights=case.pop("weights", "plus"), project=case.pop("project", True),
+                    normalise=case.pop("normalise", True), softmax=case.pop("softmax", False),
+                    paper_quirks=case.pop("paper_quirks", False))
+    assert not case
+    hook = LearnedRoot(loss=RootLoss(settings["loss"], settings["softmax"], settings["paper_quirks"]),
+                       steps=settings["steps"], lr=settings["lr"], clip=settings["clip"], weights=settings["weights"],
+                       project=settings["project"], normalise=settings["normalise"], box=box, stabilizer=eps,
+                       log=RootLog(keep_signals=True))
+    return layer, shape, x, r_out, box, settings, hook
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_learned_root_matches_reference(case):
+    layer, shape, x, r_out, box, settings, hook = learned_setup(case)
+    got = run_hook(hook, layer, x, r_out)
+    M, _, out_shape = matrix(layer, shape)
+    for b in range(BATCH):
+        flat_box = None if box is None else (box[0].flatten(), box[1].flatten())
+        expected, signal, failed = ref.learned_root(M, x[b].flatten(), r_out[b].flatten(), out_shape, box=flat_box,
+                                                    eps=EPS, **settings)
+        assert not failed
+        torch.testing.assert_close(hook.log.records[0]["signal"][b].flatten(), signal, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(got[b].flatten(), expected, rtol=1e-5, atol=1e-9)
+    moved = not torch.equal(hook.log.records[0]["signal"], torch.minimum(torch.maximum(x, hook.log.records[0]["low"]),
+                                                                         hook.log.records[0]["high"]))
+    # the paper's hinge on softmax outputs has a zero gradient: it never moves (a finding, see report)
+    assert moved == (settings["loss"] != "hinge" or not settings["softmax"])
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[7], CASES[11]], ids=case_id)
+def test_learned_root_batched_equals_one_by_one(case):
+    layer, _, x, r_out, _, _, hook = learned_setup(case)
+    batched = run_hook(hook, layer, x, r_out)
+    single = torch.cat([run_hook(hook, layer, x[b:b + 1], r_out[b:b + 1]) for b in range(BATCH)])
+    torch.testing.assert_close(batched, single, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [dict(kind="conv", loss="mse", lr=50.0, steps=3),
+                                  dict(kind="dense", loss="l1", lr=9.0, steps=3, pixel=True)], ids=case_id)
+def test_learned_root_stays_admissible(case):
+    layer, _, x, r_out, box, _, hook = learned_setup(case)
+    run_hook(hook, layer, x, r_out)
+    record = hook.log.records[0]
+    signal = record["signal"]
+    if box is None:  # root on the segment [0, x]: 0 <= s <= x for x >= 0
+        assert bool((signal >= 0).all()) and bool((signal <= x).all())
+    else:  # root x - s inside the pixel box
+        root = x - signal
+        assert bool((root >= box[0] - 1e-12).all()) and bool((root <= box[1] + 1e-12).all())
+    assert bool((signal != x).any())  # the big steps did hit the bounds
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_learned_root_with_zero_steps_is_zplus(kind):
+    layer, shape = make_layer(kind)
+    x = hidden_input(shape)
+    r_out = upper_relevance(layer, x)
+    learned = run_hook(LearnedRoot(loss=RootLoss("ssim"), steps=0, stabilizer=EPS), layer, x, r_out)
+    zplus = run_hook(ZPlus(stabilizer=EPS, zero_params=["bias"]), layer, x, r_out)
+    assert torch.equal(learned, zplus)
+
+
+def test_descent_falls_back_on_nonfinite_values():
+    layer, shape = make_layer("dense")
+    x = hidden_input(shape)
+    r_out = upper_relevance(layer, x)
+    base = RootLoss("mse")
+    calls = []
+
+    def poisoned(response, relevance):  # NaN for sample 1 from the third step on
+        value = base(response, relevance)
+        calls.append(1)
+        if len(calls) >= 3:
+            value = torch.where(torch.arange(BATCH) == 1, torch.full_like(value, math.nan), value)
+        return value
+
+    weight = layer.weight.detach().clamp(min=0)
+    low, high = torch.zeros_like(x), x
+    signal, failed = descend(lambda s: nn.functional.linear(s, weight), x, r_out, poisoned, 5, 0.2, 1.0, low, high)
+    assert failed.tolist() == [False, True, False]
+    assert torch.equal(signal[1], x[1])
+    clean, _ = descend(lambda s: nn.functional.linear(s, weight), x, r_out, base, 5, 0.2, 1.0, low, high)
+    torch.testing.assert_close(signal[[0, 2]], clean[[0, 2]])
+    M = layer.weight.detach()
+    _, expected, ref_failed = ref.learned_root(M, x[1], r_out[1], (5,), loss="mse", steps=5, lr=0.2, nan_at=2)
+    assert ref_failed and torch.equal(expected, signal[1])
+
+
+def test_learned_root_flags_fallback_in_the_log():
+    layer, shape = make_layer("dense")
+    x = hidden_input(shape)
+    r_out = upper_relevance(layer, x)
+    r_out[2, 0] = math.inf
+    log = RootLog()
+    run_hook(LearnedRoot(loss=RootLoss("mse"), steps=2, lr=0.1, log=log), layer, x, r_out)
+    assert log.fallback(BATCH).tolist() == [False, False, True]
+
+
+def supported_relevance(layer, x):
+    """Relevance only where the z+ start responds (as a z-type rule above would produce)."""
+    with torch.no_grad():
+        r_out = nn.functional.conv2d(x, layer.weight.clamp(min=0), None, layer.stride, layer.padding)
+        return r_out * torch.rand_like(r_out)
+
+
+def test_learned_root_conserves_and_rescues_vanished_responses():
+    """Huge steps switch most outputs off; their relevance goes through the start's root."""
+    layer, shape, x, _, _, _, hook = learned_setup(dict(kind="conv", loss="mse", lr=100.0, steps=1), eps=1e-9)
+    r_out = supported_relevance(layer, x)
+    got = run_hook(hook, layer, x, r_out)
+    record = hook.log.records[0]
+    assert bool((record["signal"] == 0).float().mean() > 0.9)  # one huge step: almost everything off
+    assert bool((record["rescued"] > 0.5 * r_out.flatten(1).sum(1)).all())
+    torch.testing.assert_close(got.flatten(1).sum(1), r_out.flatten(1).sum(1), rtol=1e-6, atol=0)
+    hook.normalise = False  # control: the Taylor term does not conserve
+    taylor = run_hook(hook.copy(), layer, x, r_out)
+    assert not torch.allclose(taylor.flatten(1).sum(1), r_out.flatten(1).sum(1), rtol=1e-2)
+
+
+def test_learned_root_is_differentiable_in_the_upper_relevance():
+    """Second order: the root is a constant, R_in is linear in R_out and sums to it."""
+    layer, shape, x, _, _, _, hook = learned_setup(dict(kind="conv", loss="mse", lr=0.05), eps=1e-12)
+    r_out = supported_relevance(layer, x).requires_grad_(True)
+    relevance = run_hook(hook, layer, x, r_out, create_graph=True)
+    gradient, = torch.autograd.grad(relevance.sum(), r_out)
+    assert bool((hook.log.records[0]["signal"] != x).any())
+    with torch.no_grad():  # d sum(R_in) / d R_j = z_j / stab(z_j): 1 where the start responds, else 0
+        responds = nn.functional.conv2d(x, layer.weight.clamp(min=0), None, layer.stride, layer.padding) > 0
+    torch.testing.assert_close(gradient, responds.to(gradient), rtol=0, atol=1e-8)
+
+
+def test_rule_hooks_use_only_zennits_shared_api():
+    """zennit 1.0 changed forward/pre_forward/post_forward/register; our hooks override none of them."""
+    changed = {"forward", "pre_forward", "post_forward", "pre_backward", "register", "remove"}
+    for cls in (rules.LearnedRoot, rules.LayerBox, rules.GradientPass):
+        assert not changed & set(vars(cls)), cls
+        assert {"backward", "copy"} <= set(vars(cls))
+    hook = LearnedRoot(loss=RootLoss("l1"), steps=3, lr=0.5, clip=0.0, weights="all", project=False,
+                       normalise=False, box=None, stabilizer=1e-3, log=RootLog())
+    copied = hook.copy()
+    assert {k: v for k, v in vars(copied).items() if k not in ("stored_tensors", "tensor_handles")} == \
+        {k: v for k, v in vars(hook).items() if k not in ("stored_tensors", "tensor_handles")}

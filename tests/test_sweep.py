@@ -1,0 +1,116 @@
+"""Real ``-m`` sweeps with the installed scripts: basic launcher, joblib, submitit (local), then the
+table and the figures on the sweep folder."""
+from __future__ import annotations
+
+import json
+from importlib.util import find_spec
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+TINY = ["dataset.limit=4", "batch_size=4", "metrics=fast"]
+BAD_SPLIT = "dataset.split must be train or val"
+
+
+def only_sweep(output_root: Path) -> Path:
+    sweeps = [path for path in (output_root / "sweeps").iterdir() if path.is_dir()]
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
+def job_status(sweep: Path) -> dict[str, str]:
+    status = {}
+    for job in sorted(path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        metrics = job / "metrics.json"
+        status[job.name] = ("complete" if metrics.is_file() and json.loads(metrics.read_text())["status"] == "complete"
+                            else "failed" if (job / "failed.json").is_file() else "unfinished")
+    return status
+
+
+def test_sweep_table_and_figures(run_cli, tmp_path):
+    out = tmp_path / "out"
+    # 2 methods x 2 root_opt values x 2 splits: the 4 jobs on the nonexistent split pass config
+    # validation and fail at run time
+    result = run_cli("-m", "method=dtd_zplus,ours", "root_opt.conv.steps=0,1", "dataset.split=val,nonexistent",
+                     *TINY, f"paths.output_root={out}")
+    assert result.returncode == 1, result.stderr  # the sweep finishes the others, then reports the failures
+    sweep = only_sweep(out)
+    status = job_status(sweep)
+    assert sorted(status.values()) == ["complete"] * 4 + ["failed"] * 4
+    assert "4 job(s) failed" in result.stderr
+
+    tables = tmp_path / "tables"
+    table = run_cli(str(sweep), "-o", str(tables), name="learnroot-table")
+    assert table.returncode == 0, table.stderr
+    pivot = pd.read_csv(tables / "table.csv")
+    assert list(zip(pivot["method"], pivot["root_opt.conv.steps"])) == [
+        ("dtd_zplus", 0), ("dtd_zplus", 1), ("ours", 0), ("ours", 1)]
+    assert list(pivot["n"]) == [4] * 4 and list(pivot["morf_auc_n"]) == [4] * 4
+    assert "dataset.split" not in pivot.columns  # the complete runs all used val
+
+    # each row's numbers are its run's per-sample values averaged (read independently here)
+    runs = pd.read_csv(tables / "runs.csv")
+    for _, row in pivot.iterrows():
+        folder = runs[(runs["status"] == "complete") & (runs["method"] == row["method"])
+                      & (runs["root_opt.conv.steps"] == row["root_opt.conv.steps"])]["run"].unique()
+        assert len(folder) == 1
+        samples = pd.read_csv(Path(folder[0]) / "per_sample.csv")
+        assert len(samples) == 4
+        assert row["morf_auc_mean"] == pytest.approx(samples["morf_auc"].mean(), rel=1e-9)
+        assert row["morf_auc_std"] == pytest.approx(samples["morf_auc"].std(ddof=1), rel=1e-9)
+        assert row["lerf_auc_mean"] == pytest.approx(samples["lerf_auc"].mean(), rel=1e-9)
+
+    failed = runs[runs["status"] == "failed"].drop_duplicates("run")
+    assert len(failed) == 4 and failed["error"].str.contains(BAD_SPLIT).all()
+    markdown = (tables / "table.md").read_text()
+    assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 4
+    assert "**4 run(s) without results:**" in markdown and markdown.count(f"- failed: `{sweep}") == 4
+    assert table.stderr.count("learnroot-table: failed:") == 4
+
+    figures = tmp_path / "figures"
+    drawn = run_cli("all", str(sweep), "-o", str(figures), name="learnroot-figures")
+    assert drawn.returncode == 0, drawn.stderr
+    for name, size in (("heatmaps", ((1 + 4) * 160, 4 * 160 + 40)), ("curves", (550, 400)), ("toy", (1000, 450))):
+        path = figures / f"{name}.png"
+        assert path.stat().st_size > 1000 and (figures / f"{name}.pdf").is_file()
+        with Image.open(path) as image:
+            assert image.size == size, name
+    assert "root_opt.conv.steps=1" in (figures / "heatmaps.txt").read_text()
+
+
+@pytest.mark.skipif(find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+                    reason="hydra-joblib-launcher not installed (pip install 'learnroot[parallel]')")
+def test_local_parallel_preset_runs_jobs_in_processes(run_cli, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("-m", "cluster=local_parallel", "method=dtd_zplus,ours", "dataset.split=val,nonexistent",
+                     *TINY, f"paths.output_root={out}")
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    assert result.returncode == 1, result.stderr  # a failure in a worker process still fails the sweep
+    status = job_status(only_sweep(out))
+    assert sorted(status.values()) == ["complete", "complete", "failed", "failed"]
+
+
+@pytest.mark.skipif(find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                    reason="hydra-submitit-launcher not installed (pip install 'learnroot[slurm]')")
+def test_slurm_preset_composes_and_runs_with_submitit_local(run_cli, tmp_path):
+    shown = run_cli("cluster=slurm", "hydra.launcher.partition=gpu", "--cfg", "all")
+    assert shown.returncode == 0, shown.stderr
+    composed = yaml.safe_load(shown.stdout)
+    launcher = composed["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["gpus_per_node"] == 1 and launcher["tasks_per_node"] == 1 and launcher["nodes"] == 1
+    assert launcher["partition"] == "gpu" and launcher["timeout_min"] > 0 and launcher["mem_gb"] > 0
+    assert composed["device"] == "cuda"
+
+    # the same preset, its submitit launcher run locally (no SLURM, no GPU here)
+    out = tmp_path / "out"
+    result = run_cli("-m", "cluster=slurm", "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=0",
+                     "device=cpu", "method=dtd_zplus,ours", *TINY, f"paths.output_root={out}")
+    assert result.returncode == 0, result.stderr
+    sweep = only_sweep(out)
+    assert job_status(sweep) == {"0": "complete", "1": "complete"}
+    assert (sweep / ".submitit").is_dir()

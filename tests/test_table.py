@@ -1,0 +1,185 @@
+"""``learnroot-table`` on run folders written by hand: identity, duplicates, failures, formats."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import script
+from learnroot import table
+
+
+def config(method: str = "ours", steps: int = 5, output_root: str = "outputs", limit: int = 4) -> dict:
+    """A composed config like Hydra's ``.hydra/config.yaml`` (the keys the table looks at)."""
+    return {"model": {"name": "small_cnn", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                      "value_range": [0.0, 1.0]},
+            "dataset": {"name": "shapes", "limit": limit, "num_workers": 0},
+            "method": {"name": method, "epsilon": 0.25},
+            "root_opt": {"name": "default", "conv": {"steps": steps, "lr": 1.0, "loss": "mse"}},
+            "metrics": {"pf_steps": 10, "pf_chunk": 256},
+            "paths": {"output_root": output_root, "cache_dir": "~/.cache/learnroot"},
+            "batch_size": 4, "device": "auto", "seed": 0, "save_heatmaps": True, "save_relevance": True,
+            "resume": None}
+
+
+def make_run(folder: Path, cfg: dict, overrides: list[str], metrics: dict | None = None, failed: str | None = None,
+             mtime: float | None = None, n: int = 4) -> Path:
+    """Write a run folder: ``.hydra/``, then ``metrics.json`` (complete) or ``failed.json`` or nothing."""
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), folder / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+    written = None
+    if metrics is not None:
+        written = folder / "metrics.json"
+        written.write_text(json.dumps({"status": "complete", "n_samples": n, "n_ok": n, "method": cfg["method"]["name"],
+                                       "metrics": {name: {"mean": mean, "std": std, "n": count}
+                                                   for name, (mean, std, count) in metrics.items()},
+                                       "curves": {}}))
+    elif failed is not None:
+        written = folder / "failed.json"
+        written.write_text(json.dumps({"status": "failed", "error": failed, "type": "RunError"}))
+    if written is not None and mtime is not None:
+        os.utime(written, (mtime, mtime))
+    return folder
+
+
+def run_table(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([script("learnroot-table"), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A sweep of two methods x two root_opt.conv.steps, one failed job and one unfinished job."""
+    root = tmp_path / "sweeps" / "s1"
+    values = {("dtd_zplus", 0): (0.30, 0.70), ("dtd_zplus", 2): (0.25, 0.80),
+              ("ours", 0): (0.20, 0.75), ("ours", 2): (0.10, 0.90)}
+    for job, ((method, steps), (morf, lerf)) in enumerate(values.items()):
+        make_run(root / str(job), config(method, steps),
+                 [f"method={method}", f"root_opt.conv.steps={steps}", "dataset.limit=4"],
+                 metrics={"morf_auc": (morf, 0.01, 4), "lerf_auc": (lerf, 0.02, 4),
+                          "conservation_error": (1e-7, 2e-8, 3), "target_logit": (5.0, 1.0, 4)})
+    make_run(root / "4", config("ours", 7), ["method=ours", "root_opt.conv.steps=7"], failed="the dataset selection is empty")
+    make_run(root / "5", config("ours", 9), ["method=ours", "root_opt.conv.steps=9"])
+    return root
+
+
+def test_pivot_rows_numbers_and_best_marks(sweep, tmp_path):
+    out = tmp_path / "tables"
+    result = run_table(sweep, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["runs.csv", "table.csv", "table.md", "table.tex"]
+
+    pivot = pd.read_csv(out / "table.csv")
+    assert list(pivot.columns[:4]) == ["method", "model", "root_opt.conv.steps", "n"]
+    assert list(zip(pivot["method"], pivot["root_opt.conv.steps"])) == [
+        ("dtd_zplus", 0), ("dtd_zplus", 2), ("ours", 0), ("ours", 2)]
+    assert list(pivot["n"]) == [4, 4, 4, 4]
+    assert list(pivot["morf_auc_mean"]) == [0.30, 0.25, 0.20, 0.10]
+    assert list(pivot["lerf_auc_std"]) == [0.02] * 4
+    # morf: lower is better -> ours/2 (0.10); lerf: higher is better -> ours/2 (0.90)
+    assert list(pivot["morf_auc_best"]) == [False, False, False, True]
+    assert list(pivot["lerf_auc_best"]) == [False, False, False, True]
+    assert "target_logit_mean" not in pivot.columns  # not a default metric
+    assert list(pivot["conservation_error_n"]) == [3, 3, 3, 3]
+
+    markdown = (out / "table.md").read_text()
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| method | model | root_opt.conv.steps | n | morf_auc ↓ | lerf_auc ↑")
+    assert len(lines) == 1 + 4
+    assert "| ours | small_cnn | 2 | 4 | **0.100 ± 0.010** | **0.900 ± 0.020** | 1.00e-07 ± 2.00e-08 (n=3) |" in markdown
+    assert "| dtd_zplus | small_cnn | 0 | 4 | 0.300 ± 0.010 | 0.700 ± 0.020 |" in markdown
+    # failed and unfinished runs are listed, not dropped
+    assert f"- failed: `{sweep / '4'}`: the dataset selection is empty" in markdown
+    assert f"- unfinished: `{sweep / '5'}`" in markdown
+    assert f"failed: {sweep / '4'}: the dataset selection is empty" in result.stderr
+    assert f"unfinished: {sweep / '5'}" in result.stderr
+
+    tex = (out / "table.tex").read_text()
+    assert r"\begin{tabular}{lllrrrr}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"morf\_auc $\downarrow$" in tex and r"root\_opt.conv.steps" in tex
+    assert r"ours & small\_cnn & 2 & 4 & \textbf{0.100 $\pm$ 0.010} & \textbf{0.900 $\pm$ 0.020}" in tex
+    assert f"% failed: {sweep / '4'}" in tex
+
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs["run"]) == {str(sweep / str(job)) for job in range(6)}
+    status = runs.drop_duplicates("run").set_index("run")["status"]
+    assert status[str(sweep / "4")] == "failed" and status[str(sweep / "5")] == "unfinished"
+    assert (status[[str(sweep / str(job)) for job in range(4)]] == "complete").all()
+    ours2 = runs[(runs["run"] == str(sweep / "3")) & (runs["metric"] == "target_logit")]
+    assert ours2[["mean", "std", "n"]].values.tolist() == [[5.0, 1.0, 4]]  # runs.csv keeps every metric
+
+
+def test_duplicates_newest_wins_and_paths_do_not_split_configs(tmp_path):
+    root = tmp_path / "outputs"
+    old = make_run(root / "runs" / "a", config("ours", output_root="/somewhere"), ["method=ours"],
+                   metrics={"morf_auc": (0.5, 0.1, 4)}, mtime=1_000_000)
+    new = make_run(root / "sweeps" / "x" / "0", config("ours", output_root="/elsewhere"), ["method=ours"],
+                   metrics={"morf_auc": (0.4, 0.1, 4)}, mtime=2_000_000)
+    retry = make_run(root / "runs" / "b", config("ours"), ["method=ours"], failed="boom", mtime=3_000_000)
+    other = make_run(root / "runs" / "c", config("lrp_0"), ["method=lrp_0"], metrics={"morf_auc": (0.6, 0.1, 4)})
+    result = run_table(root, "-o", tmp_path / "t", "--format", "md")
+    assert result.returncode == 0, result.stderr
+    pivot = table.aggregate(root).pivot
+    assert list(pivot["method"]) == ["lrp_0", "ours"]
+    assert list(pivot["morf_auc_mean"]) == [0.6, 0.4]  # the newer duplicate
+    assert f"using the newest {new}" in result.stderr and f"superseded: {old}" in result.stderr
+    assert f"has a complete duplicate: using {new}" in result.stderr
+    runs = pd.read_csv(tmp_path / "t" / "runs.csv").drop_duplicates("run").set_index("run")
+    assert runs.loc[str(old), "status"] == "superseded" and not runs.loc[str(old), "used"]
+    assert runs.loc[str(new), "status"] == "complete" and runs.loc[str(new), "used"]
+    assert runs.loc[str(retry), "status"] == "failed" and str(new) in runs.loc[str(retry), "note"]
+    assert runs.loc[str(other), "status"] == "complete"
+    markdown = (tmp_path / "t" / "table.md").read_text()
+    assert "using the newest" in markdown and "**0.400 ± 0.100**" in markdown
+    # a failed run whose config has a complete run does not count for --strict
+    assert run_table(root, "-o", tmp_path / "t", "--strict", "-q").returncode == 0
+
+
+def test_configs_that_share_labels_get_distinguishing_columns(tmp_path):
+    # the same overrides but a different composed config (e.g. a config file changed between runs)
+    one = config("ours")
+    two = config("ours")
+    two["method"]["epsilon"] = 0.5
+    make_run(tmp_path / "r1", one, ["method=ours"], metrics={"morf_auc": (0.1, 0.0, 4)})
+    make_run(tmp_path / "r2", two, ["method=ours"], metrics={"morf_auc": (0.2, 0.0, 4)})
+    result = table.aggregate(tmp_path)
+    assert [title for title, _ in result.columns] == ["method", "model", "method.epsilon"]
+    assert list(result.pivot["method.epsilon"]) == [0.25, 0.5]
+
+
+def test_strict_and_errors(sweep, tmp_path):
+    assert run_table(sweep, "-o", tmp_path / "t", "--strict", "-q").returncode == 1
+    bad_by = run_table(sweep, "--by", "colour", "-o", tmp_path / "t")
+    assert bad_by.returncode == 2 and bad_by.stderr.startswith("learnroot-table: error: --by colour")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = run_table(empty)
+    assert nothing.returncode == 2 and "no run folders" in nothing.stderr
+    assert run_table(sweep, "--format", "xlsx").returncode == 2
+    assert run_table(sweep, "--metrics", "nonsense", "-o", tmp_path / "t").returncode == 2
+
+
+def test_metrics_selection_by_and_name(sweep, tmp_path):
+    result = run_table(sweep, "--metrics", "lerf_auc,target_logit", "--by", "method", "--format", "csv",
+                       "--name", "ablation", "-o", tmp_path / "t")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "t").iterdir()) == ["ablation.csv", "ablation_runs.csv"]
+    pivot = pd.read_csv(tmp_path / "t" / "ablation.csv")
+    assert list(pivot.columns) == ["method", "root_opt.conv.steps", "n", "lerf_auc_mean", "lerf_auc_std", "lerf_auc_n",
+                                   "target_logit_mean", "target_logit_std", "target_logit_n", "lerf_auc_best",
+                                   "target_logit_best"]
+    assert not pivot["target_logit_best"].any()  # no known direction: nothing marked
+
+
+def test_metric_directions():
+    for name in ("morf_auc", "positive_auc", "conservation_error", "seconds_attribution", "seconds_evaluation"):
+        assert table.metric_direction(name) == "lower"
+    for name in ("lerf_auc", "negative_auc", "pf_auc_diff", "miou", "pixel_accuracy", "average_precision",
+                 "pointing_game", "mass_inside", "accuracy"):
+        assert table.metric_direction(name) == "higher"
+    assert table.metric_direction("target_logit") is None
