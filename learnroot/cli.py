@@ -46,6 +46,9 @@ def to_options(cfg: DictConfig) -> RunOptions:
     ConfigError
         Missing mandatory values, unresolvable interpolations, or bad choices.
     """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing mandatory value(s): {', '.join(missing)} (set e.g. {missing[0]}=...)")
     try:
         options = OmegaConf.to_object(cfg)
     except Exception as error:  # noqa: BLE001 - OmegaConf raises many types; all are config errors

@@ -75,5 +75,8 @@ def check_choices(options: RunOptions) -> None:
         raise ConfigError(f"model.value_range must be [low, high] with low < high, got {list(options.model.value_range)}")
     if len(options.model.mean) != len(options.model.std) or any(s <= 0 for s in options.model.std):
         raise ConfigError("model.mean and model.std must have one entry per channel, std > 0")
+    if options.dataset.name in ("imagenet", "imagenet_segmentation") and not options.dataset.root:
+        where = "/path/to/gtsegs_ijcv.mat" if options.dataset.name == "imagenet_segmentation" else "/path/to/val"
+        raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={where}")
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")

@@ -209,6 +209,14 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def small_cnn_path(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
+    """Where the small CNN trained with these options on this benchmark is cached."""
+    from .data import SHAPE_CLASSES, shapes_root
+    benchmark = shapes_root(dataset_options, cache_dir).name
+    key = _cache_key(benchmark, options, len(SHAPE_CLASSES))
+    return Path(cache_dir).expanduser() / "models" / f"small_cnn-{key}.pt"
+
+
 def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
     """The small CNN trained on the shapes benchmark, trained on first use and cached.
 
@@ -233,8 +241,7 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     if options.weights not in ("auto", ""):
         load_state_dict(model, options.weights, "small_cnn")
         return model.eval()
-    benchmark = shapes_root(dataset_options, cache_dir).name
-    path = Path(cache_dir).expanduser() / "models" / f"small_cnn-{_cache_key(benchmark, options, num_classes)}.pt"
+    path = small_cnn_path(options, dataset_options, cache_dir)
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
         return model.eval()
@@ -244,7 +251,8 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     val = build_dataset(full, preprocess, num_classes, cache_dir, split="val")
     model, val_accuracy = train_small_cnn(train, val, options, num_classes)
     log.info("trained small_cnn: validation accuracy %.4f, cached at %s", val_accuracy, path)
-    _save_atomic({"state_dict": model.state_dict(), "val_accuracy": val_accuracy, "benchmark": benchmark}, path)
+    _save_atomic({"state_dict": model.state_dict(), "val_accuracy": val_accuracy,
+                  "benchmark": shapes_root(dataset_options, cache_dir).name}, path)
     return model
 
 

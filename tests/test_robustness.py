@@ -28,7 +28,9 @@ def _class_index(path: Path) -> Path:
 
 
 def _small_cnn_weights(test_cache: Path) -> Path:
-    return next((test_cache / "models").glob("small_cnn-*.pt"))
+    from learnroot.models import small_cnn_path
+    from learnroot.options import ModelOptions
+    return small_cnn_path(ModelOptions(), DatasetOptions(), str(test_cache))
 
 
 def _folder_args(root: Path, index: Path, weights: Path) -> list[str]:
@@ -111,16 +113,16 @@ def _bad_config_cases(tmp_path: Path, test_cache: Path):
     import torchvision
     resnet = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
-    folder = ["dataset=imagenet", f"dataset.root={images}", f"dataset.class_index={index}", "model.resize=64",
-              "model.crop=64", f"model.weights={_small_cnn_weights(test_cache)}"]
+    model = ["model.resize=64", "model.crop=64", f"model.weights={_small_cnn_weights(test_cache)}"]
+    folder = ["dataset=imagenet", f"dataset.root={images}", f"dataset.class_index={index}"] + model
     return [
         (["method=lrp_alpha"], "Could not find 'method/lrp_alpha'"),
         (["model=alexnet"], "Could not find 'model/alexnet'"),
         (["dataset=coco"], "Could not find 'dataset/coco'"),
         (["dataset.limt=3"], "Key 'limt' not in 'DatasetOptions'"),
         (["batch_size=many"], "could not be converted to Integer"),
-        (["dataset=imagenet", f"dataset.root={tmp_path / 'missing'}"], "dataset root not found"),
-        (["dataset=imagenet", f"dataset.root={empty}"], "has no class folders"),
+        (["dataset=imagenet", f"dataset.root={tmp_path / 'missing'}"] + model, "dataset root not found"),
+        (["dataset=imagenet", f"dataset.root={empty}"] + model, "has no class folders"),
         (folder + [f"dataset.masks={tmp_path / 'masks'}"], "does not match the images"),
         (folder[:2] + [f"dataset.class_index={partial}"] + folder[3:], "not in class index"),
         (["model=resnet18", f"model.weights={tmp_path / 'nope.pth'}"], "weights file not found"),

@@ -109,8 +109,8 @@ def test_slurm_preset_composes_and_runs_with_submitit_local(run_cli, tmp_path):
     # the same preset, its submitit launcher run locally (no SLURM, no GPU here)
     out = tmp_path / "out"
     result = run_cli("-m", "cluster=slurm", "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=0",
-                     "device=cpu", "method=dtd_zplus,ours", *TINY, f"paths.output_root={out}")
+                     "device=cpu", "method=dtd_zplus", *TINY, f"paths.output_root={out}")
     assert result.returncode == 0, result.stderr
     sweep = only_sweep(out)
-    assert job_status(sweep) == {"0": "complete", "1": "complete"}
+    assert job_status(sweep) == {"0": "complete"}
     assert (sweep / ".submitit").is_dir()
