@@ -19,7 +19,6 @@ Pixel sizes (at ``--dpi 100``): heatmaps ``(1 + methods) * 160`` by ``images * 1
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Iterable, Optional
@@ -48,9 +47,22 @@ class FigureError(Exception):
 
 
 def _colours(count: int) -> list:
-    if count <= 10:
-        return list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    return [matplotlib.colormaps["tab20"](i % 20) for i in range(count)]
+    """Colours for ``count`` series: matplotlib's default cycle, then black and Dark2."""
+    colours = list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    if count > len(colours):
+        colours += ["black"] + list(matplotlib.colormaps["Dark2"].colors)
+    return colours
+
+
+def _wrap_title(title: str, width: int = 14) -> str:
+    """Break a long column title once, at the underscore or space nearest its middle."""
+    if len(title) <= width:
+        return title
+    cuts = [i for i, char in enumerate(title) if char in "_ "]
+    if not cuts:
+        return title
+    cut = min(cuts, key=lambda i: abs(i - len(title) / 2))
+    return title[:cut + 1] + "\n" + title[cut + 1:].lstrip()
 
 
 def save_figure(figure, stem: str | Path, formats: Iterable[str] = FORMATS, dpi: int = 100) -> list[Path]:
@@ -99,15 +111,16 @@ def plot_mean_curves(series: dict[str, dict], path: str | Path, title: str = "",
                           label=None if shown else label)
                 shown = True
                 drawn.add(kind)
-    for kind in kinds:  # one black legend entry per line style
+    for kind in kinds:  # one thin grey legend entry per line style
         if kind in drawn and len(drawn) > 1:
-            axes.plot([], [], CURVE_STYLES.get(kind, "-"), color="black", label=kind.upper())
+            axes.plot([], [], CURVE_STYLES.get(kind, "-"), color="dimgray", linewidth=1, label=kind.upper())
     axes.set_xlabel("fraction of pixels removed")
     axes.set_ylabel("target probability" if value == "prob" else "target logit")
     axes.set_xlim(0, 1)
     axes.set_title(title, fontsize=9)
     if drawn:
-        axes.legend(fontsize=6 if len(series) > 6 else 7, ncol=2 if len(series) > 6 else 1)
+        axes.legend(fontsize=6 if len(series) > 6 else 7, ncol=2 if len(series) > 6 else 1, loc="best",
+                    framealpha=0.8)
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
@@ -249,7 +262,7 @@ def plot_heatmap_grid(columns: list[tuple[str, Path]], ids: list[str], stem: str
             axes.imshow(relevance_map, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
             axes.set_axis_off()
             if row == 0:
-                axes.set_title(title, fontsize=7 if len(title) < 18 else 5)
+                axes.set_title(_wrap_title(title), fontsize=7)
     paths = save_figure(figure, stem, formats, dpi)
     caption = Path(stem).with_name(Path(stem).name + ".txt")
     caption.write_text(heatmap_caption(columns, ids, scale))
@@ -282,6 +295,21 @@ def heatmap_figure(root: str | Path, stem: str | Path, by: Iterable[str] = ("met
                    dpi: int = 100) -> list[Path]:
     """The heatmap grid of every complete run under ``root`` that saved relevance arrays.
 
+    Parameters
+    ----------
+    root : path-like
+        Run, sweep or output folder.
+    stem : path-like
+        Output path without suffix.
+    by : iterable of str
+        Label columns (as ``learnroot-table --by``).
+    ids : list of str, optional
+        Sample ids to show; default ``n_images`` ids spread evenly over the sorted ids common to all runs.
+    n_images : int
+        Number of images when ``ids`` is not given.
+    scale, formats, dpi
+        As :func:`plot_heatmap_grid`.
+
     Raises
     ------
     FigureError
@@ -297,8 +325,9 @@ def heatmap_figure(root: str | Path, stem: str | Path, by: Iterable[str] = ("met
         if missing:
             raise FigureError(f"--ids: {', '.join(missing)} not in every run (common: {', '.join(available[:10])}...)")
         chosen = list(ids)
-    else:
-        chosen = available[:n_images]
+    else:  # evenly spread over the sorted ids (the shapes benchmark sorts them by class)
+        picks = np.unique(np.round(np.linspace(0, len(available) - 1, min(n_images, len(available)))).astype(int))
+        chosen = [available[i] for i in picks] if available else []
     if not chosen:
         raise FigureError(f"{root}: the runs share no sample id")
     return plot_heatmap_grid(columns, chosen, stem, scale, formats, dpi)
@@ -308,6 +337,15 @@ def heatmap_figure(root: str | Path, stem: str | Path, by: Iterable[str] = ("met
 
 def _sigmoid(value: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-value))
+
+
+def toy_root_opt():
+    """The learned-root options of the toy's ``ours``: the learned root at its (only) affine layer,
+    mse, 5 steps, lr 1, clip 1."""
+    from .options import LayerRootOptions, RootOptOptions
+
+    layer = LayerRootOptions(loss="mse", steps=5, lr=1.0, clip=1.0)
+    return RootOptOptions(name="toy", conv=layer, dense=layer, pixel=layer, pixel_layer="learned")
 
 
 def toy_relevances(delta: float = TOY_DELTA) -> pd.DataFrame:
@@ -320,9 +358,9 @@ def toy_relevances(delta: float = TOY_DELTA) -> pd.DataFrame:
       below it; with root 0 this is gradient x input, ``R_i = x_i sigmoid'(x_i)``;
     * ``gxi_nearby_root``: gradient x input with a nearby root, ``R = (x - x~) * df/dx`` at
       ``x~ = x - delta`` (a step of ``delta`` toward the origin in each coordinate), by autograd;
-    * ``ours``: the learned root at the affine layer (``root_opt.pixel_layer=learned``, default
-      optimiser: mse, 5 steps, lr 1, clip 1), the root kept inside the layer's box
-      ``[sigmoid(0), sigmoid(5)]``; the sigmoid's z rule below.
+    * ``ours``: the learned root at the affine layer (:func:`toy_root_opt`: ``pixel_layer=learned``,
+      mse, 5 steps, lr 1, clip 1), the root kept inside the layer's box ``[sigmoid(0), sigmoid(5)]``;
+      the sigmoid's z rule below.
 
     Parameters
     ----------
@@ -351,8 +389,7 @@ def toy_relevances(delta: float = TOY_DELTA) -> pd.DataFrame:
     relevance = {
         "lrp_0": make_attributor(model, MethodOptions(name="lrp_0", pixel_rule="epsilon", epsilon=0.0),
                                  RootOptOptions(), box)(x, target).relevance,
-        "ours": make_attributor(model, MethodOptions(name="ours"), RootOptOptions(pixel_layer="learned"),
-                                box)(x, target).relevance,
+        "ours": make_attributor(model, MethodOptions(name="ours"), toy_root_opt(), box)(x, target).relevance,
     }
     inputs = x.clone().requires_grad_(True)
     gradient, = torch.autograd.grad(model(inputs)[:, 0].sum(), inputs)
@@ -371,8 +408,12 @@ def toy_relevances(delta: float = TOY_DELTA) -> pd.DataFrame:
 TOY_LABELS = {"lrp_0": "LRP-0", "gxi_nearby_root": "GxI, root x~", "ours": "ours"}
 
 
-def toy_caption(delta: float = TOY_DELTA) -> str:
-    """The caption of the toy figure."""
+def toy_caption(frame: pd.DataFrame, delta: float = TOY_DELTA, numbers: str = "toy.csv") -> str:
+    """The caption of the toy figure, for the relevances ``frame`` of :func:`toy_relevances`."""
+    conserving = sorted({f"{TOY_LABELS[row.method]} at {row.point}" for row in frame.itertuples()
+                         if abs(row.r_sum - row.f) <= 1e-6 * abs(row.f)})
+    sums = ("no explanation sums to f" if not conserving else
+            f"the sum equals f only for {', '.join(conserving)}")
     return (
         "The seed's toy example: f(x, y) = sigmoid(x) + sigmoid(y) on [0, 5]^2 (contour levels "
         f"{', '.join(f'{level:.2f}' for level in TOY_LEVELS)}); a, b, c from learnroot.data.toy.seed_points(): "
@@ -380,9 +421,9 @@ def toy_caption(delta: float = TOY_DELTA) -> str:
         "each input (R_x, R_y) and its sum under: LRP-0 (root 0 at the affine layer, the sigmoid's z rule "
         "below: gradient x input, R_i = x_i sigmoid'(x_i)); gradient x input with a nearby root, "
         f"R = (x - x~) * df/dx with x~ = x - {delta:g} in each coordinate (R_i = {delta:g} sigmoid'(x_i)); ours "
-        "(learned root at the affine layer, root_opt default optimiser with pixel_layer=learned, root kept in "
-        "the layer's box [sigmoid(0), sigmoid(5)]; the sigmoid's z rule below). b and c lie on one contour "
-        "yet receive different explanations, and no sum equals f. Numbers in toy.csv.\n")
+        "(learned root at the affine layer: mse, 5 steps, lr 1, clip 1, root kept in the layer's box "
+        "[sigmoid(0), sigmoid(5)]; the sigmoid's z rule below). b and c lie on one contour "
+        f"yet receive different explanations; {sums}. Numbers in {numbers}.\n")
 
 
 def plot_toy(stem: str | Path, delta: float = TOY_DELTA, formats: Iterable[str] = FORMATS,
@@ -431,7 +472,7 @@ def plot_toy(stem: str | Path, delta: float = TOY_DELTA, formats: Iterable[str] 
     stem = Path(stem)
     csv, caption = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".txt")
     frame.to_csv(csv, index=False)
-    caption.write_text(toy_caption(delta))
+    caption.write_text(toy_caption(frame, delta, csv.name))
     return paths + [csv, caption]
 
 
@@ -451,8 +492,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("-o", "--output", default=None, help="output folder (default: PATH, or . for toy)")
     parser.add_argument("--prefix", default="", help="prefix of the file names, e.g. 'methods_'")
     parser.add_argument("--by", default="method", help="label columns (as learnroot-table --by; default: method)")
-    parser.add_argument("--ids", default=None, help="heatmaps: comma-separated sample ids (default: the first N "
-                                                    "common to all runs)")
+    parser.add_argument("--ids", default=None, help="heatmaps: comma-separated sample ids (default: N ids spread "
+                                                    "evenly over those common to all runs)")
     parser.add_argument("-n", "--n-images", type=int, default=4, help="heatmaps: number of images (default 4)")
     parser.add_argument("--scale", choices=("cell", "row"), default="cell",
                         help="heatmaps: colour scale per heatmap (cell, default) or per image row (row)")

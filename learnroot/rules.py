@@ -3,9 +3,9 @@
 Every rule here is a :class:`zennit.core.Hook` (or ``BasicHook``) subclass that overrides only
 ``backward`` and ``copy``, reads the layer input as ``self.stored_tensors['input'][0]`` and
 evaluates the layer with functional ops (``F.linear`` / ``F.conv{1,2,3}d`` with the module's
-stride, padding, dilation and groups), never ``module(...)``. That part of zennit's API is the same in 0.5.1 and 1.0, so the rules
-work with both (1.0 changed the forward-hook signature and the parameter swapping, which these rules
-do not touch).
+stride, padding, dilation and groups), never ``module(...)``. That part of zennit's API is the
+same in 0.5.1 and 1.0, so the rules work with both (1.0 changed the forward-hook signature and the
+parameter swapping, which these rules do not touch).
 
 The learned root (METHOD.md section 2)
 --------------------------------------

@@ -19,8 +19,8 @@ Rows of the pivot table are configurations: the ``--by`` columns plus every over
 value differs between the runs (so a sweep over ``root_opt.conv.steps`` gets its own column and
 nothing is averaged silently). Cells are ``mean ± std`` over samples; the ``n`` column is the number
 of samples averaged; the best value of each column (by the metric's direction, :data:`LOWER_IS_BETTER`
-/ :data:`HIGHER_IS_BETTER`; ties all marked, nothing marked when all rows are equal or the metric has no
-known direction) is bold.
+/ :data:`HIGHER_IS_BETTER`; values equal at the shown precision tie, nothing is marked when all rows
+show the same value or the metric has no known direction) is bold.
 """
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ class Run:
 # --------------------------------------------------------------------------------------------- reading
 
 def find_run_folders(root: str | Path) -> list[Path]:
-    """Every run folder (a folder with ``.hydra/config.yaml``) at or below ``root``, sorted.
+    """Every run folder (a folder with ``.hydra/config.yaml``) at or below ``root``, sorted (numbers
+    numerically).
 
     Raises
     ------
@@ -117,7 +118,12 @@ def find_run_folders(root: str | Path) -> list[Path]:
     root = Path(root).expanduser()
     if not root.exists():
         raise TableError(f"{root}: no such folder")
-    return sorted({config.parent.parent for config in root.rglob(".hydra/config.yaml")})
+    return sorted({config.parent.parent for config in root.rglob(".hydra/config.yaml")}, key=_natural)
+
+
+def _natural(path: Path) -> list:
+    """Sort key that orders numbered folders numerically (``2`` before ``10``)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
 def _ignored(key: str) -> bool:
@@ -370,16 +376,23 @@ def _number(value) -> float:
         return math.nan
 
 
+def overrides_text(run: Run) -> str:
+    """The run's overrides as ``key=value`` words, without paths, ``hydra.*`` and ``resume``."""
+    return " ".join(f"{key}={value}" for key, value in run.overrides.items()
+                    if not key.startswith("hydra") and not _ignored(key))
+
+
 def tidy_frame(runs: list[Run], columns: list[tuple[str, str]]) -> pd.DataFrame:
     """``runs.csv``: one row per run and metric (one row without a metric for runs with none).
 
     Columns: ``run`` (folder), ``status``, ``used`` (the run is a table row), ``note``, ``error``,
-    the label columns, ``n_samples``, ``n_ok``, ``metric``, ``mean``, ``std``, ``n``.
+    ``overrides`` (the run's command-line overrides but paths and hydra), the label columns, ``n_samples``, ``n_ok``, ``metric``, ``mean``, ``std``, ``n``.
     """
     rows = []
     for run in runs:
         base = {"run": str(run.path), "status": run.status, "used": run.status == "complete", "note": run.note,
-                "error": run.error, **{title: label_value(run, key) for title, key in columns},
+                "error": run.error, "overrides": overrides_text(run),
+                **{title: label_value(run, key) for title, key in columns},
                 "n_samples": run.n_samples, "n_ok": run.n_ok}
         if not run.metrics:
             rows.append({**base, "metric": None, "mean": math.nan, "std": math.nan, "n": None})
@@ -410,13 +423,15 @@ def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[s
 
 
 def best_mask(values: pd.Series, direction: Optional[str]) -> pd.Series:
-    """True where a value is the column's best (ties all marked); nothing marked with fewer than
-    two finite values, when all are equal, or for an unknown direction."""
+    """True where a value is the column's best; values equal at the shown precision
+    (:func:`format_number`) tie and are all marked; nothing is marked when all rows show the same
+    value or for an unknown direction."""
     finite = values.astype(float).replace([math.inf, -math.inf], math.nan)
-    if direction is None or finite.nunique() < 2:
+    shown = finite.map(lambda value: format_number(value) if pd.notna(value) else None)
+    if direction is None or shown.nunique() < 2:
         return pd.Series(False, index=values.index)
-    best = finite.min() if direction == "lower" else finite.max()
-    return finite == best
+    best = format_number(finite.min() if direction == "lower" else finite.max())
+    return shown == best
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -473,8 +488,8 @@ def render_markdown(frame: pd.DataFrame, titles: list[str], metrics: list[str], 
                  "is better).")
     if problems:
         lines += ["", f"**{len(problems)} run(s) without results:**", ""]
-        lines += [f"- {run.status}: `{run.path}`: {escape(run.error)}" + (f" ({run.note})" if run.note else "")
-                  for run in problems]
+        lines += [f"- {run.status}: `{run.path}` ({escape(overrides_text(run)) or 'no overrides'}): "
+                  f"{escape(run.error)}" + (f" ({escape(run.note)})" if run.note else "") for run in problems]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {escape(note)}" for note in notes]
     return "\n".join(lines) + "\n"

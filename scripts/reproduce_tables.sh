@@ -52,8 +52,9 @@ if [[ -n "${DATA:-}" ]]; then
         if [[ -d "$weights/hub/checkpoints" ]]; then
             export TORCH_HOME=$weights
         else  # a flat folder of torchvision files: expose it as a torch hub cache
-            export TORCH_HOME=$PWD/$RESULTS/.torch_home
-            mkdir -p "$TORCH_HOME/hub"
+            mkdir -p "$RESULTS/.torch_home/hub"
+            TORCH_HOME=$(cd "$RESULTS/.torch_home" && pwd)
+            export TORCH_HOME
             ln -sfn "$weights" "$TORCH_HOME/hub/checkpoints"
         fi
     fi

@@ -57,12 +57,12 @@ def test_heatmap_grid_size_and_caption(runs, tmp_path):
     out = tmp_path / "figs"
     result = run_figures("heatmaps", runs, "-o", out, "-n", "2", "--prefix", "m_")
     assert result.returncode == 0, result.stderr
-    # (1 input + 2 methods) columns x 160 px; 2 rows x 160 px + 40 px of titles
+    # (1 input + 2 methods) columns x 160 px; 2 rows (the first and last id) x 160 px + 40 px of titles
     assert png_size(out / "m_heatmaps.png") == (3 * 160, 2 * 160 + 40)
     assert (out / "m_heatmaps.pdf").stat().st_size > 1000
     caption = (out / "m_heatmaps.txt").read_text()
     assert "scaled by its own largest absolute relevance" in caption
-    assert "Images: img_a, img_b" in caption and "- dtd_zplus:" in caption and "- ours:" in caption
+    assert "Images: img_a, img_c" in caption and "- dtd_zplus:" in caption and "- ours:" in caption
     # row scaling and explicit ids; dpi scales the pixel size
     result = run_figures("heatmaps", runs, "-o", out, "--ids", "img_c", "--scale", "row", "--dpi", "50",
                          "--format", "png")

@@ -69,6 +69,7 @@ def test_sweep_table_and_figures(run_cli, tmp_path):
     markdown = (tables / "table.md").read_text()
     assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 4
     assert "**4 run(s) without results:**" in markdown and markdown.count(f"- failed: `{sweep}") == 4
+    assert markdown.count("dataset.split=nonexistent") == 4 and "paths.output_root" not in markdown
     assert table.stderr.count("learnroot-table: failed:") == 4
 
     figures = tmp_path / "figures"

@@ -94,7 +94,7 @@ def test_pivot_rows_numbers_and_best_marks(sweep, tmp_path):
     assert "| ours | small_cnn | 2 | 4 | **0.100 ± 0.010** | **0.900 ± 0.020** | 1.00e-07 ± 2.00e-08 (n=3) |" in markdown
     assert "| dtd_zplus | small_cnn | 0 | 4 | 0.300 ± 0.010 | 0.700 ± 0.020 |" in markdown
     # failed and unfinished runs are listed, not dropped
-    assert f"- failed: `{sweep / '4'}`: the dataset selection is empty" in markdown
+    assert f"- failed: `{sweep / '4'}` (method=ours root_opt.conv.steps=7): the dataset selection is empty" in markdown
     assert f"- unfinished: `{sweep / '5'}`" in markdown
     assert f"failed: {sweep / '4'}: the dataset selection is empty" in result.stderr
     assert f"unfinished: {sweep / '5'}" in result.stderr
@@ -183,3 +183,11 @@ def test_metric_directions():
                  "pointing_game", "mass_inside", "accuracy"):
         assert table.metric_direction(name) == "higher"
     assert table.metric_direction("target_logit") is None
+
+
+def test_best_marks_tie_at_the_shown_precision():
+    values = pd.Series([0.1001, 0.1004, 0.2, float("nan")])
+    assert list(table.best_mask(values, "lower")) == [True, True, False, False]  # both show as 0.100
+    assert list(table.best_mask(values, "higher")) == [False, False, True, False]
+    assert not table.best_mask(pd.Series([0.5, 0.5]), "higher").any()  # all equal: nothing marked
+    assert not table.best_mask(values, None).any()
