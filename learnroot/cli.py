@@ -184,7 +184,7 @@ def execute(cfg: DictConfig) -> None:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         log.error("%s", message)
         _record_failure(run_dir, error, message)
-        _FAILED_JOBS.append(str(run_dir))
+        _FAILED_JOBS.append(str(run_dir.resolve()))
         if not multirun:
             print(f"{PROG}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -193,7 +193,7 @@ def execute(cfg: DictConfig) -> None:
         log.exception("run failed")
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         _record_failure(run_dir, error, message)
-        _FAILED_JOBS.append(str(run_dir))
+        _FAILED_JOBS.append(str(run_dir.resolve()))
         if not multirun:
             print(f"{PROG}: error: {message} (traceback in {run_dir / 'learnroot.log'})", file=sys.stderr)
             raise SystemExit(1) from None
@@ -205,9 +205,9 @@ class FailedJobs(Callback):
     """Hydra callback: after a sweep, note the job folders that hold ``failed.json``."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir)
-        for failed in sorted(sweep.glob("*/failed.json")):
-            if str(failed.parent) not in _FAILED_JOBS:
+        known = {str(Path(job).resolve()) for job in _FAILED_JOBS}
+        for failed in sorted(Path(config.hydra.sweep.dir).resolve().glob("*/failed.json")):
+            if str(failed.parent) not in known:
                 _FAILED_JOBS.append(str(failed.parent))
 
 
@@ -238,6 +238,6 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0]] + argv
     _FAILED_JOBS.clear()
     _hydra_main()
-    if multirun and _FAILED_JOBS:
+    if _FAILED_JOBS:
         print(f"{PROG}: {len(_FAILED_JOBS)} job(s) failed: {', '.join(_FAILED_JOBS)}", file=sys.stderr)
         raise SystemExit(1)
