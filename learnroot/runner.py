@@ -32,6 +32,8 @@ from .outputs import RunFolder
 log = logging.getLogger(__name__)
 
 IDENTITY_COLUMNS = ("id", "path", "label", "prediction", "target", "status", "reason")
+NONFINITE = "non-finite relevance"
+FALLBACK = "non-finite values in the root optimisation (fell back to the z+ root)"
 
 
 class RunError(Exception):
@@ -133,6 +135,7 @@ class Pipeline:
 
         relevance = attribution.relevance.detach()
         bad = conservation.nonfinite(relevance)
+        fallback = attribution.root_fallback if attribution.root_fallback is not None else torch.zeros_like(bad)
         safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
         mask = batch["mask"].to(device) if batch.get("mask") is not None else None
         if options.metrics.localisation == "off":
@@ -151,8 +154,8 @@ class Pipeline:
             row = {"id": sample_id, "path": batch["path"][i], "label": int(label[i]), "prediction": int(prediction[i]),
                    "target": int(target[i]), "target_logit": float(attribution.target_logit[i]),
                    "target_prob": float(probs[i]), "r_top": float(attribution.r_top[i]),
-                   "relevance_sum": float(relevance[i].sum()), "status": "flagged" if bad[i] else "ok",
-                   "reason": "non-finite relevance" if bad[i] else ""}
+                   "relevance_sum": float(relevance[i].sum()), "status": "flagged" if bad[i] or fallback[i] else "ok",
+                   "reason": "; ".join(reason for flag, reason in ((bad[i], NONFINITE), (fallback[i], FALLBACK)) if flag)}
             if options.metrics.cost:
                 row.update(seconds_attribution=seconds_attr, seconds_evaluation=seconds_eval)
             row.update({name: (math.nan if bad[i] else float(values[i])) for name, values in per_sample.items()})
