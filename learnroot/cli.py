@@ -178,25 +178,20 @@ def execute(cfg: DictConfig) -> None:
             _check_resume_config(cfg, run_dir)
         options = to_options(cfg)
         summary = run(options, run_dir)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except expected_errors() as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        log.error("%s", message)
-        _record_failure(run_dir, error, message)
-        _FAILED_JOBS.append(str(run_dir.resolve()))
-        if not multirun:
-            print(f"{PROG}: error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return
     except Exception as error:  # noqa: BLE001 - a sweep goes on past one failed job
-        log.exception("run failed")
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        expected = isinstance(error, expected_errors())
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first if expected else f"{type(error).__name__}: {first}"
+        if expected:
+            log.error("%s", message)
+        else:
+            log.exception("run failed")
         _record_failure(run_dir, error, message)
         _FAILED_JOBS.append(str(run_dir.resolve()))
         if not multirun:
-            print(f"{PROG}: error: {message} (traceback in {run_dir / 'learnroot.log'})", file=sys.stderr)
-            raise SystemExit(1) from None
+            hint = "" if expected else f" (traceback in {run_dir / 'learnroot.log'})"
+            print(f"{PROG}: error: {message}{hint}", file=sys.stderr)
+            raise SystemExit(2 if expected else 1) from None
         return
     print(_format_summary(summary, run_dir))
 
