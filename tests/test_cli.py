@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, SHARED_SAMPLES
 
 pytestmark = pytest.mark.slow
 TINY = ["dataset.limit=4", "batch_size=2", "metrics=fast"]
@@ -132,3 +132,22 @@ def test_wheel_ships_the_config_tree(tmp_path):
                             env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert "name: dtd_zb" in result.stdout
+
+
+@pytest.mark.skipif(not SHARED_SAMPLES.is_dir(), reason="../shared/data/imagenet-samples not present")
+def test_imagenet_folder_through_the_cli(run_cli, tmp_path):
+    """A torchvision ResNet (random weights) on real JPEGs of a partial ImageNet folder, end to end."""
+    index = SHARED_SAMPLES / "imagenet_class_index.json"
+    result = run_cli("model=resnet18", "model.weights=random", "dataset=imagenet",
+                     f"dataset.root={SHARED_SAMPLES / 'val'}", f"dataset.class_index={index}", "dataset.limit=2",
+                     "batch_size=2", "method=ours", "metrics=fast")
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path / "outputs")
+    samples = pd.read_csv(run_dir / "per_sample.csv")
+    wnid_to_index = {entry[0]: int(key) for key, entry in json.loads(index.read_text()).items()}
+    assert [wnid_to_index[Path(path).parent.name] for path in samples["path"]] == samples["label"].tolist()
+    arrays = np.load(run_dir / "relevance" / f"{samples['id'][0]}.npz")
+    assert arrays["relevance"].shape == arrays["input"].shape == (3, 224, 224)
+    assert "RANDOM weights" in (run_dir / "learnroot.log").read_text()
+    layers = pd.read_csv(run_dir / "layers.csv")
+    assert layers["error"].max() < 1e-3  # ours conserves layer by layer on a residual network too
