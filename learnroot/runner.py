@@ -146,32 +146,37 @@ class Pipeline:
         seconds_eval = (time.perf_counter() - start) / len(x)
 
         probs = logits.softmax(1).gather(1, target[:, None])[:, 0]
-        per_sample = {name: values.detach().float().cpu() for name, values in evaluation.per_sample.items()}
+        flagged = (bad | fallback).cpu()
+        reasons = [", ".join(text for flag, text in ((b, NONFINITE), (f, FALLBACK)) if flag)
+                   for b, f in zip(bad.tolist(), fallback.tolist())]
+        columns = {"id": batch["id"], "path": batch["path"], "label": label.tolist(), "prediction": prediction.tolist(),
+                   "target": target.tolist(), "target_logit": attribution.target_logit.tolist(),
+                   "target_prob": probs.tolist(), "r_top": attribution.r_top.tolist(),
+                   "relevance_sum": relevance.flatten(1).sum(1).tolist(),
+                   "status": ["flagged" if flag else "ok" for flag in flagged.tolist()], "reason": reasons}
+        if options.metrics.cost:
+            columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
+        metrics = dict(evaluation.per_sample)
         if options.metrics.conservation:
-            per_sample["conservation_error"] = conservation.global_error(attribution).detach().float().cpu()
-        samples = []
-        for i, sample_id in enumerate(batch["id"]):
-            row = {"id": sample_id, "path": batch["path"][i], "label": int(label[i]), "prediction": int(prediction[i]),
-                   "target": int(target[i]), "target_logit": float(attribution.target_logit[i]),
-                   "target_prob": float(probs[i]), "r_top": float(attribution.r_top[i]),
-                   "relevance_sum": float(relevance[i].sum()), "status": "flagged" if bad[i] or fallback[i] else "ok",
-                   "reason": "; ".join(reason for flag, reason in ((bad[i], NONFINITE), (fallback[i], FALLBACK)) if flag)}
-            if options.metrics.cost:
-                row.update(seconds_attribution=seconds_attr, seconds_evaluation=seconds_eval)
-            row.update({name: (math.nan if bad[i] else float(values[i])) for name, values in per_sample.items()})
-            samples.append(row)
+            metrics["conservation_error"] = conservation.global_error(attribution)
+        nan_where_bad = bad.cpu()
+        for name, values in metrics.items():
+            columns[name] = values.detach().double().cpu().masked_fill(nan_where_bad, math.nan).tolist()
+        samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
         layers = []
         if options.metrics.conservation:
-            for name, kind, errors in conservation.layer_errors(attribution):
-                sums = next(layer for layer in attribution.layers if layer.name == name)
-                for i, sample_id in enumerate(batch["id"]):
-                    layers.append({"id": sample_id, "layer": name, "kind": kind, "r_out": float(sums.r_out[i]),
-                                   "r_in": float(sums.r_in[i]), "error": float(errors[i])})
+            for sums, (name, kind, errors) in zip(attribution.layers, conservation.layer_errors(attribution)):
+                layers += [{"id": sample_id, "layer": name, "kind": kind, "r_out": r_out, "r_in": r_in, "error": error}
+                           for sample_id, r_out, r_in, error in
+                           zip(batch["id"], sums.r_out.tolist(), sums.r_in.tolist(), errors.tolist())]
         curves = [{"id": batch["id"][row["sample"]], **{key: value for key, value in row.items() if key != "sample"}}
                   for row in evaluation.curves]
         display = self.preprocess.unnormalise(x) if x.shape[1] in (1, 3) else x
-        files = [(sample_id, relevance[i].cpu().numpy(), x[i].cpu().numpy(), display[i].permute(1, 2, 0).squeeze(-1).cpu().numpy(),
-                  int(target[i]), float(attribution.target_logit[i])) for i, sample_id in enumerate(batch["id"])]
+        display = display.permute(0, 2, 3, 1)
+        display = display[..., 0] if display.shape[-1] == 1 else display
+        arrays = zip(relevance.cpu().numpy(), x.cpu().numpy(), display.cpu().numpy())
+        files = [(sample_id, r, model_input, image, target_index, logit) for sample_id, (r, model_input, image),
+                 target_index, logit in zip(batch["id"], arrays, columns["target"], columns["target_logit"])]
         return samples, layers, curves, files
 
 
