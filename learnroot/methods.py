@@ -4,7 +4,8 @@
 and the pixel box) into a callable ``attributor(x, target) -> Attribution``. Rule-based methods run
 zennit on a private copy of the model: canonizers merge every BatchNorm into the affine layer
 before it (an exact identity is left behind) and route torchvision ResNet residual sums through a
-``Sum`` module; a composite maps each layer to its rule:
+``Sum`` module, once, when the attributor is made; a composite, registered for each call and
+removed after it, maps each layer to its rule:
 
 ================  =====================================  ===============================
 method            hidden Linear/Conv layers              pixel layer
@@ -34,6 +35,13 @@ tanh, ...) use the z rule of the activation, ``R_in = x * phi'(x) * R_out / phi(
 is what the seed's toy example analyses); merged BatchNorms pass. Every layer with a rule hook is
 recorded for the conservation errors (:mod:`learnroot.conservation`).
 
+Speed: the zennit rules of the affine layers are evaluated by :class:`~learnroot.rules.FastRule`
+(same result; modified weights such as ``w+`` made once per layer and cached, branches whose
+result is exactly zero skipped), and the rule templates, with their caches, are built once per
+input shape and reused by every call. The caches hold about one more copy of the affine weights
+(e.g. ``w+`` for ``dtd_zplus`` and ``ours``; two for ``lrp_gamma``), on top of the private copy of
+the model. See ``docs/PERFORMANCE.md``.
+
 Gradient-type methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``) differentiate
 the target logit on the unmodified copy, scaled by ``r_top / f_c(x)`` so that their relevance is on
 the scale of the output relevance (scale 1 for ``output=logit``).
@@ -55,7 +63,7 @@ from zennit.types import Activation, AvgPool, BatchNorm, Linear as AnyLinear, Ma
 
 from .conservation import LayerSums, Recorded
 from .options import METHODS, PIXEL_RULES, ROOT_LOSSES, MethodOptions, RootOptOptions
-from .rules import AFFINE, GradientPass, LayerBox, LearnedRoot, RootLog
+from .rules import AFFINE, FastRule, GradientPass, LayerBox, LearnedRoot, RootLog
 
 __all__ = [
     "GRADIENT_METHODS",
@@ -74,7 +82,11 @@ __all__ = [
     "probe",
     "Probe",
     "ExactMergeBatchNorm",
+    "tune_allocator",
 ]
+
+#: ``eps`` of a merged BatchNorm: positive, and ``1 + eps == 1`` in float16, bfloat16, float32 and float64.
+IDENTITY_EPS = 1e-30
 
 GRADIENT_METHODS = ("gradient", "gradient_x_input", "integrated_gradients")
 RULE_METHODS = tuple(name for name in METHODS if name not in GRADIENT_METHODS)
@@ -179,9 +191,15 @@ def _zero_params(method: MethodOptions):
     return None if method.bias else ["bias"]
 
 
-def _epsilon(value: float, method: MethodOptions) -> Epsilon:
+def _epsilon(value: float, method: MethodOptions) -> FastRule:
     """LRP-epsilon; ``epsilon = 0`` is LRP-0, kept off zero denominators by the stabilizer."""
-    return Epsilon(epsilon=max(float(value), method.stabilizer), zero_params=_zero_params(method))
+    epsilon = max(float(value), method.stabilizer)
+    return FastRule(Epsilon(epsilon=epsilon, zero_params=_zero_params(method)), stabilizer=epsilon)
+
+
+def _zplus(method: MethodOptions) -> FastRule:
+    """z+ (fused with the stabiliser value where the input is non-negative)."""
+    return FastRule(ZPlus(stabilizer=method.stabilizer, zero_params=_zero_params(method)), stabilizer=method.stabilizer)
 
 
 def pixel_rule(method: MethodOptions, box: tuple[torch.Tensor, torch.Tensor]):
@@ -196,23 +214,24 @@ def pixel_rule(method: MethodOptions, box: tuple[torch.Tensor, torch.Tensor]):
 
     Returns
     -------
-    zennit.core.Hook
+    FastRule
+        The zennit rule, evaluated by :class:`~learnroot.rules.FastRule`.
     """
     zero = _zero_params(method)
     name = method.pixel_rule
-    if name == "zb":
-        return ZBox(low=box[0], high=box[1], stabilizer=method.stabilizer, zero_params=zero)
-    if name == "zplus":
-        return ZPlus(stabilizer=method.stabilizer, zero_params=zero)
-    if name == "wsquare":
-        return WSquare(stabilizer=method.stabilizer, zero_params=zero)
-    if name == "flat":
-        return Flat(stabilizer=method.stabilizer, zero_params=zero)
     if name == "epsilon":
         return _epsilon(method.epsilon, method)
-    if name == "gamma":
-        return Gamma(gamma=method.gamma, stabilizer=method.stabilizer, zero_params=zero)
-    raise ValueError(f"unknown method.pixel_rule {name!r}; choose one of {', '.join(PIXEL_RULES)}")
+    rules = {
+        "zb": lambda: ZBox(low=box[0], high=box[1], stabilizer=method.stabilizer, zero_params=zero),
+        "zplus": lambda: _zplus(method),
+        "wsquare": lambda: WSquare(stabilizer=method.stabilizer, zero_params=zero),
+        "flat": lambda: Flat(stabilizer=method.stabilizer, zero_params=zero),
+        "gamma": lambda: Gamma(gamma=method.gamma, stabilizer=method.stabilizer, zero_params=zero),
+    }
+    if name not in rules:
+        raise ValueError(f"unknown method.pixel_rule {name!r}; choose one of {', '.join(PIXEL_RULES)}")
+    rule = rules[name]()
+    return rule if isinstance(rule, FastRule) else FastRule(rule)
 
 
 def _montavon(method: MethodOptions, hidden: list[tuple[str, nn.Module]]) -> dict:
@@ -229,8 +248,8 @@ def _montavon(method: MethodOptions, hidden: list[tuple[str, nn.Module]]) -> dic
         if isinstance(module, nn.Linear) or index >= end_epsilon:
             rules[name] = _epsilon(0.0, method)
         elif index < end_gamma:
-            rules[name] = Gamma(gamma=method.gamma, stabilizer=method.stabilizer,
-                                zero_params=_zero_params(method))
+            rules[name] = FastRule(Gamma(gamma=method.gamma, stabilizer=method.stabilizer,
+                                         zero_params=_zero_params(method)))
         else:
             rules[name] = _epsilon(method.epsilon, method)
     return rules
@@ -273,15 +292,15 @@ def hidden_rules(method: MethodOptions, root_opt: RootOptOptions, hidden: list[t
         learned = _learned_layers(root_opt, hidden)
         return {layer: (LearnedRoot.from_options(root_opt.dense if isinstance(module, nn.Linear) else root_opt.conv,
                                                  root_opt, log=log)
-                        if layer in learned else ZPlus(stabilizer=method.stabilizer, zero_params=zero))
+                        if layer in learned else _zplus(method))
                 for layer, module in hidden}
     factories = {
         "lrp_0": lambda: _epsilon(0.0, method),
         "lrp_epsilon": lambda: _epsilon(method.epsilon, method),
-        "lrp_gamma": lambda: Gamma(gamma=method.gamma, stabilizer=method.stabilizer, zero_params=zero),
-        "dtd_zplus": lambda: ZPlus(stabilizer=method.stabilizer, zero_params=zero),
+        "lrp_gamma": lambda: FastRule(Gamma(gamma=method.gamma, stabilizer=method.stabilizer, zero_params=zero)),
+        "dtd_zplus": lambda: _zplus(method),
         "dtd_zb": lambda: LayerBox(stabilizer=method.stabilizer, zero_params=zero),
-        "dtd_ww": lambda: WSquare(stabilizer=method.stabilizer, zero_params=zero),
+        "dtd_ww": lambda: FastRule(WSquare(stabilizer=method.stabilizer, zero_params=zero)),
     }
     if name not in factories:
         raise ValueError(f"{name!r} is not a rule-based method ({', '.join(RULE_METHODS)})")
@@ -325,17 +344,21 @@ def _generic_rule(module: nn.Module, stabilizer: float):
 
 
 class ExactMergeBatchNorm(SequentialMergeBatchNorm):
-    """zennit's ``SequentialMergeBatchNorm`` that also zeroes the merged BatchNorm's ``eps``.
+    """zennit's ``SequentialMergeBatchNorm`` whose merged BatchNorm is an exact identity.
 
-    zennit 1.0 does this itself; 0.5.1 leaves ``eps``, so the merged BatchNorm still scales by
-    ``1 / sqrt(1 + eps)``. With ``eps = 0`` the canonized model computes the original function.
+    After the merge the BatchNorm has mean 0, variance 1, weight 1 and bias 0, and still scales by
+    ``1 / sqrt(1 + eps)``: zennit 0.5.1 leaves ``eps`` (e.g. ``1e-5``), zennit 1.0 sets it to 0,
+    which ``torch.nn.functional.batch_norm`` of some torch versions refuses (``eps must be
+    positive``; torch 2.11 does, on every device). This sets :data:`IDENTITY_EPS`, positive and
+    so small that ``1 + eps`` rounds to 1 in every float type: the canonized model computes the
+    original function, on every torch version.
     """
 
     def register(self, linears, batch_norm):
         """Merge, then make the BatchNorm an exact identity."""
         self._eps = batch_norm.eps
         super().register(linears, batch_norm)
-        batch_norm.eps = 0.0
+        batch_norm.eps = IDENTITY_EPS
 
     def remove(self):
         """Undo the merge and restore ``eps``."""
@@ -434,11 +457,16 @@ class Attributor:
             parameter.requires_grad_(False)
         self.log = RootLog()
         self._probes: dict = {}
+        self._templates: dict = {}
+        self._canonized: list = []
         if method.name in RULE_METHODS:
             unmerged = unmerged_batchnorms(self.model)
             if unmerged:
                 raise ValueError(f"BatchNorm layer(s) {', '.join(unmerged)} do not follow a Linear/Conv layer "
                                  f"and cannot be merged; {method.name} would pass them through silently")
+            # canonized once for good (the copy is private): the merged weights stay the same tensors, so
+            # the rules' cached modified weights stay valid from call to call
+            self._canonized = [handle for canonizer in canonizers() for handle in canonizer.apply(self.model)]
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         """Explain ``target`` for each image of ``x``.
@@ -469,15 +497,29 @@ class Attributor:
             self._probes[key] = probe(self.model, self.box, tuple(x.shape[1:]), x.dtype, x.device)
         return self._probes[key]
 
+    def rules(self, found: Probe) -> dict:
+        """The rule templates of the affine layers for a probed model (built once per probe, then reused:
+        their caches keep the modified weights between calls)."""
+        key = id(found)
+        if key not in self._templates:
+            method, root_opt = self.method, self.root_opt
+            (pixel_name, _), hidden = found.affine[0], found.affine[1:]
+            rules = hidden_rules(method, root_opt, hidden, log=self.log)
+            if method.name == "ours" and root_opt.pixel_layer == "learned":
+                rules[pixel_name] = LearnedRoot.from_options(root_opt.pixel, root_opt, box=found.box, log=self.log)
+            else:
+                rules[pixel_name] = pixel_rule(method, found.box)
+            self._templates[key] = (found, rules)
+        return self._templates[key][1]
+
     def composite(self, found: Probe, sink: list) -> Composite:
-        """The zennit composite of this method for a probed model; records into ``sink``."""
-        method, root_opt = self.method, self.root_opt
-        (pixel_name, _), hidden = found.affine[0], found.affine[1:]
-        rules = hidden_rules(method, root_opt, hidden, log=self.log)
-        if method.name == "ours" and root_opt.pixel_layer == "learned":
-            rules[pixel_name] = LearnedRoot.from_options(root_opt.pixel, root_opt, box=found.box, log=self.log)
-        else:
-            rules[pixel_name] = pixel_rule(method, found.box)
+        """The zennit composite of this method for a probed model; records into ``sink``.
+
+        The model copy is canonized once when the attributor is made, so the composite has no
+        canonizers of its own.
+        """
+        method = self.method
+        rules = self.rules(found)
 
         def module_map(ctx, name, module):
             if name in rules:
@@ -488,7 +530,7 @@ class Attributor:
                 template = _generic_rule(module, method.stabilizer)
             return None if template is None else Recorded(template, name, layer_kind(module), sink)
 
-        return Composite(module_map=module_map, canonizers=canonizers())
+        return Composite(module_map=module_map)
 
     def _rules(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         found = self.probe(x)
@@ -529,6 +571,41 @@ class Attributor:
         relevance = relevance * scale.view(-1, *(1,) * (x.dim() - 1))
         return Attribution(relevance=relevance.detach(), target_logit=logit, r_top=r_top, layers=[],
                            root_fallback=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
+
+
+def tune_allocator(threshold: int = 1 << 30) -> bool:
+    """Let glibc keep freed CPU memory for reuse instead of handing it back to the system (opt-in).
+
+    glibc serves large blocks (above 32 MB at most, e.g. one VGG16 activation of a batch of 8)
+    from fresh memory maps and trims the top of its heap when much of it is free. An attribution
+    allocates and frees the same large tensors on every call, so each call then faults its memory
+    in again, page by page: about 8 % of ``lrp_epsilon`` on VGG16 at batch 1, far more at batch 8
+    (``docs/PERFORMANCE.md``). Raising both thresholds (``mallopt``) removes this; the process keeps
+    its peak memory mapped instead. A process-wide setting: call it once at the start of a program
+    (e.g. the run's entry point), not from library code. Does nothing where glibc is absent.
+
+    Parameters
+    ----------
+    threshold : int
+        Bytes; blocks up to this size come from the heap, and free heap memory up to this much is
+        kept (default 1 GiB).
+
+    Returns
+    -------
+    bool
+        True where glibc accepted both settings.
+    """
+    import ctypes
+    import ctypes.util
+
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    value = int(min(threshold, 2**31 - 1))
+    return mallopt(m_mmap_threshold, value) == 1 and mallopt(m_trim_threshold, value) == 1
 
 
 def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,

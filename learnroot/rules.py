@@ -33,22 +33,27 @@ start ``s_0`` (root 0, the z rule) as that neuron's root instead (amount logged 
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from zennit.core import BasicHook, Hook, stabilize
-from zennit.rules import ZBox
+from zennit.core import BasicHook, Hook, ParamMod, stabilize, zero_wrap
+from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
 from .options import ROOT_LOSSES, LayerRootOptions, RootOptOptions
 
 __all__ = [
     "AFFINE",
     "affine_response",
+    "affine_vjp",
+    "ParamCache",
+    "FastRule",
     "relevance_softmax",
     "ssim_map",
     "ssim_window",
+    "SSIMReference",
     "RootLoss",
     "descend",
     "RootLog",
@@ -61,6 +66,9 @@ __all__ = [
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+#: zennit rules whose result is a sum of ``input * gradient`` products over their branches.
+PRODUCT_RULES = (ZPlus, AlphaBeta, Gamma, ZBox, Epsilon)
 
 # SSIM constants K1, K2 of Wang et al. (2004); the window of an 11 x 11 map or larger.
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -95,6 +103,258 @@ def affine_response(module: nn.Module, input: torch.Tensor, weight: torch.Tensor
         conv = _CONV[weight.dim() - 2]
         return conv(input, weight, bias, module.stride, module.padding, module.dilation, module.groups)
     raise TypeError(f"{type(module).__name__} is not an affine layer ({', '.join(t.__name__ for t in AFFINE)})")
+
+
+def affine_vjp(module: nn.Module, input: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` pulled back through the bias-free affine map of ``module``: ``W' grad``.
+
+    The gradient of ``sum(grad * affine_response(module, input, weight))`` with respect to ``input``,
+    computed with the kernel autograd would call, but without a forward pass or a graph.
+
+    Parameters
+    ----------
+    module : torch.nn.Linear or torch.nn.Conv1d/2d/3d
+        Supplies the layer type and its stride, padding, dilation and groups.
+    input : torch.Tensor
+        ``(B, in_features)`` or ``(B, C_in, *spatial)``: the point of the pull-back (only its shape
+        and layout matter; the map is linear).
+    weight : torch.Tensor
+        Weight of the module's shape (e.g. ``w+``).
+    grad : torch.Tensor
+        ``(B, out_features)`` or ``(B, C_out, *spatial_out)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Of ``input``'s shape.
+    """
+    if isinstance(module, nn.Linear) and input.dim() == 2:
+        return grad.mm(weight)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not isinstance(module.padding, str) \
+            and module.padding_mode == "zeros":
+        dims = weight.dim() - 2
+        return torch.ops.aten.convolution_backward(
+            grad, input, weight, None, list(module.stride), list(module.padding), list(module.dilation), False,
+            [0] * dims, module.groups, (True, False, False))[0]
+    with torch.enable_grad():  # anything else: through autograd
+        variable = input.detach().requires_grad_(True)
+        gradient, = torch.autograd.grad(affine_response(module, variable, weight), variable, grad)
+    return gradient
+
+
+def _stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """zennit's ``stabilize(z, epsilon)``, ``z + epsilon * sign(z)`` with sign 1 at 0, to the same values
+    with two temporaries instead of five (``z - eps`` equals ``z + (-1) eps`` exactly; NaN stays NaN)."""
+    out = z + epsilon
+    return torch.where(z < 0, z - epsilon, out, out=out)
+
+
+class ParamCache:
+    """Modified parameters (``w+``, ``w - gamma w-``, ``w^2``, ...) of each layer, made once and reused.
+
+    zennit builds a rule's modified parameters anew on every call (for VGG16's first dense layer,
+    102M values per modifier). A rule template owns one cache, shared by all its copies (one per
+    hooked layer), so a layer's modified parameters are made on the first attribution and reused by
+    the later ones. An entry is reused only while the module still holds the same parameter tensor:
+    same storage (the entry keeps it alive, so its address cannot be reused by another tensor), same
+    shape, strides, dtype and device, and same in-place version counter; otherwise it is remade.
+    In-place changes made through ``param.data`` bypass the version counter: do not modify the
+    parameters of a model that is being explained (the attributor works on a private copy).
+    Entries go away with their module.
+    """
+
+    def __init__(self):
+        self._entries = weakref.WeakKeyDictionary()
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._entries.values())
+
+    def get(self, module: nn.Module, key, source: torch.Tensor, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached value of ``key`` for ``module``, made by ``make()`` when missing or stale.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            Owner of the parameter.
+        key : hashable
+            What is cached (e.g. ``(branch, 'weight')``).
+        source : torch.Tensor
+            The parameter the value is made from (checked for changes).
+        make : callable
+            ``() -> torch.Tensor``, the modified parameter.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        entries = self._entries.get(module)
+        if entries is None:
+            entries = self._entries[module] = {}
+        stamp = (source.data_ptr(), source._version, tuple(source.shape), source.stride(), source.dtype,
+                 source.device)
+        hit = entries.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[2]
+        value = make()
+        entries[key] = (stamp, source.detach(), value)
+        return value
+
+
+def _functional(module: nn.Module) -> bool:
+    """Whether :func:`affine_response` computes ``module``'s own map (Linear/Conv, zero padding)."""
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.padding_mode == "zeros"
+
+
+def _zeroed(zero_params, name: str) -> bool:
+    """zennit's ``zero_wrap`` test: is parameter ``name`` set to zero by ``zero_params``?"""
+    if not zero_params:
+        return False
+    return (isinstance(zero_params, str) and name == zero_params) or name in zero_params
+
+
+class FastRule(BasicHook):
+    """A zennit ``BasicHook`` rule (z+, gamma, zB, epsilon, w^2, flat, ...), computed faster on Linear/Conv.
+
+    zennit evaluates each branch ``(input modifier, parameter modifier, output modifier)`` of a rule by
+    running the layer with temporarily modified parameters, then differentiates every branch. This
+    hook evaluates exactly the same branches with the same functional ops, and
+
+    - takes the modified parameters from a :class:`ParamCache` (made once per layer, not per call);
+    - for rules whose result is a sum of ``input * gradient`` products (z+, alpha-beta, gamma, zB,
+      epsilon), does not run the affine map of a branch whose input is all zero and whose modified
+      bias is absent or zeroed (its response is exactly zero), nor pull its gradient back where
+      that gradient is finite (its product is exactly zero): the negative-input branches of z+ and
+      gamma behind a ReLU;
+    - does not pull back a branch whose upper gradient is all zero (gamma's sign branch).
+
+    With ``stabilizer`` given, z+ on a non-negative input (the negative branch is dead) and epsilon
+    take a fused path: ``x * W'(R / stab(W'^T x))`` with one affine map, one pull-back
+    (:func:`affine_vjp`) and few temporaries.
+
+    Results equal zennit's (a zeroed bias is left out instead of added as zeros, which can only
+    turn a ``-0.0`` into ``0.0``). Other modules use zennit's own backward.
+
+    Parameters
+    ----------
+    rule : zennit.core.BasicHook
+        The rule template, e.g. ``zennit.rules.ZPlus(stabilizer=1e-6, zero_params=['bias'])``.
+    cache : ParamCache, optional
+        Shared by all copies; a new one by default.
+    stabilizer : float, optional
+        The float the rule was made with (``stabilizer`` of z+, ``epsilon`` of epsilon): enables the
+        fused path of those two rules. Leave it out for a callable stabiliser.
+    """
+
+    def __init__(self, rule: BasicHook, cache: Optional[ParamCache] = None, stabilizer: Optional[float] = None):
+        super().__init__(input_modifiers=rule.input_modifiers, param_modifiers=rule.param_modifiers,
+                         output_modifiers=rule.output_modifiers, gradient_mapper=rule.gradient_mapper,
+                         reducer=rule.reducer)
+        self.rule = rule
+        self.cache = ParamCache() if cache is None else cache
+        self.stabilizer = stabilizer
+        self.products = isinstance(rule, PRODUCT_RULES)
+        self.fused = stabilizer is not None and type(rule) in (ZPlus, Epsilon)
+
+    def __repr__(self) -> str:
+        return f"FastRule({type(self.rule).__name__})"
+
+    def copy(self) -> "FastRule":
+        """A copy for one more layer, sharing the rule and the cache."""
+        return type(self)(self.rule, self.cache, self.stabilizer)
+
+    def _keys(self, module: nn.Module, branch: int) -> tuple[ParamMod, list]:
+        mod = ParamMod.ensure(self.param_modifiers[branch])
+        keys = mod.param_keys
+        if keys is None:
+            keys = [name for name, _ in module.named_parameters(recurse=False)]
+        return mod, keys
+
+    def has_bias(self, module: nn.Module, branch: int) -> bool:
+        """Whether branch ``branch`` adds a bias (the module has one and the rule does not zero it)."""
+        if getattr(module, "bias", None) is None:
+            return False
+        mod, keys = self._keys(module, branch)
+        return not ("bias" in keys and _zeroed(mod.zero_params, "bias"))
+
+    def parameters_of(self, module: nn.Module, branch: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Modified ``(weight, bias)`` of ``module`` for branch ``branch``; ``bias`` is None when zeroed or absent."""
+        mod, keys = self._keys(module, branch)
+        modifier = zero_wrap(mod.zero_params)(mod.modifier)
+        values = {}
+        for name in ("weight", "bias"):
+            param = getattr(module, name, None)
+            if param is None or (name == "bias" and not self.has_bias(module, branch)):
+                values[name] = None
+            elif name in keys:
+                values[name] = self.cache.get(module, (branch, name), param,
+                                              lambda param=param, name=name: modifier(param.data, name))
+            else:
+                values[name] = param
+        return values["weight"], values["bias"]
+
+    def backward(self, module, grad_input, grad_output):
+        """zennit's ``BasicHook.backward``, with cached parameters and without the work that yields zeros."""
+        if not _functional(module):
+            return BasicHook.backward(self, module, grad_input, grad_output)
+        upper = grad_output[0]
+        if self.fused and not upper.requires_grad:
+            relevance = self._fused(module, upper)
+            if relevance is not None:
+                return _grad_input(relevance, grad_input)
+        stored = self.stored_tensors["input"][0]
+        # zennit clones the input (its modifiers could work in place; zennit's own rules do not)
+        original = stored.clone() if upper.requires_grad else stored.detach()
+        branches = list(zip(self.input_modifiers, self.output_modifiers))
+        inputs = [in_mod(original).requires_grad_() for in_mod, _ in branches]
+        several = len(branches) > 1  # a single branch is computed as it is
+        dead = [several and self.products and not self.has_bias(module, index) and not bool(input.any())
+                for index, input in enumerate(inputs)]
+        params = [None if skip else self.parameters_of(module, index) for index, skip in enumerate(dead)]
+        with torch.enable_grad():
+            outputs = [out_mod(torch.zeros_like(upper) if skip else affine_response(module, input, *param))
+                       for (_, out_mod), param, input, skip in zip(branches, params, inputs, dead)]
+            grad_outputs = self.gradient_mapper(upper, outputs)
+            grad_outputs = [grad_outputs] if isinstance(grad_outputs, torch.Tensor) else list(grad_outputs)
+            memo: dict = {}
+            wanted = [index for index, grad in enumerate(grad_outputs)
+                      if not several or self._needed(grad, dead[index], memo)]
+            for index in wanted:
+                if dead[index]:  # a non-finite gradient through a zero input: computed as zennit does
+                    weight, bias = self.parameters_of(module, index)
+                    outputs[index] = branches[index][1](affine_response(module, inputs[index], weight, bias))
+            pulled = torch.autograd.grad([outputs[i] for i in wanted], [inputs[i] for i in wanted],
+                                         grad_outputs=[grad_outputs[i] for i in wanted],
+                                         create_graph=upper.requires_grad) if wanted else ()
+        gradients = dict(zip(wanted, pulled))
+        gradients = [gradients[i] if i in gradients else torch.zeros_like(inputs[i]) for i in range(len(inputs))]
+        relevance = self.reducer(inputs, gradients)
+        return _grad_input(relevance, grad_input)
+
+    def _fused(self, module: nn.Module, upper: torch.Tensor) -> Optional[torch.Tensor]:
+        """Epsilon, or z+ on a non-negative input without biases: ``x * W'(R / stab(W'^T x + b))``;
+        None where this does not apply (z+ with a negative input or a bias)."""
+        x = self.stored_tensors["input"][0].detach()
+        if isinstance(self.rule, ZPlus) and (self.has_bias(module, 0) or self.has_bias(module, 1)
+                                             or bool(x.amin() < 0)):
+            return None
+        weight, bias = self.parameters_of(module, 0)
+        ratio = upper / _stabilize(affine_response(module, x, weight, bias), self.stabilizer)
+        return affine_vjp(module, x, weight, ratio).mul_(x)
+
+    @staticmethod
+    def _needed(grad: torch.Tensor, dead: bool, memo: dict) -> bool:
+        """Whether a branch's pull-back can differ from zero (or, through a zero input, carry a NaN);
+        ``memo`` keeps the checks of gradients shared by several branches."""
+        key = id(grad)
+        if (key, "any") not in memo:
+            memo[key, "any"] = bool(grad.any())
+        if not memo[key, "any"] or not dead:
+            return memo[key, "any"]
+        if (key, "finite") not in memo:
+            memo[key, "finite"] = bool(torch.isfinite(grad.amax()) & torch.isfinite(grad.amin()))
+        return not memo[key, "finite"]
 
 
 def relevance_softmax(tensor: torch.Tensor) -> torch.Tensor:
@@ -173,24 +433,87 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor) -> torc
     torch.Tensor
         ``(B, C, H, W)`` SSIM values in ``[-1, 1]`` (dimensionless).
     """
-    x, y = _as_maps(x), _as_maps(y)
-    channels, height, width = x.shape[1:]
-    (kh, sh), (kw, sw) = ssim_window(height), ssim_window(width)
-    window = torch.outer(_gaussian(kh, sh, x), _gaussian(kw, sw, x)).expand(channels, 1, kh, kw)
-    pad = (kw // 2, kw // 2, kh // 2, kh // 2)
+    return SSIMReference(y, data_range)(x)
 
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        if any(pad):
-            t = F.pad(t, pad, mode="reflect")
-        return F.conv2d(t, window, groups=channels)
 
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    scale = data_range.reshape(-1, 1, 1, 1)
-    c1, c2 = (SSIM_K1 * scale) ** 2, (SSIM_K2 * scale) ** 2
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+class SSIMReference:
+    """Local SSIM (:func:`ssim_map`) against a fixed map ``y``, whose local statistics are computed once.
+
+    The learned root compares the layer's response with the same relevance map at every descent
+    step; this keeps the relevance's blurred mean and variance (and the constants) between steps.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``(B, C, H, W)`` map (``(B, F)`` vectors are treated as ``(B, 1, 1, F)`` maps).
+    data_range : torch.Tensor
+        ``(B,)`` dynamic range ``L``; ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``.
+    """
+
+    def __init__(self, y: torch.Tensor, data_range: torch.Tensor):
+        y = _as_maps(y)
+        channels, height, width = y.shape[1:]
+        (kh, sh), (kw, sw) = ssim_window(height), ssim_window(width)
+        self.window = torch.outer(_gaussian(kh, sh, y), _gaussian(kw, sw, y)).expand(channels, 1, kh, kw)
+        self.pad = (kw // 2, kw // 2, kh // 2, kh // 2)
+        self.y = y
+        self.mu_y = self.blur(y)
+        self.mu_y2 = self.mu_y ** 2
+        self.var_y = self.blur(y * y) - self.mu_y2
+        scale = data_range.reshape(-1, 1, 1, 1)
+        self.c1, self.c2 = (SSIM_K1 * scale) ** 2, (SSIM_K2 * scale) ** 2
+
+    def blur(self, t: torch.Tensor) -> torch.Tensor:
+        """Gaussian-weighted local mean per channel, reflect-padded to keep the map's size."""
+        if any(self.pad):
+            t = F.pad(t, self.pad, mode="reflect")
+        return F.conv2d(t, self.window, groups=self.window.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` SSIM values of ``x`` (shaped like ``y``) against ``y``.
+
+        The SSIM formula on the local statistics of ``x`` (mean, mean of ``x^2``, mean of ``x y``) has a
+        hand-written backward (:class:`_SSIMFormula`).
+        """
+        x = _as_maps(x)
+        return _SSIMFormula.apply(self.blur(x), self.blur(x * x), self.blur(x * self.y), self)
+
+
+class _SSIMFormula(torch.autograd.Function):
+    """``SSIM = (2 mu_x mu_y + c1)(2 cov + c2) / ((mu_x^2 + mu_y^2 + c1)(var_x + var_y + c2))`` from the
+    local statistics ``mu_x``, ``E[x^2]``, ``E[x y]`` of ``x`` and the fixed ones of ``y``.
+
+    The forward evaluates the same expression as autograd would; the backward is the closed form
+    ``dS/dmu_x = S (2 mu_y / A1 - 2 mu_y / A2 - 2 mu_x / B1 + 2 mu_x / B2)``,
+    ``dS/dE[x^2] = -S / B2``, ``dS/dE[x y] = 2 S / A2`` (``A1, A2`` the numerator's factors, ``B1, B2``
+    the denominator's), which takes far fewer passes over the maps than autograd's chain of
+    elementwise ops.
+    """
+
+    @staticmethod
+    def forward(ctx, mu_x: torch.Tensor, ex2: torch.Tensor, exy: torch.Tensor,
+                reference: "SSIMReference") -> torch.Tensor:
+        mu_y, c1, c2 = reference.mu_y, reference.c1, reference.c2
+        mu_x2, mu_xy = mu_x ** 2, mu_x * mu_y
+        num1 = 2 * mu_xy + c1
+        num2 = 2 * (exy - mu_xy) + c2
+        den1 = mu_x2 + reference.mu_y2 + c1
+        den2 = (ex2 - mu_x2) + reference.var_y + c2
+        similarity = (num1 * num2) / (den1 * den2)
+        ctx.save_for_backward(mu_x, num1, num2, den1, den2, similarity)
+        ctx.reference = reference
+        return similarity
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        mu_x, num1, num2, den1, den2, similarity = ctx.saved_tensors
+        two_mu_y = 2 * ctx.reference.mu_y
+        two_mu_x = 2 * mu_x
+        weighted = grad * similarity
+        d_mu = weighted * (two_mu_y / num1 - two_mu_y / num2 - two_mu_x / den1 + two_mu_x / den2)
+        d_ex2 = -weighted / den2
+        d_exy = 2 * weighted / num2
+        return d_mu, d_ex2, d_exy, None
 
 
 class RootLoss:
@@ -246,31 +569,58 @@ class RootLoss:
         torch.Tensor
             ``(B,)`` loss values.
         """
+        return self.against(relevance)(response)
+
+    def against(self, relevance: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The loss as a function of the response alone, for a fixed relevance.
+
+        What depends only on the relevance (its softmax, signs, SSIM statistics) is computed here,
+        once, instead of at every descent step.
+
+        Parameters
+        ----------
+        relevance : torch.Tensor
+            ``(B, ...)`` relevance from above (treated as a constant).
+
+        Returns
+        -------
+        callable
+            ``response (B, ...) -> (B,)`` loss values, equal to ``self(response, relevance)``.
+        """
         relevance = relevance.detach()
         if self.softmax:
-            response, relevance = relevance_softmax(response), relevance_softmax(relevance)
-        terms = getattr(self, "_" + self.name)(response, relevance).flatten(1)
-        return terms.mean(dim=1) if self.paper_quirks else terms.sum(dim=1)
+            relevance = relevance_softmax(relevance)
+        term = getattr(self, "_" + self.name)(relevance)
+        reduce = (lambda t: t.mean(dim=1)) if self.paper_quirks else (lambda t: t.sum(dim=1))
+
+        def loss(response: torch.Tensor) -> torch.Tensor:
+            if self.softmax:
+                response = relevance_softmax(response)
+            return reduce(term(response).flatten(1))
+
+        return loss
 
     @staticmethod
-    def _mse(response, relevance):
-        return (response - relevance) ** 2
+    def _mse(relevance):
+        return lambda response: (response - relevance) ** 2
 
     @staticmethod
-    def _l1(response, relevance):
-        return (response - relevance).abs()
+    def _l1(relevance):
+        return lambda response: (response - relevance).abs()
 
-    def _hinge(self, response, relevance):
+    def _hinge(self, relevance):
         if self.paper_quirks:
-            return F.hinge_embedding_loss(response, relevance, margin=1.0, reduction="none")
-        terms = F.hinge_embedding_loss(response, relevance.sign(), margin=1.0, reduction="none")
-        return terms * (relevance != 0)
+            return lambda response: F.hinge_embedding_loss(response, relevance, margin=1.0, reduction="none")
+        sign, labelled = relevance.sign(), relevance != 0
+        return lambda response: F.hinge_embedding_loss(response, sign, margin=1.0, reduction="none") * labelled
 
-    def _ssim(self, response, relevance):
+    def _ssim(self, relevance):
         flat = relevance.flatten(1)
         data_range = (flat.amax(dim=1) - flat.amin(dim=1)).clamp(min=torch.finfo(flat.dtype).eps)
-        similarity = ssim_map(response, relevance, data_range)
-        return similarity if self.paper_quirks else 1 - similarity
+        reference = SSIMReference(relevance, data_range)
+        if self.paper_quirks:
+            return reference
+        return lambda response: 1 - reference(response)
 
 
 def descend(response: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, relevance: torch.Tensor,
@@ -312,27 +662,52 @@ def descend(response: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, r
     failed : torch.Tensor
         ``(B,)`` bool, True where the descent hit a non-finite value and fell back to ``s_0``.
     """
-    start = x.detach().clone()
-    if project:
-        start = torch.minimum(torch.maximum(start, low), high)
-    signal = start
+    signal, failed, _, _ = _descend(response, x, relevance, loss, steps, lr, clip, low, high, project)
+    return signal, failed
+
+
+def _objective(loss: Callable, relevance: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``response -> loss(response, relevance)``, prepared once (:meth:`RootLoss.against`) where possible."""
+    against = getattr(loss, "against", None)
+    if callable(against):
+        return against(relevance)
+    return lambda response: loss(response, relevance)
+
+
+def _descend(response, x, relevance, loss, steps, lr, clip, low, high, project):
+    """:func:`descend`, also returning the start ``s_0`` and its response (detached; None without steps)."""
+    start = torch.clamp(x.detach(), low, high) if project else x.detach().clone()
+    signal, first = start, None
     failed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    relevance = relevance.detach()
+    objective = _objective(loss, relevance.detach())
     shape = (-1,) + (1,) * (x.dim() - 1)
-    for _ in range(steps):
+    for step in range(steps):
         with torch.enable_grad():
             variable = signal.detach().requires_grad_(True)
-            value = loss(response(variable), relevance)
+            output = response(variable)
+            value = objective(output)
             gradient, = torch.autograd.grad(value.sum(), variable)
+        if step == 0:
+            first = output.detach()
+        del output, variable
+        # in place on the fresh gradient: s - lr * clamp(g), then the projection, in one buffer
+        if gradient._base is not None or 0 in gradient.stride():  # a view or a broadcast: not ours to change
+            gradient = gradient.clone()
         if clip > 0:
-            gradient = gradient.clamp(-clip, clip)
-        candidate = signal - lr * gradient
+            gradient.clamp_(-clip, clip)
+        candidate = torch.sub(signal, gradient.mul_(lr), out=gradient)
         if project:
-            candidate = torch.minimum(torch.maximum(candidate, low), high)
-        finite = torch.isfinite(value) & torch.isfinite(candidate).flatten(1).all(dim=1)
-        failed = failed | ~finite
-        signal = torch.where(failed.view(shape), start, candidate).detach()
-    return signal, failed
+            candidate.clamp_(low, high)
+        failed = failed | ~(torch.isfinite(value.detach()) & _finite_rows(candidate))
+        signal = torch.where(failed.view(shape), start, candidate) if bool(failed.any()) else candidate
+    return signal, failed, start, first
+
+
+def _finite_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: no NaN or inf in a sample (its max and min propagate NaN and show inf; two plain
+    reductions are much faster than ``isfinite(...).all(dim)`` or ``aminmax``)."""
+    flat = tensor.flatten(1)
+    return torch.isfinite(flat.amax(dim=1)) & torch.isfinite(flat.amin(dim=1))
 
 
 class RootLog:
@@ -411,11 +786,21 @@ class LearnedRoot(BasicHook):
         Added (with the sign) to the denominators, as zennit's ``stabilize``.
     log : RootLog, optional
         Receives the per-sample fallback flags (and signals).
+    cache : ParamCache, optional
+        Holds ``W'`` per layer across calls; shared by all copies (a new one by default).
+
+    Notes
+    -----
+    Cost per layer and call, in passes of the layer (forward or pull-back): ``2 * steps`` for the
+    descent, one forward and one pull-back for the redistribution, and one more pull-back when some
+    relevance is rescued. The response at the start comes from the first descent step, and the
+    pull-backs use :func:`affine_vjp` (no forward pass, no graph), except when the upper relevance
+    requires grad.
     """
 
     def __init__(self, loss: Callable = None, steps: int = 5, lr: float = 1.0, clip: float = 1.0,
                  weights: str = "plus", project: bool = True, normalise: bool = True, box=None,
-                 stabilizer: float = 1e-6, log: Optional[RootLog] = None):
+                 stabilizer: float = 1e-6, log: Optional[RootLog] = None, cache: Optional[ParamCache] = None):
         super().__init__()
         if weights not in ("plus", "all"):
             raise ValueError(f"unknown root weights {weights!r}; choose plus or all")
@@ -429,26 +814,29 @@ class LearnedRoot(BasicHook):
         self.box = box
         self.stabilizer = stabilizer
         self.log = log
+        self.cache = ParamCache() if cache is None else cache
 
     @classmethod
     def from_options(cls, layer: LayerRootOptions, options: RootOptOptions, box=None,
-                     log: Optional[RootLog] = None) -> "LearnedRoot":
+                     log: Optional[RootLog] = None, cache: Optional[ParamCache] = None) -> "LearnedRoot":
         """Build the rule from one layer type's options and the shared root options."""
         loss = RootLoss(layer.loss, softmax=options.softmax, paper_quirks=options.paper_quirks)
         return cls(loss=loss, steps=layer.steps, lr=layer.lr, clip=layer.clip, weights=options.weights,
                    project=options.project, normalise=options.normalise, box=box,
-                   stabilizer=options.stabilizer, log=log)
+                   stabilizer=options.stabilizer, log=log, cache=cache)
 
     def copy(self) -> "LearnedRoot":
-        """A copy with the same configuration, sharing the log."""
+        """A copy with the same configuration, sharing the log and the cache."""
         return type(self)(loss=self.loss, steps=self.steps, lr=self.lr, clip=self.clip, weights=self.weights,
                           project=self.project, normalise=self.normalise, box=self.box,
-                          stabilizer=self.stabilizer, log=self.log)
+                          stabilizer=self.stabilizer, log=self.log, cache=self.cache)
 
     def modified_weight(self, module: nn.Module) -> torch.Tensor:
-        """``W'``: the module's (effective, e.g. BatchNorm-merged) weight, clamped for ``plus``."""
+        """``W'``: the module's (effective, e.g. BatchNorm-merged) weight, clamped for ``plus`` (cached)."""
         weight = module.weight.detach()
-        return weight.clamp(min=0) if self.weights == "plus" else weight
+        if self.weights != "plus":
+            return weight
+        return self.cache.get(module, "learned-plus", module.weight, lambda: weight.clamp(min=0))
 
     def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds ``(low, high)`` of the admissible signal ``s = x - root`` for input ``x``."""
@@ -461,33 +849,68 @@ class LearnedRoot(BasicHook):
     def signal(self, module: nn.Module, x: torch.Tensor,
                relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned signal ``s = x - root`` ``(B, *in)`` and the fallback flags ``(B,)``."""
+        signal, failed, _, _ = self._learn(module, x, relevance)
+        return signal, failed
+
+    def _learn(self, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor):
+        """Signal, fallback flags, start ``s_0`` and the start's response (None without steps)."""
         weight = self.modified_weight(module)
         low, high = self.bounds(x)
-        return descend(lambda s: affine_response(module, s, weight), x, relevance, self.loss,
-                       self.steps, self.lr, self.clip, low, high, self.project)
+        return _descend(lambda s: affine_response(module, s, weight), x, relevance, self.loss,
+                        self.steps, self.lr, self.clip, low, high, self.project)
+
+    def _spread(self, module: nn.Module, weight: torch.Tensor, signal: torch.Tensor, share: torch.Tensor,
+                denominator: torch.Tensor) -> torch.Tensor:
+        """``signal * W'(share / stab(denominator))``, without a graph."""
+        ratio = share / _stabilize(denominator, self.stabilizer)
+        return affine_vjp(module, signal, weight, ratio).mul_(signal)
 
     def backward(self, module, grad_input, grad_output):
         """Learn the root, then redistribute the upper relevance ``grad_output[0]``."""
+        relevance = grad_output[0]
+        if relevance.requires_grad:
+            return self._backward_graph(module, grad_input, grad_output)
+        x = self.stored_tensors["input"][0].detach()
+        weight = self.modified_weight(module)
+        low, high = self.bounds(x)
+        signal, failed, start, first = self._learn(module, x, relevance.detach())
+        if first is None:  # no descent step: the signal is the start
+            first = affine_response(module, start, weight)
+        if not self.normalise:  # the start is x unless projected into a pixel box
+            at_x = first if not self.project or self.box is None else affine_response(module, x, weight)
+            result = self._spread(module, weight, signal, relevance, at_x)
+            rescued = torch.zeros_like(relevance)
+        else:
+            response = first if signal is start else affine_response(module, signal, weight)
+            # share of R_j the stabiliser absorbs: eps / (|z_j| + eps); the excess goes through the start
+            absorbed = self.stabilizer / (response.abs() + self.stabilizer)
+            absorbed_start = self.stabilizer / (first.abs() + self.stabilizer)
+            rescued = relevance * (absorbed - absorbed_start).clamp(min=0)
+            result = self._spread(module, weight, signal, relevance, response)
+            if bool((rescued != 0).any()):
+                result = result + self._spread(module, weight, start, rescued, first)
+        if self.log is not None:
+            self.log.add(failed, rescued=rescued.flatten(1).sum(dim=1), input=x, signal=signal, low=low, high=high)
+        return _grad_input(result, grad_input)
+
+    def _backward_graph(self, module, grad_input, grad_output):
+        """:meth:`backward` when the upper relevance requires grad (second order): differentiable in
+        ``x`` and ``R``, with the root a constant."""
         stored = self.stored_tensors["input"][0]
         relevance = grad_output[0]
         x = stored.detach()
         weight = self.modified_weight(module)
         low, high = self.bounds(x)
-        signal, failed = self.signal(module, x, relevance.detach())
-        start = torch.minimum(torch.maximum(x, low), high) if self.project else x
-        create_graph = relevance.requires_grad
+        signal, failed, start, _ = self._learn(module, x, relevance.detach())
 
         def redistribute(sig: torch.Tensor, share: torch.Tensor, denominator=None) -> torch.Tensor:
-            # sig * W'(share / z), with the root x - sig a constant when create_graph
+            # sig * W'(share / z), with the root x - sig a constant
             with torch.enable_grad():
-                if create_graph:
-                    sig = (stored.clone() - (x - sig)).requires_grad_(True)
-                else:
-                    sig = sig.clone().requires_grad_(True)
+                sig = (stored.clone() - (x - sig)).requires_grad_(True)
                 response = affine_response(module, sig, weight)
                 denominator = response if denominator is None else denominator
                 ratio = share / stabilize(denominator, self.stabilizer)
-                gradient, = torch.autograd.grad(response, sig, grad_outputs=ratio, create_graph=create_graph)
+                gradient, = torch.autograd.grad(response, sig, grad_outputs=ratio, create_graph=True)
             return sig * gradient
 
         if not self.normalise:
@@ -513,7 +936,7 @@ class LayerBox(BasicHook):
 
     ``R_i = sum_j (x_i w_ij - l w+_ij - h w-_ij) / sum_i' (...) R_j`` with ``l``/``h`` the
     smallest/largest value of the sample's input to this layer (computed for the whole batch at
-    once). Delegates to :class:`zennit.rules.ZBox`.
+    once). Delegates to :class:`zennit.rules.ZBox`, evaluated by :class:`FastRule`.
 
     Parameters
     ----------
@@ -521,23 +944,26 @@ class LayerBox(BasicHook):
         Denominator stabiliser.
     zero_params : list of str, optional
         Parameters set to zero (``['bias']`` leaves biases out).
+    cache : ParamCache, optional
+        Holds the modified weights per layer across calls; shared by all copies (a new one by default).
     """
 
-    def __init__(self, stabilizer: float = 1e-6, zero_params=None):
+    def __init__(self, stabilizer: float = 1e-6, zero_params=None, cache: Optional[ParamCache] = None):
         super().__init__()
         self.stabilizer = stabilizer
         self.zero_params = zero_params
+        self.cache = ParamCache() if cache is None else cache
 
     def copy(self) -> "LayerBox":
-        """A copy with the same configuration."""
-        return type(self)(stabilizer=self.stabilizer, zero_params=self.zero_params)
+        """A copy with the same configuration, sharing the cache."""
+        return type(self)(stabilizer=self.stabilizer, zero_params=self.zero_params, cache=self.cache)
 
     def backward(self, module, grad_input, grad_output):
         """zB with the per-sample box of the stored input."""
         x = self.stored_tensors["input"][0].detach()
         dims = tuple(range(1, x.dim()))
-        rule = ZBox(x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True),
-                    stabilizer=self.stabilizer, zero_params=self.zero_params)
+        rule = FastRule(ZBox(x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True),
+                             stabilizer=self.stabilizer, zero_params=self.zero_params), cache=self.cache)
         rule.stored_tensors = self.stored_tensors
         return rule.backward(module, grad_input, grad_output)
 

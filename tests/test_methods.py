@@ -252,6 +252,44 @@ def test_validation_errors_are_one_line():
         make_attributor(lonely.eval(), MethodOptions(name="lrp_0"), RootOptOptions(), BOX)
 
 
+def test_merged_batchnorm_is_an_exact_identity_with_a_positive_eps(monkeypatch):
+    """torch 2.11 refuses ``eps <= 0`` in every ``batch_norm`` call (seen on a GPU machine); the merge
+    must keep ``eps`` positive and still leave the model's function unchanged (float64: 1e-12)."""
+    from learnroot.methods import canonizers
+
+    real = torch.nn.functional.batch_norm
+
+    def strict(*args, **kwargs):
+        eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)  # (input, mean, var, w, b, training, momentum, eps)
+        assert eps > 0, f"batch_norm eps must be positive, but got {eps}"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", strict)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 6, 6))
+    model = model.double().eval()
+    bn = model[1]
+    bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.3, 3.0)
+    bn.weight.data.uniform_(0.5, 2.0), bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    # the BatchNorm by hand: (conv(x) - mean) / sqrt(var + eps) * weight + bias
+    z = model[0](x)
+    shape = (1, -1, 1, 1)
+    by_hand = ((z - bn.running_mean.view(shape)) / (bn.running_var.view(shape) + bn.eps).sqrt()
+               * bn.weight.view(shape) + bn.bias.view(shape))
+    expected = model[4](model[3](model[2](by_hand)))
+    handles = [handle for canonizer in canonizers() for handle in canonizer.apply(model)]
+    try:
+        assert bn.eps > 0 and 1.0 + bn.eps == 1.0
+        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))  # the merge happened
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-12)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert bn.eps == 1e-5
+
+
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
