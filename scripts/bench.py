@@ -1,0 +1,807 @@
+#!/usr/bin/env python
+"""Benchmark harness of learnroot's attribution methods and evaluation (issue 7).
+
+For each device (CPU, and CUDA when present), model (random weights), batch size and method it
+measures seconds per image and peak memory of:
+
+``forward``
+    one forward pass without gradients (the unit of the ``x_forward`` column);
+``floor``
+    a forward pass plus the input gradient of the target logit (the unit of ``x_floor``);
+``attribution``
+    the method through :func:`learnroot.methods.make_attributor` with its ``conf/method`` preset
+    (``ours`` once per ``--root-opt`` preset);
+``attribution+metrics``
+    the same plus :func:`learnroot.metrics.evaluate.evaluate` with ``MetricsOptions()`` defaults;
+``zennit``
+    raw zennit with the same rules, built here from zennit alone (independent of
+    :mod:`learnroot.methods`: BatchNorm merged, ResNet sums canonized, zB/z+/gamma/epsilon/w^2 by
+    layer, ``Pass`` on ReLUs, ``Norm`` on average pools) and called through
+    ``zennit.attribution.Gradient`` with the composite registered once, as a zennit user would;
+    ``x_zennit`` of a baseline is its ``attribution`` time over this one.
+
+Each measurement is timed together with its references (forward, floor, raw zennit, or our
+``dtd_zplus`` for ``ours``, whose ratio is ``x_dtd_zplus``): after ``--warmup`` untimed calls each,
+rounds time every callable once in rotating order, at least ``--repeats`` rounds and more (up to
+``--max-repeats``) while the slowest callable has run less than ``--min-time`` seconds; the
+median is reported, so ratios stay fair when the machine's load changes. Peak memory: CPU, the
+resident-set high-water mark of each timed call (reset through ``/proc/self/clear_refs``; else the
+process maximum) and its increase over the memory in use before the call; CUDA,
+``max_memory_allocated``. A configuration that runs out of memory gives a row noting it.
+
+A sweep of ``root_opt`` steps (``--sweep-steps``, on every layer type of ``--sweep-preset``) shows
+how the cost of ``ours`` grows, and ``--runner-check`` times whole runs
+(:func:`learnroot.runner.run`: small CNN, shapes benchmark, default metrics) of several sizes, each
+in a fresh process, for the per-image time, the marginal time of the extra images and the peak
+memory of a whole run. ``--tune-malloc`` calls :func:`learnroot.methods.tune_allocator` first.
+
+Writes a CSV (``--csv``) and prints a table. ``--tiny`` runs a tiny configuration in seconds (used
+by ``tests/test_bench.py``). The torch thread count (``--threads``, default: every core this process
+may use) is printed and written to every row.
+
+Examples
+--------
+    python scripts/bench.py                                   # vgg16, 224 px, batches 1, 8, 32
+    python scripts/bench.py --models vgg16 --batch-sizes 1 --methods dtd_zplus,ours
+    python scripts/bench.py --models small_cnn --runner-check --runner-sizes 16,64,128
+    python scripts/bench.py --models resnet50 --threads 2 --no-metrics --csv bench.csv
+    python scripts/bench.py --tiny --csv /tmp/tiny.csv
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from torch import nn
+
+import zennit
+from zennit.attribution import Gradient, IntegratedGradients
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.core import Composite
+from zennit.layer import Sum
+from zennit.rules import Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
+from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
+from zennit.types import Activation, AvgPool, BatchNorm
+
+import learnroot
+from learnroot.methods import GRADIENT_METHODS, make_attributor
+
+try:
+    from learnroot.methods import tune_allocator
+except ImportError:  # an older learnroot (before/after comparisons)
+    tune_allocator = None
+from learnroot.metrics.evaluate import Normalisation, evaluate
+from learnroot.models import preprocess_of, small_cnn
+from learnroot.options import (METHODS, DatasetOptions, LayerRootOptions, MethodOptions, MetricsOptions,
+                               ModelOptions, PathsOptions, RootOptOptions, RunOptions)
+
+COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",
+           "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
+           "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "note")
+SIZES = {"vgg16": 224, "vgg19": 224, "resnet18": 224, "resnet50": 224, "small_cnn": 64, "tiny": 32}
+TORCHVISION = ("vgg16", "vgg19", "resnet18", "resnet50")
+AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _zennit_version() -> str:
+    """The version of the zennit actually imported (its own ``version`` module, else the installed one)."""
+    try:
+        from zennit.version import __version__
+        return __version__
+    except ImportError:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("zennit")
+        except PackageNotFoundError:
+            return "?"
+
+
+ZENNIT_VERSION = _zennit_version()
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options (``--tiny`` replaces the defaults by a seconds-long configuration)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="vgg16", help="comma list of vgg16, vgg19, resnet18, resnet50, small_cnn")
+    parser.add_argument("--size", type=int, default=0, help="image side in pixels (0: 224, small_cnn 64)")
+    parser.add_argument("--methods", default="all", help="comma list of methods, or 'all'")
+    parser.add_argument("--root-opt", default="default,paper", help="root_opt presets timed for ours")
+    parser.add_argument("--batch-sizes", default="1,8,32", help="comma list")
+    parser.add_argument("--devices", default="auto", help="comma list of cpu, cuda; auto: cpu and cuda if present")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores of this process)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs, at least (the median is reported)")
+    parser.add_argument("--min-time", type=float, default=3.0,
+                        help="more runs while the slowest callable of a group has run less than this (s)")
+    parser.add_argument("--max-repeats", type=int, default=15, help="at most this many timed runs")
+    parser.add_argument("--no-metrics", dest="metrics", action="store_false", help="skip attribution+metrics")
+    parser.add_argument("--pf-chunk", type=int, default=0, help="metrics.pf_chunk (0: the MetricsOptions default)")
+    parser.add_argument("--no-zennit", dest="zennit", action="store_false", help="skip the raw zennit baselines")
+    parser.add_argument("--sweep-steps", default="0,1,2,5,10", help="root_opt steps swept for ours ('' to skip)")
+    parser.add_argument("--sweep-preset", default="default", help="root_opt preset of the sweep")
+    parser.add_argument("--sweep-batch", type=int, default=0, help="batch size of the sweep (0: the first one)")
+    parser.add_argument("--runner-check", action="store_true", help="time whole runs of the small CNN")
+    parser.add_argument("--runner-sizes", default="16,64", help="images per whole run")
+    parser.add_argument("--runner-batch", type=int, default=8, help="batch size of the whole runs")
+    parser.add_argument("--runner-method", default="ours", help="method of the whole runs")
+    parser.add_argument("--cache-dir", default=os.environ.get("LEARNROOT_CACHE", "~/.cache/learnroot"),
+                        help="learnroot cache with the shapes benchmark (whole runs)")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="call learnroot.methods.tune_allocator() first (glibc keeps freed memory for reuse)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", default="bench.csv", help="output CSV file")
+    parser.add_argument("--tiny", action="store_true", help="tiny model, few steps, seconds (CI)")
+    parser.add_argument("--runner-child", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.models, args.size, args.batch_sizes = "tiny", 0, "1,2"
+        args.warmup, args.repeats, args.sweep_steps, args.min_time = 1, 1, "0,1,2", 0.0
+        args.runner_sizes, args.runner_batch = "2,4", 2
+    return args
+
+
+def split(text: str) -> list[str]:
+    """Items of a comma list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def conf_values(group: str, name: str) -> dict:
+    """A preset of the installed ``learnroot.conf`` package (e.g. ``method/ours``)."""
+    return yaml.safe_load((resources.files("learnroot.conf") / group / f"{name}.yaml").read_text())
+
+
+def method_options(name: str) -> MethodOptions:
+    """The method as ``conf/method/<name>.yaml`` configures it."""
+    return MethodOptions(**conf_values("method", name))
+
+
+def root_options(preset: str, steps: Optional[int] = None, tiny: bool = False) -> RootOptOptions:
+    """``conf/root_opt/<preset>.yaml``, optionally with ``steps`` on every layer type (tiny: at most 2)."""
+    values = conf_values("root_opt", preset)
+    layers = {}
+    for kind in ("conv", "dense", "pixel"):
+        layer = LayerRootOptions(**values.pop(kind))
+        if steps is not None:
+            layer = replace(layer, steps=steps)
+        elif tiny:
+            layer = replace(layer, steps=min(layer.steps, 2))
+        layers[kind] = layer
+    return RootOptOptions(**values, **layers)
+
+
+def tune_malloc() -> str:
+    """:func:`learnroot.methods.tune_allocator`; ``tuned`` or why not."""
+    if tune_allocator is None:
+        return "default (no tune_allocator in this learnroot)"
+    return "tuned" if tune_allocator() else "default (mallopt unavailable or refused)"
+
+
+def devices(text: str) -> list[torch.device]:
+    """The devices to time on."""
+    names = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if text == "auto" else split(text)
+    if "cuda" in names and not torch.cuda.is_available():
+        raise SystemExit("--devices cuda but no CUDA GPU is available")
+    return [torch.device(name) for name in names]
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable name of a device."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass
+class Subject:
+    """A model to benchmark and what its inputs look like."""
+
+    name: str
+    model: nn.Module
+    size: int
+    classes: int
+    box: tuple
+    norm: Normalisation
+
+
+def tiny_cnn(classes: int = 5) -> nn.Sequential:
+    """A two-conv network for seconds-long checks (32 px inputs)."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, classes))
+
+
+def build_subject(name: str, size: int, device: torch.device, seed: int) -> Subject:
+    """A model with random weights, its pixel box and normalisation, on ``device``."""
+    torch.manual_seed(seed)
+    options = ModelOptions(**conf_values("model", "small_cnn" if name == "tiny" else name))
+    if name in TORCHVISION:
+        import torchvision
+        model, classes = getattr(torchvision.models, name)(weights=None, num_classes=1000), 1000
+    elif name == "small_cnn":
+        model, classes = small_cnn(6), 6
+    elif name == "tiny":
+        model, classes = tiny_cnn(), 5
+    else:
+        raise SystemExit(f"unknown model {name!r}")
+    model = model.eval().to(device)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    preprocess = preprocess_of(options)
+    norm = Normalisation(mean=list(options.mean), std=list(options.std), value_range=tuple(options.value_range))
+    return Subject(name, model, size or SIZES[name], classes, preprocess.box(device), norm)
+
+
+def inputs(subject: Subject, batch: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images inside the pixel box and random targets."""
+    generator = torch.Generator().manual_seed(seed)
+    low, high = (bound.cpu() for bound in subject.box)
+    x = low + (high - low) * torch.rand(batch, 3, subject.size, subject.size, generator=generator)
+    target = torch.randint(subject.classes, (batch,), generator=generator)
+    return x.to(device), target.to(device)
+
+
+# ------------------------------------------------------------------------------------------------
+# references: forward, floor, raw zennit
+
+
+def forward_fn(model: nn.Module) -> Callable:
+    """One forward pass without gradients."""
+    def run(x, target):
+        with torch.no_grad():
+            return model(x)
+    return run
+
+
+def floor_fn(model: nn.Module) -> Callable:
+    """Forward pass plus the input gradient of the target logits."""
+    def run(x, target):
+        with torch.enable_grad():
+            variable = x.detach().requires_grad_(True)
+            logit = model(variable).gather(1, target[:, None]).sum()
+            return torch.autograd.grad(logit, variable)[0]
+    return run
+
+
+def affine_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """Linear/Conv layers in forward order with their inputs (one probe pass)."""
+    found, handles = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, AFFINE):
+            handles.append(module.register_forward_hook(
+                lambda module, args, output, name=name: found.append((name, module, args[0].detach()))))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def zennit_pixel_rule(method: MethodOptions, box: tuple):
+    """The pixel-layer rule as plain zennit."""
+    zero = None if method.bias else ["bias"]
+    stab = method.stabilizer
+    return {"zb": lambda: ZBox(low=box[0], high=box[1], stabilizer=stab, zero_params=zero),
+            "zplus": lambda: ZPlus(stabilizer=stab, zero_params=zero),
+            "wsquare": lambda: WSquare(stabilizer=stab, zero_params=zero),
+            "flat": lambda: Flat(stabilizer=stab, zero_params=zero),
+            "epsilon": lambda: Epsilon(epsilon=max(method.epsilon, stab), zero_params=zero),
+            "gamma": lambda: Gamma(gamma=method.gamma, stabilizer=stab, zero_params=zero)}[method.pixel_rule]()
+
+
+def zennit_hidden_rules(method: MethodOptions, hidden: list) -> dict:
+    """The hidden-layer rules of a baseline as plain zennit (``dtd_zb``: boxes of the probed inputs)."""
+    zero = None if method.bias else ["bias"]
+    stab = method.stabilizer
+    epsilon = lambda value: Epsilon(epsilon=max(value, stab), zero_params=zero)  # noqa: E731
+    gamma = lambda: Gamma(gamma=method.gamma, stabilizer=stab, zero_params=zero)  # noqa: E731
+    if method.name == "dtd_montavon":
+        n = len(hidden)
+        end_gamma, end_epsilon = (int(round(fraction * n)) for fraction in method.montavon_split)
+        return {name: (epsilon(0.0) if isinstance(module, nn.Linear) or index >= end_epsilon
+                       else gamma() if index < end_gamma else epsilon(method.epsilon))
+                for index, (name, module, _) in enumerate(hidden)}
+    if method.name == "dtd_zb":
+        def box(x):
+            dims = tuple(range(1, x.dim()))
+            return ZBox(x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True), stabilizer=stab,
+                        zero_params=zero)
+        return {name: box(x) for name, _, x in hidden}
+    factory = {"lrp_0": lambda: epsilon(0.0), "lrp_epsilon": lambda: epsilon(method.epsilon), "lrp_gamma": gamma,
+               "dtd_zplus": lambda: ZPlus(stabilizer=stab, zero_params=zero),
+               "dtd_ww": lambda: WSquare(stabilizer=stab, zero_params=zero)}[method.name]
+    return {name: factory() for name, _, _ in hidden}
+
+
+def zennit_composite(model: nn.Module, method: MethodOptions, box: tuple, x: torch.Tensor) -> Composite:
+    """A plain zennit composite with the rules of ``method`` (BatchNorm merged, ResNet sums canonized)."""
+    layers = affine_layers(model, x)
+    rules = zennit_hidden_rules(method, layers[1:])
+    rules[layers[0][0]] = zennit_pixel_rule(method, box)
+    stab = method.stabilizer
+
+    def module_map(ctx, name, module):
+        if name in rules:
+            return rules[name]
+        if isinstance(module, (Sum, AvgPool)):
+            return Norm(stabilizer=stab)
+        if isinstance(module, BatchNorm):
+            return Pass()
+        if isinstance(module, Activation):
+            return Pass() if isinstance(module, (nn.ReLU, nn.LeakyReLU)) else Norm(stabilizer=stab)
+        return None
+
+    return Composite(module_map=module_map, canonizers=[SequentialMergeBatchNorm(), ResNetBottleneckCanonizer(),
+                                                        ResNetBasicBlockCanonizer()])
+
+
+class ZennitBaseline:
+    """Raw zennit for one method: the composite registered once (a ``Gradient`` context), then called.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Copied (zennit canonizes it while registered).
+    method : MethodOptions
+    box : tuple
+        Pixel box ``(low, high)``.
+    x : torch.Tensor
+        The batch that will be explained (``dtd_zb`` boxes are probed on it).
+    """
+
+    def __init__(self, model: nn.Module, method: MethodOptions, box: tuple, x: torch.Tensor):
+        self.model = copy.deepcopy(model)
+        self.method = method
+        if method.name == "integrated_gradients":
+            self.attributor = IntegratedGradients(self.model, n_iter=method.ig_steps)
+        else:
+            composite = None if method.name in GRADIENT_METHODS else zennit_composite(self.model, method, box, x)
+            self.attributor = Gradient(self.model, composite=composite)
+        self.attributor.__enter__()
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Relevance of ``target`` (output relevance: the target logit)."""
+        onehot = torch.zeros(x.shape[0], self.classes(x), device=x.device, dtype=x.dtype)
+        onehot.scatter_(1, target[:, None], 1.0)
+        with torch.enable_grad():
+            _, relevance = self.attributor(x.detach(), lambda output: onehot * output.detach())
+        return x * relevance if self.method.name == "gradient_x_input" else relevance
+
+    def classes(self, x: torch.Tensor) -> int:
+        """Number of outputs of the model (probed once)."""
+        if not hasattr(self, "_classes"):
+            with torch.no_grad():
+                self._classes = self.model(x[:1]).shape[1]
+        return self._classes
+
+    def close(self) -> None:
+        """Remove the composite."""
+        self.attributor.__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _status_kb(key: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak(device: torch.device) -> tuple[str, float]:
+    """Reset the peak-memory counter; the kind of counter and the current usage in bytes."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return "cuda-max-allocated", float(torch.cuda.memory_allocated(device))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "rss-hwm", float(_status_kb("VmRSS") * 1024)
+    except (OSError, TypeError):
+        return "ru-maxrss", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _peak(device: torch.device, kind: str) -> float:
+    if kind == "cuda-max-allocated":
+        return float(torch.cuda.max_memory_allocated(device))
+    if kind == "rss-hwm":
+        return float(_status_kb("VmHWM") * 1024)
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def measure(fns: dict, x: torch.Tensor, target: torch.Tensor, warmup: int, repeats: int,
+            min_time: float = 0.0, max_repeats: int = 0) -> dict:
+    """Seconds per image and peak memory of several ``fn(x, target)``, timed in turns.
+
+    Every function is warmed up ``warmup`` times; then each round times every function once, the
+    order rotating from round to round, so that a change of the machine's load hits all of them
+    alike and their ratios stay fair on a busy machine. Rounds go on after ``repeats`` while the
+    slowest function has run for less than ``min_time`` seconds in all, up to ``max_repeats``
+    rounds (cheap groups get more repeats, hence steadier medians).
+
+    Parameters
+    ----------
+    fns : dict
+        Label to callable ``(x, target) -> anything``.
+    x, target : torch.Tensor
+        The batch.
+    warmup, repeats : int
+        Untimed calls, then timed rounds (at least).
+    min_time, max_repeats : float, int
+        More rounds while the slowest function's total time is below ``min_time`` seconds, up to
+        ``max_repeats`` rounds.
+
+    Returns
+    -------
+    dict
+        Label to ``s_per_image`` (median), ``s_per_image_min``, ``repeats``, ``peak_mb`` (largest
+        peak of a timed call), ``peak_delta_mb`` (over the memory in use before that call) and
+        ``memory`` (the counter used).
+    """
+    device, batch = x.device, x.shape[0]
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn(x, target)
+    labels = list(fns)
+    times = {label: [] for label in labels}
+    peaks = {label: (0.0, 0.0, "") for label in labels}
+    round_ = 0
+    while round_ < repeats or (round_ < max_repeats and max(sum(t) for t in times.values()) < min_time):
+        turn = round_ % len(labels)
+        round_ += 1
+        for label in labels[turn:] + labels[:turn]:
+            _sync(device)
+            kind, before = _reset_peak(device)
+            start = time.perf_counter()
+            fns[label](x, target)
+            _sync(device)
+            times[label].append(time.perf_counter() - start)
+            peak = _peak(device, kind)
+            if peak >= peaks[label][0]:
+                peaks[label] = (peak, max(peak - before, 0.0), kind)
+    return {label: {"s_per_image": statistics.median(times[label]) / batch,
+                    "s_per_image_min": min(times[label]) / batch, "repeats": len(times[label]),
+                    "peak_mb": peaks[label][0] / 2**20, "peak_delta_mb": peaks[label][1] / 2**20,
+                    "memory": peaks[label][2]} for label in labels}
+
+
+def attribution_fn(attributor) -> Callable:
+    """The attribution alone."""
+    return lambda x, target: attributor(x, target).relevance
+
+
+def evaluation_fn(attributor, model: nn.Module, norm: Normalisation, chunk: int = 0) -> Callable:
+    """Attribution plus the default metrics (label = target; ``chunk``: ``pf_chunk`` if not 0)."""
+    options = MetricsOptions() if not chunk else replace(MetricsOptions(), pf_chunk=chunk)
+
+    def run(x, target):
+        relevance = attributor(x, target).relevance
+        return evaluate(model, x, relevance, target, target, None, options, norm)
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+#: Roles of the callables of a group; the references give the ratio columns of the ``main`` row.
+RATIOS = {"forward": "x_forward", "floor": "x_floor", "zennit": "x_zennit", "dtd_zplus": "x_dtd_zplus"}
+
+
+@dataclass
+class Bench:
+    """Collects the rows of one benchmark run."""
+
+    args: argparse.Namespace
+    rows: list = field(default_factory=list)
+
+    def add(self, context: dict, method: str, measure: str, result: dict, preset: str = "", steps="",
+            note: str = "") -> dict:
+        """Append a row (and print it)."""
+        row = {column: "" for column in COLUMNS}
+        row.update(context)
+        row.update(method=method, preset=preset, steps=steps, measure=measure, note=note)
+        row.update(result)
+        self.rows.append(row)
+        ratios = " ".join(f"{column}={_fmt(row[column], 2)}" for column in RATIOS.values() if row[column] != "")
+        print(f"  {row['model']:9s} b={row['batch']:<3} {method:20s} {preset:7s} {str(steps):3s} {measure:20s} "
+              f"{_fmt(row['s_per_image'])} s/img  peak {_fmt(row['peak_mb'], 0)} MB  {ratios} {note}", flush=True)
+        return row
+
+    def group(self, context: dict, x, target, main: tuple, references: dict, emit: tuple = ()) -> None:
+        """Time ``main`` with its references in turns; add its row (with ratios) and the rows of ``emit``.
+
+        Parameters
+        ----------
+        context : dict
+            Row fields of the device, model and batch.
+        x, target : torch.Tensor
+            The batch.
+        main : (dict, callable)
+            Row fields (``method``, ``measure``, optional ``preset``, ``steps``, ``note``) and callable.
+        references : dict
+            Role (a key of :data:`RATIOS`) to callable.
+        emit : tuple of str
+            Roles whose rows are added too (e.g. ``zennit``).
+        """
+        spec, fn = main
+        try:
+            results = measure({"main": fn, **references}, x, target, self.args.warmup, self.args.repeats,
+                              self.args.min_time, self.args.max_repeats)
+        except (RuntimeError, MemoryError) as error:
+            if not _out_of_memory(error):
+                raise
+            self.add(context, result={}, **{**spec, "note": "out of memory"})
+            return
+        finally:
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+        if spec["measure"] in RATIOS:  # a reference is its own unit
+            results[spec["measure"]] = results["main"]
+        self.add(context, result=_with_ratios(results["main"], results), **spec)
+        for role in emit:
+            method = spec["method"] if role == "zennit" else "-"
+            self.add(context, method, role, _with_ratios(results[role], results) if role in ("forward", "floor")
+                     else results[role])
+
+
+def _with_ratios(result: dict, results: dict) -> dict:
+    """``result`` with its time in units of the references timed with it (forward, floor, ...)."""
+    result = dict(result)
+    for role, column in RATIOS.items():
+        if role in results and results[role]["s_per_image"] > 0:
+            result[column] = result["s_per_image"] / results[role]["s_per_image"]
+    return result
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value == "" or value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if digits else f"{value:.0f}"
+
+
+def run_batch(bench: Bench, subject: Subject, device: torch.device, batch: int, methods: list[str],
+              sweep: bool) -> None:
+    """Every measurement of one model, device and batch size (each with its references, in turns)."""
+    args = bench.args
+    x, target = inputs(subject, batch, device, args.seed)
+    context = {"device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
+               "malloc": args.malloc, "torch": torch.__version__, "zennit": ZENNIT_VERSION,
+               "model": subject.name, "size": subject.size, "batch": batch, "images": batch}
+    model, norm = subject.model, subject.norm
+    units = {"forward": forward_fn(model), "floor": floor_fn(model)}
+    bench.group(context, x, target, ({"method": "-", "measure": "floor"}, units["floor"]),
+                {"forward": units["forward"]}, emit=("forward",))
+    zplus = make_attributor(model, method_options("dtd_zplus"), root_options("default"), subject.box)
+    for name in methods:
+        if name == "ours":
+            run_ours(bench, context, subject, x, target, units, zplus)
+        else:
+            run_baseline(bench, context, subject, x, target, units, name, zplus)
+    if sweep:
+        for steps in (int(value) for value in split(args.sweep_steps)):
+            attributor = make_attributor(model, method_options("ours"), root_options(args.sweep_preset, steps=steps),
+                                         subject.box)
+            bench.group(context, x, target, ({"method": "ours", "preset": args.sweep_preset, "steps": steps,
+                                              "measure": "attribution", "note": "sweep"},
+                                             attribution_fn(attributor)),
+                        {**units, "dtd_zplus": attribution_fn(zplus)})
+
+
+def _chunk_note(args: argparse.Namespace) -> str:
+    return f"pf_chunk={args.pf_chunk}" if args.pf_chunk else ""
+
+
+def run_baseline(bench: Bench, context: dict, subject: Subject, x, target, units: dict, name: str, zplus) -> None:
+    """A baseline against raw zennit (and with the metrics)."""
+    args = bench.args
+    method = method_options(name)
+    attributor = zplus if name == "dtd_zplus" else make_attributor(subject.model, method, root_options("default"),
+                                                                    subject.box)
+    references = dict(units)
+    baseline = ZennitBaseline(subject.model, method, subject.box, x) if args.zennit else None
+    if baseline is not None:
+        references["zennit"] = baseline
+    try:
+        bench.group(context, x, target, ({"method": name, "measure": "attribution"}, attribution_fn(attributor)),
+                    references, emit=("zennit",) if baseline is not None else ())
+    finally:
+        if baseline is not None:
+            baseline.close()
+    if args.metrics:
+        spec = {"method": name, "measure": "attribution+metrics", "note": _chunk_note(args)}
+        bench.group(context, x, target, (spec, evaluation_fn(attributor, subject.model, subject.norm, args.pf_chunk)),
+                    units)
+
+
+def run_ours(bench: Bench, context: dict, subject: Subject, x, target, units: dict, zplus) -> None:
+    """``ours`` with each root_opt preset against our ``dtd_zplus`` (and with the metrics)."""
+    args = bench.args
+    for preset in split(args.root_opt):
+        attributor = make_attributor(subject.model, method_options("ours"), root_options(preset, tiny=args.tiny),
+                                     subject.box)
+        bench.group(context, x, target, ({"method": "ours", "preset": preset, "measure": "attribution"},
+                                         attribution_fn(attributor)), {**units, "dtd_zplus": attribution_fn(zplus)})
+        if args.metrics:
+            bench.group(context, x, target, ({"method": "ours", "preset": preset, "measure": "attribution+metrics",
+                                              "note": _chunk_note(args)},
+                                             evaluation_fn(attributor, subject.model, subject.norm, args.pf_chunk)),
+                        {**units, "dtd_zplus": evaluation_fn(zplus, subject.model, subject.norm, args.pf_chunk)})
+
+
+# ------------------------------------------------------------------------------------------------
+# whole runs
+
+
+def runner_options(args: argparse.Namespace, images: int) -> RunOptions:
+    """A whole run of the small CNN (random weights) on the shapes benchmark."""
+    model = ModelOptions(**conf_values("model", "small_cnn"))
+    model = replace(model, weights="random")
+    method = method_options(args.runner_method)
+    root = root_options("default", tiny=args.tiny)
+    return RunOptions(model=model, dataset=DatasetOptions(limit=images, seed=args.seed), method=method,
+                      root_opt=root, metrics=MetricsOptions(), paths=PathsOptions(cache_dir=args.cache_dir),
+                      batch_size=args.runner_batch, device="cpu", seed=args.seed)
+
+
+def runner_child(spec: str) -> None:
+    """Run one whole run (in this fresh process) and print its summary as one JSON line."""
+    values = json.loads(spec)
+    torch.set_num_threads(values["threads"])
+    if values["args"].get("tune_malloc"):
+        tune_malloc()
+    args = argparse.Namespace(**values["args"])
+    from learnroot.runner import run
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        summary = run(runner_options(args, values["images"]), Path(folder) / "run")
+        seconds = time.perf_counter() - start
+    print("RESULT " + json.dumps({"seconds": seconds, "n": summary["n_samples"],
+                                  "peak_rss_mb": summary["memory"]["peak_rss_mb"]}))
+
+
+def runner_check(bench: Bench) -> None:
+    """Whole runs at several sizes, each in a fresh process (so that its peak RSS is its own)."""
+    args = bench.args
+    keep = ("runner_method", "runner_batch", "cache_dir", "seed", "tiny", "tune_malloc")
+    previous = None
+    for images in (int(value) for value in split(args.runner_sizes)):
+        spec = json.dumps({"images": images, "threads": torch.get_num_threads(),
+                           "args": {name: getattr(args, name) for name in keep}})
+        process = subprocess.run([sys.executable, os.path.abspath(__file__), "--runner-child", spec],
+                                 capture_output=True, text=True)
+        lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+        context = {"device": "cpu", "device_name": device_name(torch.device("cpu")),
+                   "threads": torch.get_num_threads(), "malloc": args.malloc, "torch": torch.__version__,
+                   "zennit": ZENNIT_VERSION, "model": "small_cnn", "size": 64,
+                   "batch": args.runner_batch, "images": images}
+        if process.returncode != 0 or not lines:
+            tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["no output"]
+            bench.add(context, args.runner_method, "runner", {}, preset="default", note=f"failed: {tail[0][:120]}")
+            continue
+        result = json.loads(lines[-1][len("RESULT "):])
+        note = "whole run, fresh process"
+        if previous is not None and result["n"] > previous["n"]:  # the cost of the extra images alone
+            marginal = (result["seconds"] - previous["seconds"]) / (result["n"] - previous["n"])
+            note += f"; marginal {marginal:.4f} s/img over {previous['n']} images"
+        bench.add(context, args.runner_method, "runner",
+                  {"s_per_image": result["seconds"] / max(result["n"], 1), "repeats": 1,
+                   "peak_mb": result["peak_rss_mb"], "memory": "ru-maxrss (whole process)", "images": result["n"]},
+                  preset="default", note=note)
+        previous = result
+
+
+# ------------------------------------------------------------------------------------------------
+# output
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    """Write the rows (floats with 6 significant digits)."""
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(path).expanduser(), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()})
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows as a fixed-width table."""
+    header = ("device", "model", "batch", "images", "method", "preset", "steps", "measure", "s/img", "x_fwd",
+              "x_floor", "x_zennit", "x_z+", "peak_MB", "+MB", "note")
+    lines = [header]
+    for row in rows:
+        lines.append((row["device"], row["model"], str(row["batch"]), str(row["images"]), row["method"],
+                      row["preset"], str(row["steps"]), row["measure"], _fmt(row["s_per_image"]),
+                      _fmt(row["x_forward"], 1), _fmt(row["x_floor"], 2), _fmt(row["x_zennit"], 2),
+                      _fmt(row["x_dtd_zplus"], 2), _fmt(row["peak_mb"], 0), _fmt(row["peak_delta_mb"], 0),
+                      row["note"]))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def main(argv=None) -> int:
+    """Run the benchmark; returns the exit status."""
+    args = parse_args(argv)
+    if args.runner_child:
+        runner_child(args.runner_child)
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(args.threads or cores)
+    args.malloc = tune_malloc() if args.tune_malloc else "default"
+    methods = list(METHODS) if args.methods == "all" else split(args.methods)
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if "ours" in methods and "dtd_zplus" not in methods:
+        methods.insert(methods.index("ours"), "dtd_zplus")  # the reference of ours
+    batches = [int(value) for value in split(args.batch_sizes)]
+    print(f"learnroot {learnroot.__file__}; torch {torch.__version__}; zennit {ZENNIT_VERSION}; "
+          f"torch threads: {torch.get_num_threads()}; malloc: {args.malloc}; methods: {', '.join(methods)}", flush=True)
+    bench = Bench(args)
+    for device in devices(args.devices):
+        for model_name in split(args.models):
+            subject = build_subject(model_name, args.size, device, args.seed)
+            for batch in batches:
+                sweep = bool(split(args.sweep_steps)) and batch == (args.sweep_batch or batches[0])
+                run_batch(bench, subject, device, batch, methods, sweep)
+            del subject
+    if args.runner_check:
+        runner_check(bench)
+    write_csv(bench.rows, args.csv)
+    print()
+    print_table(bench.rows)
+    print(f"\nwrote {len(bench.rows)} rows to {args.csv} (torch threads: {torch.get_num_threads()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
