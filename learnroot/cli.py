@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     sys.argv = [sys.argv[0]] + argv
     _FAILED_JOBS.clear()
+    if os.environ.get("LEARNROOT_TUNE_MALLOC", "1") != "0":  # a process-wide setting: the entry point's call
+        from .methods import tune_allocator
+        tune_allocator()
     _hydra_main()
     if _FAILED_JOBS:
         print(f"{PROG}: {len(_FAILED_JOBS)} job(s) failed: {', '.join(_FAILED_JOBS)}", file=sys.stderr)
