@@ -131,7 +131,11 @@ def test_affine_vjp_equals_autograd(layer):
 
 
 def plain_ssim(x, y, data_range):
-    """Local SSIM written out with autograd ops (Wang et al. 2004, Gaussian window, reflect padding)."""
+    """Local SSIM written out with autograd ops (Wang et al. 2004, Gaussian window, reflect padding).
+
+    Shares only the blur with the code under test (checked on its own against the matrix-form
+    reference in test_rules.py::test_ssim_map_matches_reference); what this checks is the formula
+    and its hand-written backward."""
     ref = SSIMReference(y, data_range)  # only its window and padding are used
     mu_x, mu_y = ref.blur(x), ref.blur(y)
     var_x, var_y = ref.blur(x * x) - mu_x ** 2, ref.blur(y * y) - mu_y ** 2
