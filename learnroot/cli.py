@@ -20,10 +20,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, check_choices, register
+from .config import ConfigError, check_choices, compose, register
 from .options import RunOptions
 
-CONFIG_MODULE = "learnroot.conf"
 PROG = "learnroot-run"
 log = logging.getLogger("learnroot")
 register()
@@ -53,12 +52,12 @@ def to_options(cfg: DictConfig) -> RunOptions:
     try:
         options = OmegaConf.to_object(cfg)
     except Exception as error:  # noqa: BLE001 - OmegaConf raises many types; all are config errors
-        raise ConfigError(_one_line(error)) from None
+        raise ConfigError(one_line(error)) from None
     check_choices(options)
     return options
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     """A one-line description of a Hydra/OmegaConf error: its first line, the cause's first line,
     and the available options when Hydra lists them."""
     text = str(error).strip()
@@ -109,15 +108,12 @@ def validate(overrides: list[str], multirun: bool = False) -> None:
     ConfigError
         One line naming the problem.
     """
-    from hydra import compose, initialize_config_module
-
     sets = _validation_override_sets(overrides, multirun)
     for override_set in sets or []:
         try:
-            with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-                cfg = compose(config_name="config", overrides=override_set)
+            cfg = compose(override_set)
         except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
-            raise ConfigError(_one_line(error)) from None
+            raise ConfigError(one_line(error)) from None
         to_options(cfg)
 
 
@@ -234,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0]] + argv
     _FAILED_JOBS.clear()
     if os.environ.get("LEARNROOT_TUNE_MALLOC", "1") != "0":  # a process-wide setting: the entry point's call
-        from .methods import tune_allocator
+        from .allocator import tune_allocator
         tune_allocator()
     _hydra_main()
     if _FAILED_JOBS:

@@ -376,7 +376,7 @@ def toy_relevances(delta: float = TOY_DELTA) -> pd.DataFrame:
     import torch
 
     from .data.toy import TOY_RANGE, seed_points
-    from .methods import make_attributor
+    from .attribution import make_attributor
     from .models import toy_sigmoid
     from .options import MethodOptions, RootOptOptions
 

@@ -10,24 +10,44 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-MODELS = ("small_cnn", "vgg16", "vgg19", "resnet18", "resnet50", "toy_sigmoid")
-DATASETS = ("shapes", "imagenet", "imagenet_segmentation", "toy_points")
-METHODS = (
-    "gradient",
-    "gradient_x_input",
-    "integrated_gradients",
-    "lrp_0",
-    "lrp_epsilon",
-    "lrp_gamma",
-    "dtd_zplus",
-    "dtd_zb",
-    "dtd_ww",
-    "dtd_montavon",
-    "ours",
-)
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma")
 PF_BASELINES = ("zero", "black", "blur", "uniform")
+OUTPUTS = ("logit", "abs_logit", "one")
+
+#: Keys restricted to fixed names (the names of models, datasets and methods come from their
+#: registries: :func:`learnroot.config.choices`).
+CHOICES = {
+    "dataset.on_error": ("skip", "fail"),
+    "method.pixel_rule": PIXEL_RULES,
+    "method.output": OUTPUTS,
+    "method.target": ("label", "prediction"),
+    "root_opt.conv.loss": ROOT_LOSSES,
+    "root_opt.dense.loss": ROOT_LOSSES,
+    "root_opt.pixel.loss": ROOT_LOSSES,
+    "root_opt.weights": ("plus", "all"),
+    "root_opt.layers": ("all", "conv", "dense", "first_k"),
+    "root_opt.pixel_layer": ("zb", "learned"),
+    "metrics.pf_baseline": PF_BASELINES,
+    "metrics.localisation": ("auto", "on", "off"),
+}
+
+
+def check_choice(key: str, value, allowed=None) -> None:
+    """Raise ``ValueError`` ``"<key>=<value> is not one of: ..."`` unless ``value`` is allowed.
+
+    Parameters
+    ----------
+    key : str
+        Dotted config key, e.g. ``method.pixel_rule``.
+    value
+        The value to check.
+    allowed : sequence, optional
+        The allowed values; default :data:`CHOICES` ``[key]``.
+    """
+    allowed = CHOICES[key] if allowed is None else allowed
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
 
 
 @dataclass
@@ -37,7 +57,7 @@ class ModelOptions:
     Attributes
     ----------
     name : str
-        One of :data:`MODELS`.
+        A registered model (:data:`learnroot.models.REGISTRY`).
     weights : str
         ``auto`` (small_cnn: train once and cache; torchvision models: the torch hub cache file),
         a path to a state-dict file, or ``random`` (smoke tests only; a warning is logged).
@@ -76,7 +96,7 @@ class DatasetOptions:
     Attributes
     ----------
     name : str
-        One of :data:`DATASETS`. ``shapes`` is the embedded procedural benchmark (generated into
+        A registered dataset (:data:`learnroot.data.REGISTRY`). ``shapes`` is the embedded procedural benchmark (generated into
         the cache folder on first use); ``imagenet`` an ImageFolder tree of WordNet-id folders;
         ``imagenet_segmentation`` the ``gtsegs_ijcv.mat`` file of ImageNet-Segmentation;
         ``toy_points`` the seed's two-pixel points for the ``toy_sigmoid`` model.
@@ -121,7 +141,7 @@ class MethodOptions:
     Attributes
     ----------
     name : str
-        One of :data:`METHODS`.
+        A registered method (:data:`learnroot.methods.REGISTRY`).
     pixel_rule : str
         Rule at the first (pixel) layer for the rule-based methods, one of :data:`PIXEL_RULES`.
     epsilon : float

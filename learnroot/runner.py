@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import conservation
-from .data import DataError, build_dataset, collate, num_classes
-from .methods import make_attributor
+from .data import DataError, build_dataset, collate
+from .attribution import make_attributor
 from .metrics.evaluate import Normalisation, evaluate
-from .models import build_model, preprocess_of
+from .models import build_model, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import RunFolder
 
@@ -59,14 +59,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _num_outputs(options: RunOptions) -> int:
-    if options.model.name == "small_cnn":
-        return num_classes(options.dataset)
-    if options.model.name == "toy_sigmoid":
-        return 1
-    return options.model.num_classes
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -91,7 +83,7 @@ class Pipeline:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
-        self.dataset = build_dataset(options.dataset, self.preprocess, _num_outputs(options), options.paths.cache_dir)
+        self.dataset = build_dataset(options.dataset, self.preprocess, num_outputs(options.model, options.dataset), options.paths.cache_dir)
         if len(self.dataset) == 0:
             raise RunError("the dataset selection is empty")
         for parameter in self.model.parameters():

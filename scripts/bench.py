@@ -9,14 +9,13 @@ measures seconds per image and peak memory of:
 ``floor``
     a forward pass plus the input gradient of the target logit (the unit of ``x_floor``);
 ``attribution``
-    the method through :func:`learnroot.methods.make_attributor` with its ``conf/method`` preset
+    the method through :func:`learnroot.attribution.make_attributor` with its ``conf/method`` preset
     (``ours`` once per ``--root-opt`` preset);
 ``attribution+metrics``
     the same plus :func:`learnroot.metrics.evaluate.evaluate` with ``MetricsOptions()`` defaults;
 ``zennit``
-    raw zennit with the same rules, built here from zennit alone (independent of
-    :mod:`learnroot.methods`: BatchNorm merged, ResNet sums canonized, zB/z+/gamma/epsilon/w^2 by
-    layer, ``Pass`` on ReLUs, ``Norm`` on average pools) and called through
+    raw zennit with the same rules: the method's own declaration made with plain zennit rules
+    (``RuleBook(fast=False)``, no FastRule) and the library's canonizers, called through
     ``zennit.attribution.Gradient`` with the composite registered once, as a zennit user would;
     ``x_zennit`` of a baseline is its ``attribution`` time over this one.
 
@@ -33,7 +32,7 @@ A sweep of ``root_opt`` steps (``--sweep-steps``, on every layer type of ``--swe
 how the cost of ``ours`` grows, and ``--runner-check`` times whole runs
 (:func:`learnroot.runner.run`: small CNN, shapes benchmark, default metrics) of several sizes, each
 in a fresh process, for the per-image time, the marginal time of the extra images and the peak
-memory of a whole run. ``--tune-malloc`` calls :func:`learnroot.methods.tune_allocator` first.
+memory of a whole run. ``--tune-malloc`` calls :func:`learnroot.allocator.tune_allocator` first.
 
 Writes a CSV (``--csv``) and prints a table. ``--tiny`` runs a tiny configuration in seconds (used
 by ``tests/test_bench.py``). The torch thread count (``--threads``, default: every core this process
@@ -73,24 +72,21 @@ from torch import nn
 
 import zennit
 from zennit.attribution import Gradient, IntegratedGradients
-from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.core import Composite
-from zennit.layer import Sum
-from zennit.rules import Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
-from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
-from zennit.types import Activation, AvgPool, BatchNorm
 
 import learnroot
-from learnroot.methods import GRADIENT_METHODS, make_attributor
-
-try:
-    from learnroot.methods import tune_allocator
-except ImportError:  # an older learnroot (before/after comparisons)
-    tune_allocator = None
+from learnroot.allocator import tune_allocator
+from learnroot.attribution import make_attributor
+from learnroot.canonizers import canonizers
+from learnroot.methods import RuleBook, get as get_method, names
 from learnroot.metrics.evaluate import Normalisation, evaluate
 from learnroot.models import preprocess_of, small_cnn
-from learnroot.options import (METHODS, DatasetOptions, LayerRootOptions, MethodOptions, MetricsOptions,
+from learnroot.options import (DatasetOptions, LayerRootOptions, MethodOptions, MetricsOptions,
                                ModelOptions, PathsOptions, RootOptOptions, RunOptions)
+from learnroot.rules.layers import generic_rule
+
+METHODS = names()
+GRADIENT_METHODS = names("gradient")
 
 COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",
            "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
@@ -149,7 +145,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", default=os.environ.get("LEARNROOT_CACHE", "~/.cache/learnroot"),
                         help="learnroot cache with the shapes benchmark (whole runs)")
     parser.add_argument("--tune-malloc", action="store_true",
-                        help="call learnroot.methods.tune_allocator() first (glibc keeps freed memory for reuse)")
+                        help="call learnroot.allocator.tune_allocator() first (glibc keeps freed memory for reuse)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", default="bench.csv", help="output CSV file")
     parser.add_argument("--tiny", action="store_true", help="tiny model, few steps, seconds (CI)")
@@ -192,9 +188,7 @@ def root_options(preset: str, steps: Optional[int] = None, tiny: bool = False) -
 
 
 def tune_malloc() -> str:
-    """:func:`learnroot.methods.tune_allocator`; ``tuned`` or why not."""
-    if tune_allocator is None:
-        return "default (no tune_allocator in this learnroot)"
+    """:func:`learnroot.allocator.tune_allocator`; ``tuned`` or why not."""
     return "tuned" if tune_allocator() else "default (mallopt unavailable or refused)"
 
 
@@ -310,62 +304,24 @@ def affine_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Modul
     return found
 
 
-def zennit_pixel_rule(method: MethodOptions, box: tuple):
-    """The pixel-layer rule as plain zennit."""
-    zero = None if method.bias else ["bias"]
-    stab = method.stabilizer
-    return {"zb": lambda: ZBox(low=box[0], high=box[1], stabilizer=stab, zero_params=zero),
-            "zplus": lambda: ZPlus(stabilizer=stab, zero_params=zero),
-            "wsquare": lambda: WSquare(stabilizer=stab, zero_params=zero),
-            "flat": lambda: Flat(stabilizer=stab, zero_params=zero),
-            "epsilon": lambda: Epsilon(epsilon=max(method.epsilon, stab), zero_params=zero),
-            "gamma": lambda: Gamma(gamma=method.gamma, stabilizer=stab, zero_params=zero)}[method.pixel_rule]()
-
-
-def zennit_hidden_rules(method: MethodOptions, hidden: list) -> dict:
-    """The hidden-layer rules of a baseline as plain zennit (``dtd_zb``: boxes of the probed inputs)."""
-    zero = None if method.bias else ["bias"]
-    stab = method.stabilizer
-    epsilon = lambda value: Epsilon(epsilon=max(value, stab), zero_params=zero)  # noqa: E731
-    gamma = lambda: Gamma(gamma=method.gamma, stabilizer=stab, zero_params=zero)  # noqa: E731
-    if method.name == "dtd_montavon":
-        n = len(hidden)
-        end_gamma, end_epsilon = (int(round(fraction * n)) for fraction in method.montavon_split)
-        return {name: (epsilon(0.0) if isinstance(module, nn.Linear) or index >= end_epsilon
-                       else gamma() if index < end_gamma else epsilon(method.epsilon))
-                for index, (name, module, _) in enumerate(hidden)}
-    if method.name == "dtd_zb":
-        def box(x):
-            dims = tuple(range(1, x.dim()))
-            return ZBox(x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True), stabilizer=stab,
-                        zero_params=zero)
-        return {name: box(x) for name, _, x in hidden}
-    factory = {"lrp_0": lambda: epsilon(0.0), "lrp_epsilon": lambda: epsilon(method.epsilon), "lrp_gamma": gamma,
-               "dtd_zplus": lambda: ZPlus(stabilizer=stab, zero_params=zero),
-               "dtd_ww": lambda: WSquare(stabilizer=stab, zero_params=zero)}[method.name]
-    return {name: factory() for name, _, _ in hidden}
-
-
 def zennit_composite(model: nn.Module, method: MethodOptions, box: tuple, x: torch.Tensor) -> Composite:
-    """A plain zennit composite with the rules of ``method`` (BatchNorm merged, ResNet sums canonized)."""
+    """A plain zennit composite with the rules of ``method`` (BatchNorm merged, ResNet sums canonized).
+
+    The rules are the method's own declaration (:mod:`learnroot.methods.catalogue`) made by a
+    ``RuleBook(fast=False)``: plain zennit rules, without :class:`~learnroot.rules.FastRule`; the
+    other layers get the library's generic rules. So the reference cannot drift from the library's
+    rule table, and what it measures is only the cost of zennit's own evaluation.
+    """
     layers = affine_layers(model, x)
-    rules = zennit_hidden_rules(method, layers[1:])
-    rules[layers[0][0]] = zennit_pixel_rule(method, box)
+    book = RuleBook(method, fast=False)
+    rules = get_method(method.name).hidden(book, [(name, module) for name, module, _ in layers[1:]])
+    rules[layers[0][0]] = book.pixel(box)
     stab = method.stabilizer
 
     def module_map(ctx, name, module):
-        if name in rules:
-            return rules[name]
-        if isinstance(module, (Sum, AvgPool)):
-            return Norm(stabilizer=stab)
-        if isinstance(module, BatchNorm):
-            return Pass()
-        if isinstance(module, Activation):
-            return Pass() if isinstance(module, (nn.ReLU, nn.LeakyReLU)) else Norm(stabilizer=stab)
-        return None
+        return rules[name] if name in rules else generic_rule(module, stab)
 
-    return Composite(module_map=module_map, canonizers=[SequentialMergeBatchNorm(), ResNetBottleneckCanonizer(),
-                                                        ResNetBasicBlockCanonizer()])
+    return Composite(module_map=module_map, canonizers=canonizers())
 
 
 class ZennitBaseline:

@@ -1,4 +1,4 @@
-"""learnroot.methods.tune_allocator: freed large blocks stay with the process (glibc only), in a child
+"""learnroot.allocator.tune_allocator: freed large blocks stay with the process (glibc only), in a child
 process because the setting is process-wide."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 CHILD = textwrap.dedent("""
     import sys, torch
-    from learnroot.methods import tune_allocator
+    from learnroot.allocator import tune_allocator
 
     def rss_mb():
         with open("/proc/self/statm") as handle:

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from learnroot.options import METHODS
+from learnroot.methods import names
+
+METHODS = names()
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 COLUMNS = ["device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",

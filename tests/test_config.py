@@ -8,7 +8,10 @@ from hydra import compose, initialize_config_module
 
 from learnroot.cli import to_options, validate
 from learnroot.config import ConfigError
-from learnroot.options import METHODS, RunOptions
+from learnroot.methods import names
+from learnroot.options import RunOptions
+
+METHODS = names()
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "dataset", "method", "root_opt", "metrics", "paths")

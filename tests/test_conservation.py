@@ -11,7 +11,7 @@ from zennit.core import Composite, Hook
 from zennit.rules import Epsilon
 
 from learnroot.conservation import LayerSums, Recorded, global_error, layer_errors, nonfinite
-from learnroot.methods import Attribution, make_attributor
+from learnroot.attribution import Attribution, make_attributor
 from learnroot.options import LayerRootOptions, MethodOptions, RootOptOptions
 
 try:

@@ -16,8 +16,12 @@ import torchvision
 from torch import nn
 
 from learnroot.conservation import global_error, nonfinite
-from learnroot.methods import RULE_METHODS, Attribution, make_attributor
-from learnroot.options import METHODS, LayerRootOptions, MethodOptions, RootOptOptions
+from learnroot.attribution import Attribution, make_attributor
+from learnroot.methods import names
+from learnroot.options import LayerRootOptions, MethodOptions, RootOptOptions
+
+METHODS = names()
+RULE_METHODS = names("rule")
 
 try:
     from tests import reference as ref
@@ -67,8 +71,7 @@ def reference_relevance(model, x, method, pixel="zb", learned=None, output="logi
 # rule-based methods against the reference
 
 
-@pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "dtd_zplus", "dtd_zb", "dtd_ww",
-                                   "dtd_montavon", "ours"])
+@pytest.mark.parametrize("method", RULE_METHODS)
 def test_rule_methods_match_reference_on_a_small_cnn(method):
     model, x = small_cnn(), images()
     options = MethodOptions(name=method, stabilizer=EPS)
@@ -132,7 +135,7 @@ def test_ours_options_match_reference(variant):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("method", ["gradient", "gradient_x_input", "integrated_gradients"])
+@pytest.mark.parametrize("method", names("gradient"))
 def test_gradient_methods_match_reference(method):
     model, x = small_cnn(), images()
     got = make_attributor(model, MethodOptions(name=method, ig_steps=5), RootOptOptions(), BOX)(x, TARGET)
@@ -255,7 +258,7 @@ def test_validation_errors_are_one_line():
 def test_merged_batchnorm_is_an_exact_identity_with_a_positive_eps(monkeypatch):
     """torch 2.11 refuses ``eps <= 0`` in every ``batch_norm`` call (seen on a GPU machine); the merge
     must keep ``eps`` positive and still leave the model's function unchanged (float64: 1e-12)."""
-    from learnroot.methods import canonizers
+    from learnroot.canonizers import canonizers
 
     real = torch.nn.functional.batch_norm
 
@@ -443,8 +446,10 @@ def test_other_zennit_version_gives_the_same_relevance(tmp_path):
     """Runs every method on ResNet18 under the other zennit in a subprocess; results must agree."""
     script = textwrap.dedent("""
         import sys, torch, torchvision, zennit
-        from learnroot.methods import make_attributor
-        from learnroot.options import METHODS, LayerRootOptions, MethodOptions, RootOptOptions
+        from learnroot.attribution import make_attributor
+        from learnroot.methods import names
+        from learnroot.options import LayerRootOptions, MethodOptions, RootOptOptions
+        METHODS = names()
         torch.manual_seed(0)
         model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
         for module in model.modules():

@@ -10,7 +10,16 @@ from zennit.core import Composite
 from zennit.rules import ZPlus
 
 from learnroot import rules
-from learnroot.methods import hidden_rules, pixel_rule
+from learnroot.methods import RuleBook, get
+
+
+def hidden_rules(options, root_opt, hidden, fast=True):
+    """The rules the registry declares for ``options.name`` on ``hidden`` layers."""
+    return get(options.name).hidden(RuleBook(options, root_opt, fast=fast), hidden)
+
+
+def pixel_rule(options, box, fast=True):
+    return RuleBook(options, fast=fast).pixel(box)
 from learnroot.options import MethodOptions, RootOptOptions
 from learnroot.rules import LearnedRoot, RootLog, RootLoss, descend, ssim_map, ssim_window
 
@@ -70,12 +79,13 @@ def per_sample(function, x, r_out):
 EPS = 1e-6
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "dtd_zplus", "dtd_zb", "dtd_ww"])
-def test_hidden_rules_match_reference(method, kind):
+def test_hidden_rules_match_reference(method, kind, fast):
     layer, shape = make_layer(kind)
     options = MethodOptions(name=method, epsilon=0.25, gamma=0.5, stabilizer=EPS)
-    hook = hidden_rules(options, RootOptOptions(), [("layer", layer)])["layer"]
+    hook = hidden_rules(options, RootOptOptions(), [("layer", layer)], fast=fast)["layer"]
     x = hidden_input(shape)
     r_out = upper_relevance(layer, x)
     M, _, _ = matrix(layer, shape)
@@ -92,9 +102,10 @@ def test_hidden_rules_match_reference(method, kind):
     torch.testing.assert_close(run_hook(hook, layer, x, r_out), expected, rtol=1e-5, atol=1e-10)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("name", ["zb", "zplus", "wsquare", "flat", "epsilon", "gamma"])
-def test_pixel_rules_match_reference(name, kind):
+def test_pixel_rules_match_reference(name, kind, fast):
     layer, shape = make_layer(kind)
     torch.manual_seed(4)
     low = -torch.rand(1, *shape[:1], *(1,) * (len(shape) - 1), dtype=torch.float64) - 0.5
@@ -114,7 +125,7 @@ def test_pixel_rules_match_reference(name, kind):
         "gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.25, EPS),
     }[name]
     expected = per_sample(reference, x, r_out)
-    torch.testing.assert_close(run_hook(pixel_rule(options, box), layer, x, r_out), expected, rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(run_hook(pixel_rule(options, box, fast=fast), layer, x, r_out), expected, rtol=1e-5, atol=1e-10)
 
 
 @pytest.mark.parametrize("use_bias", [False, True])

@@ -1,12 +1,13 @@
-"""Datasets: the embedded shapes benchmark, ImageNet-style folders, ImageNet-Segmentation, toy points.
+"""Dataset registry: the embedded shapes benchmark, ImageNet-style folders, ImageNet-Segmentation, toy points.
 
 Every dataset yields dicts with ``image``, ``label``, ``id``, ``path`` (and ``mask`` when it has
 masks); unreadable files yield ``{"id", "path", "error"}`` and :func:`collate` sets them aside.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -18,7 +19,8 @@ from .shapes import CLASSES as SHAPE_CLASSES
 from .shapes import generate
 from .toy import ToyPoints
 
-__all__ = ["DataError", "BadImage", "Preprocess", "build_dataset", "collate", "num_classes"]
+__all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
+           "num_classes"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -31,6 +33,45 @@ def shapes_root(options: DatasetOptions, cache_dir: str) -> Path:
     parent = options.root or str(Path(cache_dir).expanduser() / "data")
     return generate(parent, seed=options.seed, n_train=options.n_train, n_val=options.n_val,
                     size=options.image_size)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Declaration of one dataset.
+
+    Attributes
+    ----------
+    name : str
+        The ``dataset=`` choice (and ``conf/dataset/<name>.yaml``).
+    build : callable
+        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already limited to
+        ``options.limit`` samples; raises :class:`DataError` (one line) when it cannot be used.
+    summary : str
+        One line for README.
+    needs_root : str, optional
+        What ``dataset.root`` must name when it is required (e.g. ``/path/to/val``); ``None``
+        when the dataset can do without.
+    has_masks : bool
+        Whether samples come with localisation masks (without ``dataset.masks``).
+    """
+
+    name: str
+    build: Callable
+    summary: str
+    needs_root: Optional[str] = None
+    has_masks: bool = False
+
+
+#: name -> DatasetSpec, in registration order.
+REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to the registry."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is registered twice")
+    REGISTRY[spec.name] = spec
+    return spec
 
 
 def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: int,
@@ -55,35 +96,52 @@ def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: 
     DataError
         The dataset cannot be used as configured (one-line message).
     """
-    if options.name == "shapes":
-        root = shapes_root(options, cache_dir)
-        split = split or options.split
-        if split not in ("train", "val"):
-            raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
-        samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
-        return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
-    if options.name == "imagenet":
-        if not options.root:
-            raise DataError("dataset=imagenet needs dataset.root=/path/to/val (one folder per WordNet id)")
-        samples = scan(options.root, num_outputs, options.class_index, options.masks)
-        return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
-    if options.name == "imagenet_segmentation":
-        from .imagenet_seg import ImageNetSegmentation
-        if not options.root:
-            raise DataError("dataset=imagenet_segmentation needs dataset.root=/path/to/gtsegs_ijcv.mat")
-        if not Path(options.root).expanduser().is_file():
-            raise DataError(f"ImageNet-Segmentation file not found: {options.root}")
-        dataset = ImageNetSegmentation(str(Path(options.root).expanduser()), preprocess.image, preprocess.mask)
-        indices = select(list(range(len(dataset))), options.limit, options.seed)
-        subset = Subset(dataset, indices)
-        subset.has_masks = True
-        return subset
-    if options.name == "toy_points":
-        dataset = ToyPoints()
-        subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
-        subset.has_masks = False
-        return subset
-    raise DataError(f"unknown dataset {options.name!r}")
+    spec = REGISTRY.get(options.name)
+    if spec is None:
+        raise DataError(f"unknown dataset {options.name!r}; choose one of {', '.join(REGISTRY)}")
+    if spec.needs_root and not options.root:
+        raise DataError(f"dataset={options.name} needs dataset.root={spec.needs_root}")
+    return spec.build(options, preprocess, num_outputs, cache_dir, split)
+
+
+def _shapes(options, preprocess, num_outputs, cache_dir, split):
+    root = shapes_root(options, cache_dir)
+    split = split or options.split
+    if split not in ("train", "val"):
+        raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
+    samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
+    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+
+
+def _imagenet(options, preprocess, num_outputs, cache_dir, split):
+    samples = scan(options.root, num_outputs, options.class_index, options.masks)
+    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+
+
+def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
+    from .imagenet_seg import ImageNetSegmentation
+    if not Path(options.root).expanduser().is_file():
+        raise DataError(f"ImageNet-Segmentation file not found: {options.root}")
+    dataset = ImageNetSegmentation(str(Path(options.root).expanduser()), preprocess.image, preprocess.mask)
+    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    subset.has_masks = True
+    return subset
+
+
+def _toy_points(options, preprocess, num_outputs, cache_dir, split):
+    dataset = ToyPoints()
+    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    subset.has_masks = False
+    return subset
+
+
+register(DatasetSpec("shapes", _shapes, "the embedded procedural shapes benchmark (with masks)", has_masks=True))
+register(DatasetSpec("imagenet", _imagenet, "an ImageNet-style folder of WordNet-id class folders",
+                     needs_root="/path/to/val"))
+register(DatasetSpec("imagenet_segmentation", _imagenet_segmentation,
+                     "ImageNet-Segmentation (gtsegs_ijcv.mat, with masks)", needs_root="/path/to/gtsegs_ijcv.mat",
+                     has_masks=True))
+register(DatasetSpec("toy_points", _toy_points, "the supplement's toy points for model=toy_sigmoid"))
 
 
 def collate(items: list[dict]) -> dict:

@@ -1,10 +1,4 @@
-"""Model builders: torchvision classifiers from local weights, the embedded small CNN, the toy net.
-
-Weights are never downloaded. torchvision models read ``model.weights=PATH`` or the torch hub
-cache (``$TORCH_HOME/hub/checkpoints/<torchvision file name>``); a missing file raises
-:class:`ModelError` naming the exact path expected. The small CNN is trained once on the
-embedded shapes benchmark and cached.
-"""
+"""The embedded small CNN: architecture, training on the shapes benchmark, and its cache."""
 from __future__ import annotations
 
 import hashlib
@@ -19,23 +13,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data.images import Preprocess
-from .options import ModelOptions
+from ..options import ModelOptions
+from .weights import load_state_dict
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SMALL_CNN_VERSION", "small_cnn", "accuracy", "train_small_cnn", "small_cnn_path", "cached_small_cnn"]
+
 SMALL_CNN_VERSION = 2
-
-TORCHVISION = {
-    "vgg16": ("vgg16", "VGG16_Weights"),
-    "vgg19": ("vgg19", "VGG19_Weights"),
-    "resnet18": ("resnet18", "ResNet18_Weights"),
-    "resnet50": ("resnet50", "ResNet50_Weights"),
-}
-
-
-class ModelError(Exception):
-    """A model that cannot be built as configured; ``str(error)`` is one line."""
 
 
 def small_cnn(num_classes: int) -> nn.Sequential:
@@ -59,85 +44,6 @@ def small_cnn(num_classes: int) -> nn.Sequential:
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Dropout(0.2),
                                nn.Linear(128, num_classes))
     return nn.Sequential(OrderedDict(features=features, avgpool=nn.AdaptiveAvgPool2d((4, 4)), classifier=classifier))
-
-
-def toy_sigmoid() -> nn.Sequential:
-    """The seed's toy network ``f(x, y) = sigmoid(x) + sigmoid(y)``.
-
-    Takes inputs of shape ``(B, 1, 1, 2)`` and returns one logit ``(B, 1)``.
-    """
-    head = nn.Linear(2, 1, bias=False)
-    with torch.no_grad():
-        head.weight.fill_(1.0)
-    return nn.Sequential(nn.Flatten(), nn.Sigmoid(), head)
-
-
-def preprocess_of(options: ModelOptions) -> Preprocess:
-    """The preprocessing a model's options describe."""
-    return Preprocess(resize=options.resize, crop=options.crop, mean=tuple(options.mean),
-                      std=tuple(options.std), value_range=tuple(options.value_range))
-
-
-def hub_weight_files(name: str) -> list[Path]:
-    """Candidate torchvision weight files for ``name`` in the torch hub cache, preferred first."""
-    import torchvision
-    enum = getattr(torchvision.models, TORCHVISION[name][1])
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    return [checkpoints / os.path.basename(weights.url) for weights in enum]
-
-
-def load_state_dict(model: nn.Module, path: str, name: str) -> None:
-    """Load a state-dict file into ``model``, with one-line errors.
-
-    Raises
-    ------
-    ModelError
-        File missing, unreadable, or not matching the architecture (keys and shapes named).
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ModelError(f"weights file not found: {file}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle is reported the same way
-        raise ModelError(f"cannot read weights file {file}: {str(error).splitlines()[0]}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelError(f"weights file {file} does not hold a state dict")
-    own = model.state_dict()
-    missing = [key for key in own if key not in state]
-    unexpected = [key for key in state if key not in own]
-    mismatched = [f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
-                  for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("size mismatch", mismatched)):
-            if keys:
-                parts.append(f"{label}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})")
-        raise ModelError(f"weights file {file} does not fit {name}: " + "; ".join(parts))
-    model.load_state_dict(state)
-
-
-def torchvision_model(options: ModelOptions) -> nn.Module:
-    """A torchvision classifier with local weights (or random ones, with a warning)."""
-    import torchvision
-    builder = getattr(torchvision.models, TORCHVISION[options.name][0])
-    model = builder(weights=None, num_classes=options.num_classes or 1000)
-    if options.weights == "random":
-        log.warning("model %s uses RANDOM weights (model.weights=random): explanations are meaningless "
-                    "except as a smoke test", options.name)
-        return model
-    if options.weights not in ("auto", ""):
-        load_state_dict(model, options.weights, options.name)
-        return model
-    candidates = hub_weight_files(options.name)
-    found = next((path for path in candidates if path.is_file()), None)
-    if found is None:
-        raise ModelError(f"weights for {options.name} not found: put torchvision's file at {candidates[0]} "
-                         f"or pass model.weights=PATH (model.weights=random for a smoke test)")
-    load_state_dict(model, str(found), options.name)
-    return model
 
 
 def _cache_key(benchmark: str, options: ModelOptions, num_classes: int) -> str:
@@ -211,7 +117,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 def small_cnn_path(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
     """Where the small CNN trained with these options on this benchmark is cached."""
-    from .data import SHAPE_CLASSES, shapes_root
+    from ..data import SHAPE_CLASSES, shapes_root
     benchmark = shapes_root(dataset_options, cache_dir).name
     key = _cache_key(benchmark, options, len(SHAPE_CLASSES))
     return Path(cache_dir).expanduser() / "models" / f"small_cnn-{key}.pt"
@@ -231,7 +137,7 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     """
     from dataclasses import replace
 
-    from .data import SHAPE_CLASSES, build_dataset, shapes_root
+    from ..data import SHAPE_CLASSES, build_dataset, shapes_root
     num_classes = len(SHAPE_CLASSES)
     if options.weights == "random":
         log.warning("model small_cnn uses RANDOM weights (model.weights=random)")
@@ -245,6 +151,7 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
         return model.eval()
+    from . import preprocess_of
     preprocess = preprocess_of(options)
     full = replace(dataset_options, limit=None)
     train = build_dataset(full, preprocess, num_classes, cache_dir, split="train")
@@ -254,23 +161,3 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     _save_atomic({"state_dict": model.state_dict(), "val_accuracy": val_accuracy,
                   "benchmark": shapes_root(dataset_options, cache_dir).name}, path)
     return model
-
-
-def build_model(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
-    """Build the model the options describe, in eval mode on the CPU.
-
-    Raises
-    ------
-    ModelError
-        Unknown model, or weights missing / unreadable / of the wrong architecture.
-    """
-    if options.name == "small_cnn":
-        if dataset_options.name != "shapes" and options.weights in ("auto", ""):
-            raise ModelError("model=small_cnn with weights=auto is trained on dataset=shapes; "
-                             "pass model.weights=PATH to use it on another dataset")
-        return cached_small_cnn(options, dataset_options, cache_dir)
-    if options.name == "toy_sigmoid":
-        return toy_sigmoid().eval()
-    if options.name in TORCHVISION:
-        return torchvision_model(options).eval()
-    raise ModelError(f"unknown model {options.name!r}")

@@ -1,0 +1,316 @@
+"""Run a method: ``make_attributor(model, method, root_opt, box)(x, target) -> Attribution``.
+
+Rule-based methods run zennit on a private copy of the model, canonized once when the attributor
+is made (:mod:`learnroot.canonizers`); a composite, registered for each call and removed after it,
+maps each affine layer to the rule its method declares (:mod:`learnroot.methods.catalogue`) and
+every other layer to its generic rule (:mod:`learnroot.rules.layers`). Every layer with a rule
+hook is recorded for the conservation errors (:mod:`learnroot.conservation`).
+
+The *pixel layer* is the first Linear/Conv layer the input reaches (found by a probe forward
+pass). Its zB box is the pixel box mapped to that layer's input by evaluating the model on the
+constant images ``low`` and ``high``: for CNNs this is the pixel box itself; for the toy sigmoid
+network (``Flatten -> Sigmoid -> Linear``) it is ``[sigmoid(low), sigmoid(high)]`` - exact whenever
+only reshapes and elementwise monotone functions precede the first affine layer.
+
+Speed: the rules of the affine layers are evaluated by :class:`~learnroot.rules.FastRule` (same
+result; modified weights such as ``w+`` made once per layer and cached, branches whose result is
+exactly zero skipped), and the rule templates, with their caches, are built once per input shape
+and reused by every call (about one more copy of the affine weights; see ``docs/PERFORMANCE.md``).
+
+Gradient-type methods differentiate the target logit on the unmodified copy, scaled by
+``r_top / f_c(x)`` so that their relevance is on the scale of the output relevance (scale 1 for
+``output=logit``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from zennit.core import Composite
+
+from .canonizers import canonizers, unmerged_batchnorms
+from .conservation import Recorded
+from .methods import RuleBook, get, validate
+from .options import MethodOptions, RootOptOptions
+from .rules import AFFINE, RootLog
+from .rules.layers import generic_rule, layer_kind
+
+__all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe"]
+
+
+@dataclass
+class Attribution:
+    """Result of one attribution of a batch.
+
+    Attributes
+    ----------
+    relevance : torch.Tensor
+        ``(B, *input_shape)`` relevance at the input, on the input's device (logit units).
+    target_logit : torch.Tensor
+        ``(B,)`` the target class logit ``f_c(x)``.
+    r_top : torch.Tensor
+        ``(B,)`` total relevance put on the output (``f_c``, ``|f_c|`` or 1).
+    layers : list of LayerSums
+        Relevance sums per propagated layer, backward order; empty for gradient-type methods.
+    root_fallback : torch.Tensor
+        ``(B,)`` bool, True where a learned root hit NaN/inf and fell back to its z+ start
+        (always False for methods other than ``ours``).
+    """
+
+    relevance: torch.Tensor
+    target_logit: torch.Tensor
+    r_top: torch.Tensor
+    layers: list = field(default_factory=list)
+    root_fallback: Optional[torch.Tensor] = None
+
+
+def output_relevance(logits: torch.Tensor, target: torch.Tensor,
+                     output: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The relevance put on the output layer.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B, K)`` model output.
+    target : torch.Tensor
+        ``(B,)`` long class indices.
+    output : str
+        ``logit`` (``R = f_c``), ``abs_logit`` (``|f_c|``) or ``one`` (1).
+
+    Returns
+    -------
+    seed : torch.Tensor
+        ``(B, K)`` ``onehot(target) * r_top``.
+    r_top : torch.Tensor
+        ``(B,)`` relevance on the target output.
+    target_logit : torch.Tensor
+        ``(B,)`` ``f_c(x)``.
+    """
+    target = target.to(device=logits.device, dtype=torch.long).view(-1, 1)
+    logit = logits.gather(1, target)[:, 0]
+    if output == "logit":
+        r_top = logit
+    elif output == "abs_logit":
+        r_top = logit.abs()
+    elif output == "one":
+        r_top = torch.ones_like(logit)
+    else:
+        raise ValueError(f"method.output={output!r} is not one of: logit, abs_logit, one")
+    seed = torch.zeros_like(logits).scatter(1, target, r_top.detach()[:, None])
+    return seed, r_top.detach(), logit.detach()
+
+
+@dataclass
+class Probe:
+    """What a probe forward pass finds out about a model for one input shape.
+
+    Attributes
+    ----------
+    affine : list of (str, torch.nn.Module)
+        Linear/Conv layers in the order the forward pass first calls them.
+    box : (torch.Tensor, torch.Tensor)
+        ``(low, high)`` of the pixel (first affine) layer's input, ``(1, *layer_input_shape)``.
+    """
+
+    affine: list
+    box: tuple
+
+
+def probe(model: nn.Module, box: tuple[torch.Tensor, torch.Tensor], input_shape: tuple,
+          dtype: torch.dtype, device) -> Probe:
+    """Run the constant images ``low`` and ``high`` through ``model`` (no hooks left behind).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model in eval mode.
+    box : (torch.Tensor, torch.Tensor)
+        Pixel value range ``(low, high)`` in normalised input space, broadcastable to
+        ``(1, *input_shape)``.
+    input_shape : tuple of int
+        Shape of one input, e.g. ``(C, H, W)``.
+    dtype, device
+        Of the inputs.
+
+    Returns
+    -------
+    Probe
+    """
+    low, high = (torch.as_tensor(bound).to(device=device, dtype=dtype).expand(1, *input_shape) for bound in box)
+    order, captured = [], []
+
+    def hook_for(name):
+        def hook(module, args, output):
+            if name not in {entry[0] for entry in order}:
+                order.append((name, module))
+                if not captured:
+                    captured.append(args[0].detach().clone())
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(name))
+               for name, module in model.named_modules() if isinstance(module, AFFINE)]
+    try:
+        with torch.no_grad():
+            model(torch.cat([low, high]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not captured:
+        raise ValueError("the model has no Linear/Conv layer: rule-based methods cannot run on it")
+    first = captured[0]
+    return Probe(affine=order, box=(torch.minimum(first[:1], first[1:]), torch.maximum(first[:1], first[1:])))
+
+
+class Attributor:
+    """``attributor(x, target) -> Attribution`` for one method; see :func:`make_attributor`."""
+
+    def __init__(self, model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,
+                 box: tuple[torch.Tensor, torch.Tensor]):
+        validate(method, root_opt)
+        self.spec = get(method.name)
+        self.method = method
+        self.root_opt = root_opt
+        self.box = box
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.log = RootLog()
+        self._probes: dict = {}
+        self._templates: dict = {}
+        self._canonized: list = []
+        if self.spec.kind == "rule":
+            unmerged = unmerged_batchnorms(self.model)
+            if unmerged:
+                raise ValueError(f"BatchNorm layer(s) {', '.join(unmerged)} do not follow a Linear/Conv layer "
+                                 f"and cannot be merged; {method.name} would pass them through silently")
+            # canonized once for good (the copy is private): the merged weights stay the same tensors, so
+            # the rules' cached modified weights stay valid from call to call
+            self._canonized = [handle for canonizer in canonizers() for handle in canonizer.apply(self.model)]
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        """Explain ``target`` for each image of ``x``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, *input_shape)`` float inputs on the model's device.
+        target : torch.Tensor
+            ``(B,)`` long class indices.
+
+        Returns
+        -------
+        Attribution
+        """
+        with torch.inference_mode(False):
+            # called under torch.inference_mode(): autograd needs normal tensors
+            x = x.clone() if x.is_inference() else x
+            target = target.clone() if target.is_inference() else target
+            if self.spec.kind == "gradient":
+                return self._gradient(x, target)
+            return self._rules(x, target)
+
+    def probe(self, x: torch.Tensor) -> Probe:
+        """The (cached) :class:`Probe` for inputs shaped like ``x``."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if key not in self._probes:
+            self._probes[key] = probe(self.model, self.box, tuple(x.shape[1:]), x.dtype, x.device)
+        return self._probes[key]
+
+    def rules(self, found: Probe, fast: bool = True) -> dict:
+        """The rule templates of the affine layers for a probed model (built once per probe, then reused:
+        their caches keep the modified weights between calls). ``fast=False``: plain zennit rules, not cached."""
+        key = id(found)
+        if key not in self._templates or not fast:
+            book = RuleBook(self.method, self.root_opt, log=self.log, fast=fast)
+            (pixel_name, _), hidden = found.affine[0], found.affine[1:]
+            rules = self.spec.hidden(book, hidden)
+            if self.spec.uses_root_opt and self.root_opt.pixel_layer == "learned":
+                rules[pixel_name] = book.learned(self.root_opt.pixel, box=found.box)
+            else:
+                rules[pixel_name] = book.pixel(found.box)
+            if not fast:
+                return rules
+            self._templates[key] = (found, rules)
+        return self._templates[key][1]
+
+    def composite(self, found: Probe, sink: list, fast: bool = True) -> Composite:
+        """The zennit composite of this method for a probed model; records into ``sink``.
+
+        The model copy is canonized once when the attributor is made, so the composite has no
+        canonizers of its own.
+        """
+        rules = self.rules(found, fast=fast)
+        stabilizer = self.method.stabilizer
+
+        def module_map(ctx, name, module):
+            if name in rules:
+                template = rules[name]
+            elif isinstance(module, AFFINE):  # not reached by the forward pass
+                template = None
+            else:
+                template = generic_rule(module, stabilizer)
+            return None if template is None else Recorded(template, name, layer_kind(module), sink)
+
+        return Composite(module_map=module_map)
+
+    def _rules(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        found = self.probe(x)
+        sink: list = []
+        self.log.clear()
+        composite = self.composite(found, sink)
+        composite.register(self.model)
+        try:
+            with torch.enable_grad():
+                inputs = x.detach().requires_grad_(True)
+                logits = self.model(inputs)
+                seed, r_top, logit = output_relevance(logits, target, self.method.output)
+                relevance, = torch.autograd.grad(logits, inputs, grad_outputs=seed)
+        finally:
+            composite.remove()
+        fallback = self.log.fallback(x.shape[0], device=x.device)
+        return Attribution(relevance=relevance.detach(), target_logit=logit, r_top=r_top, layers=sink,
+                           root_fallback=fallback)
+
+    def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        index = target.to(device=x.device, dtype=torch.long).view(-1, 1)
+        with torch.enable_grad():
+            relevance, logits = self.spec.gradient(self.model, x, index, self.method)
+        _, r_top, logit = output_relevance(logits, target, self.method.output)
+        scale = torch.where(logit != 0, r_top / logit, torch.zeros_like(logit))
+        relevance = relevance * scale.view(-1, *(1,) * (x.dim() - 1))
+        return Attribution(relevance=relevance.detach(), target_logit=logit, r_top=r_top, layers=[],
+                           root_fallback=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
+
+
+def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,
+                    box: tuple[torch.Tensor, torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], Attribution]:
+    """Build the attributor of one method.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier; deep-copied once (put in eval mode, parameters frozen), so the original is
+        never hooked, canonized or modified.
+    method : MethodOptions
+        Method name and rule parameters.
+    root_opt : RootOptOptions
+        Learned-root options (used by ``ours``).
+    box : (torch.Tensor, torch.Tensor)
+        ``(low, high)``: pixel value range in the model's normalised input space, ``(1, C, 1, 1)``
+        (broadcastable to the input).
+
+    Returns
+    -------
+    callable
+        ``attributor(x, target) -> Attribution`` with ``x`` ``(B, C, H, W)`` on the model's device
+        and ``target`` ``(B,)`` long. Leaves no hooks behind; not thread-safe. Transformer methods
+        return the attributor their declaration builds.
+    """
+    spec = get(method.name)
+    if spec.kind == "transformer":
+        validate(method, root_opt)
+        return spec.build(model, method, root_opt, box)
+    return Attributor(model, method, root_opt, box)

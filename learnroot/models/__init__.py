@@ -1,0 +1,105 @@
+"""Model registry: ``model=<name>`` -> a builder of the classifier (in eval mode, on the CPU).
+
+Weights are never downloaded: each builder reads ``model.weights=PATH`` or a documented cache
+location and raises :class:`ModelError` (one line, naming the path) when the file is missing.
+Adding a model = a builder module, one :func:`register` call here, and ``conf/model/<name>.yaml``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..data.images import Preprocess
+from ..options import ModelOptions
+from .small_cnn import cached_small_cnn, small_cnn, small_cnn_path
+from .toy import toy_sigmoid
+from .torchvision_models import TORCHVISION, torchvision_model
+from .weights import ModelError, load_state_dict
+
+__all__ = ["ModelError", "ModelSpec", "REGISTRY", "register", "build_model", "preprocess_of", "load_state_dict",
+           "small_cnn", "small_cnn_path", "cached_small_cnn", "toy_sigmoid", "num_outputs"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Declaration of one model.
+
+    Attributes
+    ----------
+    name : str
+        The ``model=`` choice (and ``conf/model/<name>.yaml``).
+    build : callable
+        ``(model_options, dataset_options, cache_dir) -> torch.nn.Module``.
+    summary : str
+        One line for README and ``--help``.
+    outputs : callable, optional
+        ``(model_options, dataset_options) -> int``: number of outputs; default ``model.num_classes``.
+    """
+
+    name: str
+    build: Callable
+    summary: str
+    outputs: Callable = None
+
+
+#: name -> ModelSpec, in registration order.
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def preprocess_of(options: ModelOptions) -> Preprocess:
+    """The preprocessing a model's options describe."""
+    return Preprocess(resize=options.resize, crop=options.crop, mean=tuple(options.mean),
+                      std=tuple(options.std), value_range=tuple(options.value_range))
+
+
+def num_outputs(options: ModelOptions, dataset_options) -> int:
+    """Number of outputs of the model the options describe."""
+    spec = REGISTRY.get(options.name)
+    if spec is not None and spec.outputs is not None:
+        return spec.outputs(options, dataset_options)
+    return options.num_classes
+
+
+def build_model(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
+    """Build the model the options describe, in eval mode on the CPU.
+
+    Raises
+    ------
+    ModelError
+        Unknown model, or weights missing / unreadable / of the wrong architecture.
+    """
+    spec = REGISTRY.get(options.name)
+    if spec is None:
+        raise ModelError(f"unknown model {options.name!r}; choose one of {', '.join(REGISTRY)}")
+    return spec.build(options, dataset_options, cache_dir).eval()
+
+
+def _small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
+    if dataset_options.name != "shapes" and options.weights in ("auto", ""):
+        raise ModelError("model=small_cnn with weights=auto is trained on dataset=shapes; "
+                         "pass model.weights=PATH to use it on another dataset")
+    return cached_small_cnn(options, dataset_options, cache_dir)
+
+
+def _shape_classes(options, dataset_options) -> int:
+    from ..data import num_classes
+    return num_classes(dataset_options)
+
+
+register(ModelSpec("small_cnn", _small_cnn, "the embedded VGG-style CNN for the shapes benchmark",
+                   outputs=_shape_classes))
+for _name in TORCHVISION:
+    register(ModelSpec(_name, lambda options, dataset, cache: torchvision_model(options),
+                       f"torchvision {_name} (ImageNet), local weights"))
+register(ModelSpec("toy_sigmoid", lambda options, dataset, cache: toy_sigmoid(),
+                   "f(x, y) = sigmoid(x) + sigmoid(y), the supplement's toy network", outputs=lambda o, d: 1))
