@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
+#: The real weights and images (``LEARNROOT_SHARED_DATA``, default ``<repo>/../shared/data``); tests that need
+#: them skip when the folder is absent.
+SHARED_DATA = Path(os.environ.get("LEARNROOT_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_SAMPLES = SHARED_DATA / "imagenet-samples"
 SCRIPTS = Path(sys.executable).parent
 
 
@@ -19,6 +22,14 @@ def script(name: str) -> str:
     if not path.exists():
         pytest.fail(f"console script {name} is not installed next to {sys.executable}: pip install -e .")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-data folder (:data:`SHARED_DATA`); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set LEARNROOT_SHARED_DATA)")
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
