@@ -243,7 +243,7 @@ class Attributor:
         canonizers of its own.
         """
         rules = self.rules(found, fast=fast)
-        stabilizer = self.method.stabilizer
+        method = self.method
 
         def module_map(ctx, name, module):
             if name in rules:
@@ -251,7 +251,7 @@ class Attributor:
             elif isinstance(module, AFFINE):  # not reached by the forward pass
                 template = None
             else:
-                template = generic_rule(module, stabilizer)
+                template = generic_rule(module, method.stabilizer, method.pool_rule, method.epsilon)
             return None if template is None else Recorded(template, name, layer_kind(module), sink)
 
         return Composite(module_map=module_map)

@@ -14,7 +14,7 @@ import math
 
 from hydra.core.config_store import ConfigStore
 
-from .options import CHOICES, RunOptions
+from .options import CHOICES, CIFAR_RESNET_DEPTHS, RunOptions
 
 CONFIG_MODULE = "learnroot.conf"
 
@@ -86,6 +86,15 @@ def check_choices(options: RunOptions) -> None:
     needs_root = DATASETS[options.dataset.name].needs_root
     if needs_root and not options.dataset.root:
         raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={needs_root}")
+    method = options.method
+    if method.alpha < 0 or method.beta < 0 or abs(method.alpha - method.beta - 1.0) > 1e-12:
+        raise ConfigError(f"method.alpha and method.beta must be >= 0 with alpha - beta = 1, "
+                          f"got alpha={method.alpha}, beta={method.beta}")
+    if options.model.name == "cifar_resnet" and options.model.depth not in CIFAR_RESNET_DEPTHS:
+        raise ConfigError(f"model.depth={options.model.depth} is not one of: "
+                          f"{', '.join(map(str, CIFAR_RESNET_DEPTHS))}")
+    if options.model.pad < 0:
+        raise ConfigError(f"model.pad must be >= 0, got {options.model.pad}")
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
 

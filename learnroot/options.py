@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge")
-PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma")
+PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
+POOL_RULES = ("norm", "epsilon", "flat")
+#: Depths of the CIFAR-10 ResNets (``6 n + 2``, n basic blocks per stage).
+CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 PF_BASELINES = ("zero", "black", "blur", "uniform")
 OUTPUTS = ("logit", "abs_logit", "one")
 
@@ -20,6 +23,7 @@ OUTPUTS = ("logit", "abs_logit", "one")
 CHOICES = {
     "dataset.on_error": ("skip", "fail"),
     "method.pixel_rule": PIXEL_RULES,
+    "method.pool_rule": POOL_RULES,
     "method.output": OUTPUTS,
     "method.target": ("label", "prediction"),
     "root_opt.conv.loss": ROOT_LOSSES,
@@ -71,6 +75,13 @@ class ModelOptions:
     value_range : list of float
         ``[low, high]`` of raw pixel values before normalisation (``[0, 1]`` for images); the
         zB pixel box is this range mapped through the normalisation.
+    pad : int
+        Pixels added on each side after the crop, with the lowest value (``value_range[0]``, e.g.
+        black), as LeNet-5 pads 28 x 28 MNIST digits to 32 x 32. ``0``: no padding. The number of
+        channels is ``len(mean)`` (1: images are read as grayscale).
+    depth : int
+        Depth of the CIFAR ResNet (``model=cifar_resnet``), one of :data:`CIFAR_RESNET_DEPTHS`;
+        ignored by the other models.
     train_epochs, train_lr, train_batch_size, train_seed : number
         Training of the embedded small CNN (ignored by the other models).
     """
@@ -83,6 +94,8 @@ class ModelOptions:
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     value_range: List[float] = field(default_factory=lambda: [0.0, 1.0])
+    pad: int = 0
+    depth: int = 0
     train_epochs: int = 12
     train_lr: float = 3e-3
     train_batch_size: int = 64
@@ -144,10 +157,20 @@ class MethodOptions:
         A registered method (:data:`learnroot.methods.REGISTRY`).
     pixel_rule : str
         Rule at the first (pixel) layer for the rule-based methods, one of :data:`PIXEL_RULES`.
+    pool_rule : str
+        Rule of the average (and sum) pooling layers, one of :data:`POOL_RULES`: ``norm`` splits a
+        window's relevance in proportion to its inputs (zennit ``Norm``, stabiliser
+        ``stabilizer``); ``epsilon`` does the same with ``epsilon`` added to the window's sum of
+        inputs (the pooling layer as a linear layer of unit weights with LRP-epsilon, as the LRP
+        Toolbox does for sum pooling); ``flat`` splits it equally (LRP-flat and w^2 of a pooling
+        layer, whose weights are equal).
     epsilon : float
         LRP-epsilon stabiliser (paper: 0.25).
     gamma : float
         LRP-gamma weight (paper: 0.5).
+    alpha, beta : float
+        LRP-alpha-beta weights of the positive and negative contributions, ``alpha - beta = 1``,
+        both >= 0 (``lrp_alpha_beta``, ``pixel_rule=alpha_beta``).
     stabilizer : float
         Small constant keeping denominators away from zero.
     bias : bool
@@ -166,8 +189,11 @@ class MethodOptions:
 
     name: str = "dtd_zplus"
     pixel_rule: str = "zb"
+    pool_rule: str = "norm"
     epsilon: float = 0.25
     gamma: float = 0.5
+    alpha: float = 2.0
+    beta: float = 1.0
     stabilizer: float = 1e-6
     bias: bool = False
     ig_steps: int = 32

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from zennit.rules import Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 
 from ..options import PIXEL_RULES, LayerRootOptions, MethodOptions, RootOptOptions
 from ..rules import FastRule, LayerBox, LearnedRoot, RootLog
@@ -63,6 +63,13 @@ class RuleBook:
         value = self.method.gamma if gamma is None else gamma
         return self._wrap(Gamma(gamma=value, stabilizer=self.method.stabilizer, zero_params=self.zero_params))
 
+    def alpha_beta(self):
+        """LRP-alpha-beta with ``method.alpha`` and ``method.beta`` (``alpha - beta = 1``): positive and negative
+        contributions (``x+ w+ + x- w-`` and ``x+ w- + x- w+``, each with its part of the bias) normalised
+        separately, weighted ``alpha`` and ``-beta``."""
+        return self._wrap(AlphaBeta(alpha=self.method.alpha, beta=self.method.beta, stabilizer=self.method.stabilizer,
+                                    zero_params=self.zero_params))
+
     def wsquare(self):
         """w^2 (input independent)."""
         return self._wrap(WSquare(stabilizer=self.method.stabilizer, zero_params=self.zero_params))
@@ -88,7 +95,8 @@ class RuleBook:
         """The classic pixel-layer rule chosen by ``method.pixel_rule``."""
         name = self.method.pixel_rule
         rules = {"zb": lambda: self.zbox(box), "zplus": self.zplus, "wsquare": self.wsquare, "flat": self.flat,
-                 "epsilon": lambda: self.epsilon(self.method.epsilon), "gamma": self.gamma}
+                 "epsilon": lambda: self.epsilon(self.method.epsilon), "gamma": self.gamma,
+                 "alpha_beta": self.alpha_beta}
         if name not in rules:
             raise ValueError(f"unknown method.pixel_rule {name!r}; choose one of {', '.join(PIXEL_RULES)}")
         return rules[name]()

@@ -6,12 +6,15 @@ above, the signal ``s = x - r`` (``r`` the root) starts at ``s = x`` (root 0, th
 
     s <- P( s - lr * clip(d/ds L(W'^T s, R)) )
 
-with ``W' = w+`` (``weights='plus'``) or ``w`` (``'all'``). ``P`` projects onto the admissible set:
+with ``W' = w+`` (``weights='plus'``) or ``w`` (``'all'``); with ``plus``, a hidden layer whose
+input has negative values (e.g. after MobileNetV2's linear bottlenecks) uses ``w+`` on the positive
+and ``w-`` on the negative part of ``s`` (:class:`SignedMap`; ``s`` keeps the sign of ``x``), as
+zennit's z+ does. ``P`` projects onto the admissible set:
 the segment between 0 and ``x`` (``min(0, x) <= s <= max(0, x)``, i.e. ``0 <= s <= x`` after a
 ReLU) for hidden layers, or ``x - high <= s <= x - low`` (root inside the pixel box) at the pixel
 layer. The relevance is then redistributed with the normalised rule ``R_in = s * W'(R / W'^T s)``
 (conserves exactly up to the stabiliser) or the first-order Taylor term ``s * W'(R / W'^T x)``.
-With ``steps=0`` and ``weights='plus'`` the rule is the z+ rule on non-negative inputs.
+With ``steps=0`` and ``weights='plus'`` the rule is the z+ rule (on inputs of any sign).
 
 DTD allows one root per output neuron; the learned root is shared by all neurons of a layer. The
 stabilised denominator ``z + eps sign(z)`` absorbs the share ``eps / (|z_j| + eps)`` of ``R_j``;
@@ -247,6 +250,16 @@ class LearnedRoot(BasicHook):
             return weight
         return self.cache.get(module, "learned-plus", module.weight, lambda: weight.clamp(min=0))
 
+    def signed_map(self, module: nn.Module, x: torch.Tensor) -> "SignedMap":
+        """The layer's map ``s -> W'^T s`` for the input ``x``: for ``plus`` on a hidden layer whose input has
+        negative values, ``w+`` on the positive and ``w-`` on the negative part of ``s`` (the z+ rule's
+        weights; ``s`` has the sign of ``x``), otherwise ``W'`` on all of ``s``."""
+        weight = self.modified_weight(module)
+        if self.weights != "plus" or self.box is not None or not bool(x.amin() < 0):
+            return SignedMap(module, weight)
+        minus = self.cache.get(module, "learned-minus", module.weight, lambda: module.weight.detach().clamp(max=0))
+        return SignedMap(module, weight, minus)
+
     def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds ``(low, high)`` of the admissible signal ``s = x - root`` for input ``x``."""
         if self.box is None:
@@ -261,18 +274,17 @@ class LearnedRoot(BasicHook):
         signal, failed, _, _ = self._learn(module, x, relevance)
         return signal, failed
 
-    def _learn(self, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor):
+    def _learn(self, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor, layer: "SignedMap" = None):
         """Signal, fallback flags, start ``s_0`` and the start's response (None without steps)."""
-        weight = self.modified_weight(module)
+        layer = self.signed_map(module, x) if layer is None else layer
         low, high = self.bounds(x)
-        return _descend(lambda s: affine_response(module, s, weight), x, relevance, self.loss,
-                        self.steps, self.lr, self.clip, low, high, self.project)
+        return _descend(layer.response, x, relevance, self.loss, self.steps, self.lr, self.clip, low, high,
+                        self.project)
 
-    def _spread(self, module: nn.Module, weight: torch.Tensor, signal: torch.Tensor, share: torch.Tensor,
+    def _spread(self, layer: "SignedMap", signal: torch.Tensor, share: torch.Tensor,
                 denominator: torch.Tensor) -> torch.Tensor:
         """``signal * W'(share / stab(denominator))``, without a graph."""
-        ratio = share / stabilize_fast(denominator, self.stabilizer)
-        return affine_vjp(module, signal, weight, ratio).mul_(signal)
+        return layer.spread(signal, share / stabilize_fast(denominator, self.stabilizer))
 
     def backward(self, module, grad_input, grad_output):
         """Learn the root, then redistribute the upper relevance ``grad_output[0]``."""
@@ -280,24 +292,24 @@ class LearnedRoot(BasicHook):
         if relevance.requires_grad:
             return self._backward_graph(module, grad_input, grad_output)
         x = self.stored_tensors["input"][0].detach()
-        weight = self.modified_weight(module)
+        layer = self.signed_map(module, x)
         low, high = self.bounds(x)
-        signal, failed, start, first = self._learn(module, x, relevance.detach())
+        signal, failed, start, first = self._learn(module, x, relevance.detach(), layer)
         if first is None:  # no descent step: the signal is the start
-            first = affine_response(module, start, weight)
+            first = layer.response(start)
         if not self.normalise:  # the start is x unless projected into a pixel box
-            at_x = first if not self.project or self.box is None else affine_response(module, x, weight)
-            result = self._spread(module, weight, signal, relevance, at_x)
+            at_x = first if not self.project or self.box is None else layer.response(x)
+            result = self._spread(layer, signal, relevance, at_x)
             rescued = torch.zeros_like(relevance)
         else:
-            response = first if signal is start else affine_response(module, signal, weight)
+            response = first if signal is start else layer.response(signal)
             # share of R_j the stabiliser absorbs: eps / (|z_j| + eps); the excess goes through the start
             absorbed = self.stabilizer / (response.abs() + self.stabilizer)
             absorbed_start = self.stabilizer / (first.abs() + self.stabilizer)
             rescued = relevance * (absorbed - absorbed_start).clamp(min=0)
-            result = self._spread(module, weight, signal, relevance, response)
+            result = self._spread(layer, signal, relevance, response)
             if bool((rescued != 0).any()):
-                result = result + self._spread(module, weight, start, rescued, first)
+                result = result + self._spread(layer, start, rescued, first)
         if self.log is not None:
             self.log.add(failed, rescued=rescued.flatten(1).sum(dim=1), input=x, signal=signal, low=low, high=high)
         return grad_input_like(result, grad_input)
@@ -308,27 +320,27 @@ class LearnedRoot(BasicHook):
         stored = self.stored_tensors["input"][0]
         relevance = grad_output[0]
         x = stored.detach()
-        weight = self.modified_weight(module)
+        layer = self.signed_map(module, x)
         low, high = self.bounds(x)
-        signal, failed, start, _ = self._learn(module, x, relevance.detach())
+        signal, failed, start, _ = self._learn(module, x, relevance.detach(), layer)
 
         def redistribute(sig: torch.Tensor, share: torch.Tensor, denominator=None) -> torch.Tensor:
             # sig * W'(share / z), with the root x - sig a constant
             with torch.enable_grad():
                 sig = (stored.clone() - (x - sig)).requires_grad_(True)
-                response = affine_response(module, sig, weight)
+                response = layer.response(sig)
                 denominator = response if denominator is None else denominator
                 ratio = share / stabilize(denominator, self.stabilizer)
                 gradient, = torch.autograd.grad(response, sig, grad_outputs=ratio, create_graph=True)
             return sig * gradient
 
         if not self.normalise:
-            result = redistribute(signal, relevance, affine_response(module, x, weight))
+            result = redistribute(signal, relevance, layer.response(x))
             rescued = torch.zeros_like(relevance)
         else:
             with torch.no_grad():  # share of R_j the stabiliser absorbs: eps / (|z_j| + eps)
-                absorbed = self.stabilizer / (affine_response(module, signal, weight).abs() + self.stabilizer)
-                absorbed_start = self.stabilizer / (affine_response(module, start, weight).abs() + self.stabilizer)
+                absorbed = self.stabilizer / (layer.response(signal).abs() + self.stabilizer)
+                absorbed_start = self.stabilizer / (layer.response(start).abs() + self.stabilizer)
                 excess = (absorbed - absorbed_start).clamp(min=0)
             rescued = relevance * excess
             result = redistribute(signal, relevance)
@@ -338,3 +350,42 @@ class LearnedRoot(BasicHook):
             self.log.add(failed, rescued=rescued.detach().flatten(1).sum(dim=1), input=x, signal=signal,
                          low=low, high=high)
         return grad_input_like(result, grad_input)
+
+
+class SignedMap:
+    """The bias-free map of a Linear/Conv layer with one weight for the positive and one for the negative
+    part of its input: ``s -> w1^T s+ + w2^T s-`` (``w2`` None: ``w1^T s``).
+
+    With ``w1 = w+``, ``w2 = w-`` and ``s = x`` this is the z+ rule's response on inputs of any sign,
+    computed with the same operations as zennit's ``ZPlus`` (two branches, summed), so that the
+    learned root at its start equals :class:`~learnroot.rules.FastRule` z+ exactly.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The Linear/Conv layer.
+    plus : torch.Tensor
+        Weight of the positive part (all of ``s`` if ``minus`` is None).
+    minus : torch.Tensor, optional
+        Weight of the negative part.
+    """
+
+    def __init__(self, module: nn.Module, plus: torch.Tensor, minus: Optional[torch.Tensor] = None):
+        self.module = module
+        self.plus = plus
+        self.minus = minus
+
+    def response(self, signal: torch.Tensor) -> torch.Tensor:
+        """``w1^T s+ + w2^T s-``."""
+        if self.minus is None:
+            return affine_response(self.module, signal, self.plus)
+        return (affine_response(self.module, signal.clamp(min=0), self.plus)
+                + affine_response(self.module, signal.clamp(max=0), self.minus))
+
+    def spread(self, signal: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """``s+ * w1 ratio + s- * w2 ratio`` (the pull-back of ``ratio``, times the signal), without a graph."""
+        if self.minus is None:
+            return affine_vjp(self.module, signal, self.plus, ratio).mul_(signal)
+        positive, negative = signal.clamp(min=0), signal.clamp(max=0)
+        return (positive * affine_vjp(self.module, positive, self.plus, ratio)
+                + negative * affine_vjp(self.module, negative, self.minus, ratio))
