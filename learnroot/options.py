@@ -13,6 +13,7 @@ from typing import List, Optional
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
 POOL_RULES = ("norm", "epsilon", "flat")
+ZPLUS_FALLBACKS = ("wsquare", "none")
 #: Depths of the CIFAR-10 ResNets (``6 n + 2``, n basic blocks per stage).
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 PF_BASELINES = ("zero", "black", "blur", "uniform")
@@ -24,6 +25,7 @@ CHOICES = {
     "dataset.on_error": ("skip", "fail"),
     "method.pixel_rule": PIXEL_RULES,
     "method.pool_rule": POOL_RULES,
+    "method.zplus_fallback": ZPLUS_FALLBACKS,
     "method.output": OUTPUTS,
     "method.target": ("label", "prediction"),
     "root_opt.conv.loss": ROOT_LOSSES,
@@ -168,6 +170,12 @@ class MethodOptions:
         LRP-epsilon stabiliser (paper: 0.25).
     gamma : float
         LRP-gamma weight (paper: 0.5).
+    zplus_fallback : str
+        z+ and the learned root: what becomes of the relevance of a neuron without any positive
+        contribution (its z+ denominator is exactly 0; e.g. a MobileNetV2 depthwise filter whose
+        weights are all non-positive, active through a positive merged BatchNorm bias): ``wsquare``
+        redistributes it by the w^2 rule over the neuron's inputs, ``none`` drops it (zennit's
+        behaviour). Neurons with a positive contribution are not affected.
     alpha, beta : float
         LRP-alpha-beta weights of the positive and negative contributions, ``alpha - beta = 1``,
         both >= 0 (``lrp_alpha_beta``, ``pixel_rule=alpha_beta``).
@@ -190,6 +198,7 @@ class MethodOptions:
     name: str = "dtd_zplus"
     pixel_rule: str = "zb"
     pool_rule: str = "norm"
+    zplus_fallback: str = "wsquare"
     epsilon: float = 0.25
     gamma: float = 0.5
     alpha: float = 2.0

@@ -21,7 +21,7 @@ def validate(method: MethodOptions, root_opt: RootOptOptions) -> None:
     :data:`learnroot.options.CHOICES`), for science code called without the CLI.
     """
     get(method.name)
-    for key in ("pixel_rule", "pool_rule", "output", "target"):
+    for key in ("pixel_rule", "pool_rule", "zplus_fallback", "output", "target"):
         check_choice(f"method.{key}", getattr(method, key))
     for key in ("weights", "layers", "pixel_layer"):
         check_choice(f"root_opt.{key}", getattr(root_opt, key))

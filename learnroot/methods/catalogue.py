@@ -29,7 +29,7 @@ from torch import nn
 
 from .registry import Method, register
 
-RULE_PARAMS = ("pixel_rule", "pool_rule", "stabilizer", "bias")
+RULE_PARAMS = ("pixel_rule", "pool_rule", "zplus_fallback", "stabilizer", "bias")
 
 
 def _same(rule):

@@ -3,7 +3,8 @@
 A method declaration says *which* rule each layer gets (``book.zplus()``, ``book.epsilon(0.25)``,
 ...); the book decides *how* it is computed: by :class:`~learnroot.rules.FastRule` (cached modified
 weights, dead branches skipped; the attributor's default) or by plain zennit (``fast=False``: the
-benchmark's reference, "what a zennit user would run"). Both give the same relevance (tested).
+benchmark's reference, "what a zennit user would run"). Both give the same relevance (tested),
+except where z+ has empty neurons (:mod:`learnroot.rules.empty`): plain zennit drops their relevance.
 """
 from __future__ import annotations
 
@@ -54,9 +55,16 @@ class RuleBook:
         return self._wrap(Epsilon(epsilon=epsilon, zero_params=self.zero_params), epsilon)
 
     def zplus(self):
-        """z+ (w+ on positive inputs, w- on negative ones)."""
+        """z+ (w+ on positive inputs, w- on negative ones); with ``method.zplus_fallback=wsquare`` (fast rules
+        only) the relevance of neurons without any positive contribution goes by w^2 (:mod:`learnroot.rules.empty`)."""
         stabilizer = self.method.stabilizer
-        return self._wrap(ZPlus(stabilizer=stabilizer, zero_params=self.zero_params), stabilizer)
+        rule = ZPlus(stabilizer=stabilizer, zero_params=self.zero_params)
+        return FastRule(rule, stabilizer=stabilizer, fallback=self.fallback) if self.fast else rule
+
+    @property
+    def fallback(self) -> bool:
+        """Whether z+'s empty neurons are redistributed by w^2 (``method.zplus_fallback``)."""
+        return self.method.zplus_fallback == "wsquare"
 
     def gamma(self, gamma: Optional[float] = None):
         """LRP-gamma with ``method.gamma`` (or ``gamma``)."""
@@ -89,7 +97,7 @@ class RuleBook:
 
     def learned(self, layer: LayerRootOptions, box=None) -> LearnedRoot:
         """The learned root with one layer type's settings (``box``: the pixel layer's)."""
-        return LearnedRoot.from_options(layer, self.root_opt, box=box, log=self.log)
+        return LearnedRoot.from_options(layer, self.root_opt, box=box, log=self.log, fallback=self.fallback)
 
     def pixel(self, box: tuple[torch.Tensor, torch.Tensor]):
         """The classic pixel-layer rule chosen by ``method.pixel_rule``."""

@@ -17,7 +17,7 @@ import math
 from typing import Optional
 
 from torch import nn
-from zennit.core import Hook
+from zennit.core import BasicHook
 from zennit.layer import Sum
 from zennit.rules import Flat, Norm, Pass
 from zennit.types import Activation, AvgPool, BatchNorm, MaxPool
@@ -72,7 +72,7 @@ def window_weight(module: nn.Module, input_shape: tuple) -> float:
     raise TypeError(f"{type(module).__name__} is not an average or sum pooling layer")
 
 
-class WindowEpsilon(Hook):
+class WindowEpsilon(BasicHook):
     """LRP-epsilon of a pooling layer seen as a sum of its window's inputs with unit weights.
 
     ``R_i = x_i R_j / (sum_{i' in window j} x_i' + epsilon sign)`` (sign +1 at 0), whatever the

@@ -35,6 +35,7 @@ from zennit.core import BasicHook, stabilize
 
 from ..options import LayerRootOptions, RootOptOptions
 from .affine import ParamCache, affine_response, affine_vjp, grad_input_like, stabilize_fast
+from .empty import spread_empty
 from .losses import RootLoss
 
 __all__ = ["descend", "RootLog", "LearnedRoot"]
@@ -200,6 +201,9 @@ class LearnedRoot(BasicHook):
         Receives the per-sample fallback flags (and signals).
     cache : ParamCache, optional
         Holds ``W'`` per layer across calls; shared by all copies (a new one by default).
+    fallback : bool
+        Redistribute the relevance of neurons whose response at the start is exactly zero (z+'s empty
+        neurons, which no signal can explain) by w^2 (:mod:`learnroot.rules.empty`) instead of dropping it.
 
     Notes
     -----
@@ -212,7 +216,8 @@ class LearnedRoot(BasicHook):
 
     def __init__(self, loss: Callable = None, steps: int = 5, lr: float = 1.0, clip: float = 1.0,
                  weights: str = "plus", project: bool = True, normalise: bool = True, box=None,
-                 stabilizer: float = 1e-6, log: Optional[RootLog] = None, cache: Optional[ParamCache] = None):
+                 stabilizer: float = 1e-6, log: Optional[RootLog] = None, cache: Optional[ParamCache] = None,
+                 fallback: bool = False):
         super().__init__()
         if weights not in ("plus", "all"):
             raise ValueError(f"unknown root weights {weights!r}; choose plus or all")
@@ -227,21 +232,23 @@ class LearnedRoot(BasicHook):
         self.stabilizer = stabilizer
         self.log = log
         self.cache = ParamCache() if cache is None else cache
+        self.fallback = bool(fallback)
 
     @classmethod
     def from_options(cls, layer: LayerRootOptions, options: RootOptOptions, box=None,
-                     log: Optional[RootLog] = None, cache: Optional[ParamCache] = None) -> "LearnedRoot":
+                     log: Optional[RootLog] = None, cache: Optional[ParamCache] = None,
+                     fallback: bool = False) -> "LearnedRoot":
         """Build the rule from one layer type's options and the shared root options."""
         loss = RootLoss(layer.loss, softmax=options.softmax, paper_quirks=options.paper_quirks)
         return cls(loss=loss, steps=layer.steps, lr=layer.lr, clip=layer.clip, weights=options.weights,
                    project=options.project, normalise=options.normalise, box=box,
-                   stabilizer=options.stabilizer, log=log, cache=cache)
+                   stabilizer=options.stabilizer, log=log, cache=cache, fallback=fallback)
 
     def copy(self) -> "LearnedRoot":
         """A copy with the same configuration, sharing the log and the cache."""
         return type(self)(loss=self.loss, steps=self.steps, lr=self.lr, clip=self.clip, weights=self.weights,
                           project=self.project, normalise=self.normalise, box=self.box,
-                          stabilizer=self.stabilizer, log=self.log, cache=self.cache)
+                          stabilizer=self.stabilizer, log=self.log, cache=self.cache, fallback=self.fallback)
 
     def modified_weight(self, module: nn.Module) -> torch.Tensor:
         """``W'``: the module's (effective, e.g. BatchNorm-merged) weight, clamped for ``plus`` (cached)."""
@@ -310,6 +317,9 @@ class LearnedRoot(BasicHook):
             result = self._spread(layer, signal, relevance, response)
             if bool((rescued != 0).any()):
                 result = result + self._spread(layer, start, rescued, first)
+        if self.fallback:  # neurons without a response at the start: w^2
+            extra = spread_empty(module, x, relevance, first, self.cache, self.stabilizer)
+            result = result if extra is None else result + extra
         if self.log is not None:
             self.log.add(failed, rescued=rescued.flatten(1).sum(dim=1), input=x, signal=signal, low=low, high=high)
         return grad_input_like(result, grad_input)
@@ -346,6 +356,11 @@ class LearnedRoot(BasicHook):
             result = redistribute(signal, relevance)
             if bool((rescued != 0).any()):  # give what the learned root would lose to the start's root
                 result = result + redistribute(start, rescued)
+        if self.fallback:  # neurons without a response at the start: w^2
+            with torch.no_grad():
+                first = layer.response(start)
+            extra = spread_empty(module, x, relevance, first, self.cache, self.stabilizer)
+            result = result if extra is None else result + extra
         if self.log is not None:
             self.log.add(failed, rescued=rescued.detach().flatten(1).sum(dim=1), input=x, signal=signal,
                          low=low, high=high)
