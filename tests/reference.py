@@ -100,10 +100,15 @@ def rule_epsilon(M, x, R, eps):
     return redistribute(M * x[None, :], R, eps)
 
 
-def rule_zplus(M, x, R, eps):
-    # zennit's generalised z+: positive inputs through w+, negative inputs through w-
+def rule_zplus(M, x, R, eps, fallback=True):
+    # zennit's generalised z+: positive inputs through w+, negative inputs through w-; with ``fallback``
+    # a neuron without any positive contribution (its row sums to exactly 0) spreads its R by w^2
     numerator = M.clamp(min=0) * x.clamp(min=0)[None, :] + M.clamp(max=0) * x.clamp(max=0)[None, :]
-    return redistribute(numerator, R, eps)
+    out = redistribute(numerator, R, eps)
+    empty = numerator.sum(dim=1) == 0
+    if fallback and bool(empty.any()):
+        out = out + rule_wsquare(M, R * empty, eps)
+    return out
 
 
 def rule_gamma(M, x, R, gamma, eps):
@@ -121,6 +126,15 @@ def rule_gamma(M, x, R, gamma, eps):
 def rule_zbox(M, x, R, low, high, eps):
     numerator = M * x[None, :] - M.clamp(min=0) * low[None, :] - M.clamp(max=0) * high[None, :]
     return redistribute(numerator, R, eps)
+
+
+def rule_alpha_beta(M, x, R, alpha, beta, eps):
+    # zennit's alpha-beta: positive contributions (x+ w+ + x- w-) and negative ones (x+ w- + x- w+) normalised
+    # separately, weighted alpha and -beta
+    xp, xn = x.clamp(min=0)[None, :], x.clamp(max=0)[None, :]
+    positive = M.clamp(min=0) * xp + M.clamp(max=0) * xn
+    negative = M.clamp(max=0) * xp + M.clamp(min=0) * xn
+    return alpha * redistribute(positive, R, eps) - beta * redistribute(negative, R, eps)
 
 
 def rule_wsquare(M, R, eps):
@@ -343,7 +357,8 @@ def forward(layers, x):
     return inputs, a
 
 
-def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(0.33, 0.67), pixel="zb"):
+def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(0.33, 0.67), pixel="zb",
+                 alpha=2.0, beta=1.0):
     """The rule of each affine layer (forward order) for a method, written out from METHOD.md."""
     hidden = n_affine - 1
     rules = [("pixel", pixel)]
@@ -355,6 +370,8 @@ def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(
             rules.append(("epsilon", epsilon))
         elif method == "lrp_gamma":
             rules.append(("gamma", gamma))
+        elif method == "lrp_alpha_beta":
+            rules.append(("alpha_beta", (alpha, beta)))
         elif method in ("dtd_zplus", "ours"):
             rules.append(("zplus", None))
         elif method == "dtd_zb":
@@ -379,13 +396,16 @@ def apply_rule(rule, layer, a, R, eps, box, gamma=0.5, epsilon=0.25):
     M = layer["M"]
     if kind == "pixel":
         kind, value = {"zb": ("zbox", None), "zplus": ("zplus", None), "wsquare": ("wsquare", None),
-                       "flat": ("flat", None), "epsilon": ("epsilon", epsilon), "gamma": ("gamma", gamma)}[value]
+                       "flat": ("flat", None), "epsilon": ("epsilon", epsilon), "gamma": ("gamma", gamma),
+                       "alpha_beta": ("alpha_beta", (2.0, 1.0))}[value]
     if kind == "epsilon":
         return rule_epsilon(M, a, R, max(value, eps))
     if kind == "gamma":
         return rule_gamma(M, a, R, value, eps)
     if kind == "zplus":
         return rule_zplus(M, a, R, eps)
+    if kind == "alpha_beta":
+        return rule_alpha_beta(M, a, R, value[0], value[1], eps)
     if kind == "zbox":
         return rule_zbox(M, a, R, box[0], box[1], eps)
     if kind == "layerbox":

@@ -81,7 +81,8 @@ EPS = 1e-6
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
-@pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "dtd_zplus", "dtd_zb", "dtd_ww"])
+@pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "lrp_alpha_beta", "dtd_zplus", "dtd_zb",
+                                    "dtd_ww"])
 def test_hidden_rules_match_reference(method, kind, fast):
     layer, shape = make_layer(kind)
     options = MethodOptions(name=method, epsilon=0.25, gamma=0.5, stabilizer=EPS)
@@ -93,7 +94,8 @@ def test_hidden_rules_match_reference(method, kind, fast):
         "lrp_0": lambda a, R: ref.rule_epsilon(M, a, R, EPS),
         "lrp_epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.25),
         "lrp_gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.5, EPS),
-        "dtd_zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS),
+        "lrp_alpha_beta": lambda a, R: ref.rule_alpha_beta(M, a, R, 2.0, 1.0, EPS),
+        "dtd_zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS, fallback=fast),  # plain zennit drops empty neurons
         "dtd_zb": lambda a, R: ref.rule_zbox(M, a, R, torch.full_like(a, float(a.min())),
                                              torch.full_like(a, float(a.max())), EPS),
         "dtd_ww": lambda a, R: ref.rule_wsquare(M, R, EPS),
@@ -104,7 +106,7 @@ def test_hidden_rules_match_reference(method, kind, fast):
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
-@pytest.mark.parametrize("name", ["zb", "zplus", "wsquare", "flat", "epsilon", "gamma"])
+@pytest.mark.parametrize("name", ["zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta"])
 def test_pixel_rules_match_reference(name, kind, fast):
     layer, shape = make_layer(kind)
     torch.manual_seed(4)
@@ -118,11 +120,12 @@ def test_pixel_rules_match_reference(name, kind, fast):
     lo, hi = box[0].flatten(), box[1].flatten()
     reference = {
         "zb": lambda a, R: ref.rule_zbox(M, a, R, lo, hi, EPS),
-        "zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS),
+        "zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS, fallback=fast),
         "wsquare": lambda a, R: ref.rule_wsquare(M, R, EPS),
         "flat": lambda a, R: ref.rule_flat(support, R, EPS),
         "epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.1),
         "gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.25, EPS),
+        "alpha_beta": lambda a, R: ref.rule_alpha_beta(M, a, R, 2.0, 1.0, EPS),
     }[name]
     expected = per_sample(reference, x, r_out)
     torch.testing.assert_close(run_hook(pixel_rule(options, box, fast=fast), layer, x, r_out), expected, rtol=1e-5, atol=1e-10)

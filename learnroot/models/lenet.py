@@ -73,7 +73,9 @@ def read_toolbox_txt(path: str, dtype: torch.dtype = torch.float32) -> nn.Sequen
         raise ModelError(f"weights file not found: {file}")
     try:
         lines = [line for line in file.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        raise ModelError(f"{file} is not an LRP toolbox plain-text model: not a text file") from None
+    except OSError as error:
         raise ModelError(f"cannot read LRP toolbox model {file}: {error}") from None
     layers, index = [], 0
     try:
