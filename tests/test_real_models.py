@@ -500,6 +500,8 @@ def recorded_layers(attributor) -> set:
 @pytest.mark.parametrize("method", names("rule"))
 def test_every_rule_method_runs_and_records_every_layer(method, name, shared_data, cases):
     case = case_of(cases, name, shared_data)
+    if name == "mobilenet_v2" and method not in ("dtd_zplus", "ours"):  # one photo is enough to run
+        case = (case[0], case[1][:1], case[2][:1], *case[3:])
     attributor, attribution = attribute(case, f"method={method}")
     assert attribution.relevance.shape == case[1].shape
     assert {layer.name for layer in attribution.layers} == recorded_layers(attributor)

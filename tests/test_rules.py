@@ -20,7 +20,7 @@ def hidden_rules(options, root_opt, hidden, fast=True):
 
 def pixel_rule(options, box, fast=True):
     return RuleBook(options, fast=fast).pixel(box)
-from learnroot.options import MethodOptions, RootOptOptions
+from learnroot.options import LayerRootOptions, MethodOptions, RootOptOptions
 from learnroot.rules import LearnedRoot, RootLog, RootLoss, descend, ssim_map, ssim_window
 
 try:
@@ -385,3 +385,34 @@ def test_rule_hooks_use_only_zennits_shared_api():
     copied = hook.copy()
     assert {k: v for k, v in vars(copied).items() if k not in ("stored_tensors", "tensor_handles")} == \
         {k: v for k, v in vars(hook).items() if k not in ("stored_tensors", "tensor_handles")}
+
+
+@pytest.mark.parametrize("fallback", ["wsquare", "none"])
+@pytest.mark.parametrize("method", ["dtd_zplus", "ours"])
+def test_zplus_fallback_for_neurons_active_only_through_their_bias(method, fallback):
+    """A depthwise conv whose second filter has no positive weight and a positive bias (MobileNetV2's case): z+
+    cannot explain that channel; with the fallback its relevance goes by w^2 (conserved), without it is lost."""
+    layer = nn.Conv2d(2, 2, 3, padding=1, groups=2).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.stack([torch.rand(1, 3, 3), -torch.rand(1, 3, 3)]).double())
+        layer.bias.copy_(torch.tensor([0.1, 5.0]))
+    torch.manual_seed(5)
+    x = torch.rand(BATCH, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        r_out = layer(x).clamp(min=0)  # relevance = activation, as a ReLU network's upper layers give
+    root = RootOptOptions(conv=LayerRootOptions(steps=3, lr=0.1))
+    options = MethodOptions(name=method, stabilizer=EPS, zplus_fallback=fallback)
+    hook = hidden_rules(options, root, [("layer", layer)])["layer"]
+    got = run_hook(hook, layer, x, r_out)
+    total, lost = r_out.flatten(1).sum(1), r_out[:, 1].flatten(1).sum(1)
+    if fallback == "wsquare":
+        torch.testing.assert_close(got.flatten(1).sum(1), total, rtol=1e-6, atol=0)
+        if method == "dtd_zplus":
+            dense = torch.zeros(2, 2, 3, 3, dtype=torch.float64)  # the depthwise conv as a full one
+            dense[0, 0], dense[1, 1] = layer.weight.detach()[0, 0], layer.weight.detach()[1, 0]
+            M, _, _ = ref.conv_matrix(dense, (2, 5, 5), 1, 1)
+            torch.testing.assert_close(got, per_sample(lambda a, R: ref.rule_zplus(M, a, R, EPS), x, r_out),
+                                       rtol=1e-6, atol=1e-12)
+    else:
+        torch.testing.assert_close(got.flatten(1).sum(1), total - lost, rtol=1e-6, atol=0)
+        assert float(got[:, 1].abs().max()) == 0.0
