@@ -149,9 +149,9 @@ def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _format_summary(summary: dict, run_dir: Path) -> str:
+    from .metrics import scores
     metrics = summary.get("metrics", {})
-    shown = [name for name in ("accuracy", "morf_auc", "lerf_auc", "positive_auc", "negative_auc", "miou",
-                               "pointing_game", "conservation_error", "seconds_attribution") if name in metrics]
+    shown = [name for name, item in scores().items() if (item.default or name == "accuracy") and name in metrics]
     values = " | ".join(f"{name} {metrics[name]['mean']:.4g}" for name in shown if metrics[name]["mean"] is not None)
     return (f"run folder: {run_dir}\n"
             f"{summary['method']} on {summary['model']} / {summary['dataset']}: {summary['n_samples']} samples "

@@ -31,6 +31,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from .normalisation import Normalisation  # noqa: E402
+
 PROG = "learnroot-figures"
 CURVE_STYLES = {"morf": "-", "lerf": "--", "positive": "-.", "negative": ":"}
 #: Heatmap grid: pixels per cell and for the column titles, at 100 dpi.
@@ -170,7 +172,7 @@ def curve_series(root: str | Path, by: Iterable[str] = ("method",)) -> dict[str,
 # ------------------------------------------------------------------------------------------ heatmaps
 
 def display_image(model_input: np.ndarray, mean, std, value_range) -> np.ndarray:
-    """Undo the model's normalisation for display.
+    """Undo the model's normalisation for display (:meth:`learnroot.normalisation.Normalisation.display`).
 
     Parameters
     ----------
@@ -186,13 +188,7 @@ def display_image(model_input: np.ndarray, mean, std, value_range) -> np.ndarray
     numpy.ndarray
         ``(H, W, 3)`` RGB for 3 channels, else ``(H, W)`` grey (channel mean), in ``[0, 1]``.
     """
-    channels = model_input.shape[0]
-    mean = np.asarray(mean, dtype=np.float64).reshape(-1, 1, 1)[:channels]
-    std = np.asarray(std, dtype=np.float64).reshape(-1, 1, 1)[:channels]
-    low, high = value_range
-    raw = model_input.astype(np.float64) * std + mean
-    image = np.clip((raw - low) / (high - low), 0.0, 1.0)
-    return image.transpose(1, 2, 0) if channels == 3 else image.mean(0)
+    return Normalisation(list(mean), list(std), tuple(value_range)).display(model_input)
 
 
 def _model_normalisation(run_path: Path) -> tuple[list, list, list]:

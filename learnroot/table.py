@@ -18,8 +18,8 @@ dropped: they are listed (with a note when a complete run of the same config is 
 Rows of the pivot table are configurations: the ``--by`` columns plus every overridden key whose
 value differs between the runs (so a sweep over ``root_opt.conv.steps`` gets its own column and
 nothing is averaged silently). Cells are ``mean ± std`` over samples; the ``n`` column is the number
-of samples averaged; the best value of each column (by the metric's direction, :data:`LOWER_IS_BETTER`
-/ :data:`HIGHER_IS_BETTER`; values equal at the shown precision tie, nothing is marked when all rows
+of samples averaged; the best value of each column (by the score's direction in
+:mod:`learnroot.metrics.registry`; values equal at the shown precision tie, nothing is marked when all rows
 show the same value or the metric has no known direction) is bold.
 """
 from __future__ import annotations
@@ -36,7 +36,6 @@ from typing import Iterable, Optional
 import pandas as pd
 from omegaconf import OmegaConf
 
-from .options import METHODS
 
 PROG = "learnroot-table"
 
@@ -45,14 +44,6 @@ IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "dataset.n
                 "hydra")
 #: Override keys that select presets rather than values (their effect is in the composed config).
 PRESET_KEYS = ("experiment", "cluster")
-#: Metrics where a smaller value is better (prefix ``seconds_`` too).
-LOWER_IS_BETTER = ("morf_auc", "morf_logit_auc", "positive_auc", "conservation_error")
-#: Metrics where a larger value is better.
-HIGHER_IS_BETTER = ("lerf_auc", "lerf_logit_auc", "negative_auc", "pf_auc_diff", "miou", "iou_fg", "iou_bg",
-                    "pixel_accuracy", "average_precision", "pointing_game", "mass_inside", "accuracy")
-#: Metrics shown by default (those present in at least one run), in this order.
-DEFAULT_METRICS = ("morf_auc", "lerf_auc", "pf_auc_diff", "positive_auc", "negative_auc", "miou", "pixel_accuracy",
-                   "average_precision", "pointing_game", "mass_inside", "conservation_error", "seconds_attribution")
 FORMATS = ("md", "csv", "tex")
 
 
@@ -319,8 +310,10 @@ def label_value(run: Run, key: str):
 
 
 def _sort_key(value):
-    if isinstance(value, str) and value in METHODS:
-        return (0, METHODS.index(value), "")
+    from .methods import names
+    methods = names()
+    if isinstance(value, str) and value in methods:
+        return (0, methods.index(value), "")
     try:
         return (1, float(value), "")
     except (TypeError, ValueError):
@@ -340,16 +333,19 @@ def run_label(run: Run, columns: list[tuple[str, str]], bare: Iterable[str] = ()
 
 
 def metric_direction(name: str) -> Optional[str]:
-    """``lower``, ``higher`` or ``None`` (no best value marked) for a metric name."""
-    if name in LOWER_IS_BETTER or name.startswith("seconds_"):
-        return "lower"
-    if name in HIGHER_IS_BETTER:
-        return "higher"
-    return None
+    """``lower``, ``higher`` or ``None`` (no best value marked) for a metric name (the metric registry's)."""
+    from .metrics.registry import direction
+    return direction(name)
+
+
+def default_metrics() -> list[str]:
+    """The scores the metric registry shows by default, in registration order."""
+    from .metrics import scores
+    return [name for name, item in scores().items() if item.default]
 
 
 def choose_metrics(runs: list[Run], requested: Optional[list[str]]) -> list[str]:
-    """The metric columns: ``requested`` (``all`` = every metric found), else :data:`DEFAULT_METRICS` found.
+    """The metric columns: ``requested`` (``all`` = every metric found), else the registry's defaults found.
 
     Raises
     ------
@@ -358,7 +354,7 @@ def choose_metrics(runs: list[Run], requested: Optional[list[str]]) -> list[str]
     """
     found = list(dict.fromkeys(name for run in runs for name in run.metrics))
     if not requested:
-        return [name for name in DEFAULT_METRICS if name in found]
+        return [name for name in default_metrics() if name in found]
     if requested == ["all"]:
         return found
     missing = [name for name in requested if name not in found]
@@ -549,7 +545,7 @@ def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
     by : iterable of str
         Leading row-key columns (see :func:`label_columns`).
     metrics : list of str, optional
-        Metric columns (``["all"]`` for every metric); default :data:`DEFAULT_METRICS` found.
+        Metric columns (``["all"]`` for every metric); default: the registry's default scores found.
     """
     runs = read_runs(root)
     used, notes = resolve_duplicates(runs)

@@ -1,23 +1,50 @@
-"""Quantitative evaluation of explanations (METHOD.md section 3).
+"""Quantitative evaluation of explanations (``docs/METHOD.md`` section 3).
 
-:func:`evaluate` is the entry point; the submodules hold the single metrics:
+:func:`evaluate` is the entry point; :mod:`~learnroot.metrics.registry` declares every metric and
+the direction of each score. The submodules hold the single metrics:
 :mod:`~learnroot.metrics.flipping` (pixel flipping, positive / negative perturbation),
 :mod:`~learnroot.metrics.localisation` (masks) and :mod:`~learnroot.metrics.baselines`
-(replacement values).
+(replacement values). Importing this package registers them, in evaluation order.
 """
+from learnroot.metrics import flipping, localisation as _localisation  # noqa: F401 - registration order
 from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
-from learnroot.metrics.evaluate import Evaluation, evaluate
+from learnroot.metrics.evaluate import Context, Evaluation, evaluate
 from learnroot.metrics.flipping import Curve, relevance_map
 from learnroot.metrics.localisation import LOCALISATION_METRICS, localisation
+from learnroot.metrics.registry import REGISTRY, Metric, Score, direction, register, scores
+
+# scores the runner computes from the attribution and the model, not from the map
+register(Metric("conservation", (
+    Score("conservation_error", "lower", "conservation", default=True,
+          summary="|sum of the pixel relevance - relevance put on the output| / |output relevance|"),),
+    enabled=lambda options, context: options.conservation, cost="none (sums recorded during the attribution)"))
+register(Metric("cost", (
+    Score("seconds_attribution", "lower", "cost", default=True, summary="seconds per image for the attribution"),
+    Score("seconds_evaluation", "lower", "cost", summary="seconds per image for the metrics"),),
+    enabled=lambda options, context: options.cost, cost="none"))
+register(Metric("model", (
+    Score("accuracy", "higher", "model", summary="top-1 accuracy of the model on the explained samples"),
+    Score("target_logit", None, "model", summary="logit of the explained class"),
+    Score("target_prob", None, "model", summary="softmax probability of the explained class"),
+    Score("r_top", None, "model", summary="relevance put on the output"),
+    Score("relevance_sum", None, "model", summary="sum of the pixel relevance"),),
+    enabled=lambda options, context: True, cost="one forward pass"))
 
 __all__ = [
     "BASELINES",
+    "Context",
     "Curve",
     "Evaluation",
     "LOCALISATION_METRICS",
+    "Metric",
     "Normalisation",
+    "REGISTRY",
+    "Score",
+    "direction",
     "evaluate",
     "localisation",
     "make_baseline",
+    "register",
     "relevance_map",
+    "scores",
 ]

@@ -49,6 +49,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from learnroot.metrics.registry import Metric, Score, register
+
 #: Curve kinds and their ranking direction (``True``: most relevant removed first).
 KINDS = {"morf": True, "lerf": False, "positive": True, "negative": False}
 
@@ -332,3 +334,39 @@ def curve_scores(curves: Mapping[str, Curve]) -> dict[str, torch.Tensor]:
         if kind in curves:
             scores[f"{kind}_auc"] = trapezoid_auc(curves[kind].correct, curves[kind].x)
     return scores
+
+
+def removal_counts(options, n_pixels: int) -> dict[str, torch.Tensor]:
+    """Pixels removed at each point of every switched-on curve kind (``pixel_flipping``, ``perturbation``)."""
+    counts = {}
+    if options.pixel_flipping:
+        counts["morf"] = counts["lerf"] = flip_counts(n_pixels, options.pf_steps)
+    if options.perturbation:
+        counts["positive"] = counts["negative"] = fraction_counts(n_pixels, options.perturbation_fractions)
+    return counts
+
+
+def compute_removal(context) -> tuple[dict, dict]:
+    """Pixel flipping and positive / negative perturbation of a batch (:class:`~learnroot.metrics.evaluate.Context`),
+    sharing their forward passes."""
+    map2d = context.map2d
+    counts = removal_counts(context.options, map2d.shape[1] * map2d.shape[2])
+    curves = removal_curves(context.model, context.x, map2d, context.target, context.label, context.baseline,
+                            counts, context.options.pf_chunk)
+    return curve_scores(curves), curves
+
+
+register(Metric(
+    "removal",
+    (Score("morf_auc", "lower", "faithfulness", True, "pixel flipping, most relevant first: AUC of the probability"),
+     Score("morf_logit_auc", "lower", "faithfulness", False, "pixel flipping MoRF: AUC of the logit"),
+     Score("lerf_auc", "higher", "faithfulness", True, "pixel flipping, least relevant first: AUC of the probability"),
+     Score("lerf_logit_auc", "higher", "faithfulness", False, "pixel flipping LeRF: AUC of the logit"),
+     Score("pf_auc_diff", "higher", "faithfulness", True, "lerf_auc - morf_auc"),
+     Score("positive_auc", "lower", "faithfulness", True,
+           "top-1 accuracy after removing the top 10..90 %: AUC over 0.1..0.9 (at most 0.8)"),
+     Score("negative_auc", "higher", "faithfulness", True,
+           "top-1 accuracy after removing the bottom 10..90 %: AUC over 0.1..0.9 (at most 0.8)")),
+    enabled=lambda options, context: options.pixel_flipping or options.perturbation,
+    compute=compute_removal,
+    cost="2 x (pf_steps - 1) forward passes (pixel flipping), + the perturbation fractions not on that grid"))

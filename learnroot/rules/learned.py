@@ -255,12 +255,6 @@ class LearnedRoot(BasicHook):
         low, high = (bound.to(x) for bound in self.box)
         return x - high, x - low
 
-    def signal(self, module: nn.Module, x: torch.Tensor,
-               relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The learned signal ``s = x - root`` ``(B, *in)`` and the fallback flags ``(B,)``."""
-        signal, failed, _, _ = self._learn(module, x, relevance)
-        return signal, failed
-
     def _learn(self, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor):
         """Signal, fallback flags, start ``s_0`` and the start's response (None without steps)."""
         weight = self.modified_weight(module)
