@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-ROOT_LOSSES = ("mse", "l1", "ssim", "hinge")
+ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma")
 PF_BASELINES = ("zero", "black", "blur", "uniform")
 OUTPUTS = ("logit", "abs_logit", "one")
@@ -28,6 +28,8 @@ CHOICES = {
     "root_opt.weights": ("plus", "all"),
     "root_opt.layers": ("all", "conv", "dense", "first_k"),
     "root_opt.pixel_layer": ("zb", "learned"),
+    "root_opt.step": ("additive", "relative"),
+    "root_opt.control": ("none", "threshold", "shuffled", "uniform"),
     "metrics.pf_baseline": PF_BASELINES,
     "metrics.localisation": ("auto", "on", "off"),
 }
@@ -186,11 +188,12 @@ class LayerRootOptions:
         One of :data:`ROOT_LOSSES`: relevance-matching loss between the layer's response to the
         signal ``s = x - root`` and the relevance arriving from above.
     steps : int
-        Gradient steps; ``0`` keeps the start point (root 0 on the z+ weights: the z+ rule).
+        Most descent steps; ``0`` keeps the start point (root 0 on the z+ weights: the z+ rule).
     lr : float
-        Step size.
+        Step size: in the layer input's units per unit of gradient (``step: additive``), or the
+        largest fraction of an input that one step removes (``step: relative``).
     clip : float
-        Element-wise gradient clip ``[-clip, clip]``; ``0`` disables clipping.
+        Element-wise gradient clip ``[-clip, clip]`` of the additive step; ``0`` disables clipping.
     """
 
     loss: str = "mse"
@@ -231,6 +234,20 @@ class RootOptOptions:
         raw relevances as the +-1 targets of the hinge-embedding loss.
     stabilizer : float
         Keeps the redistribution's denominators away from zero.
+    step : str
+        ``additive``: ``s <- P(s - lr clip(grad))``, in the input's units (the paper's code);
+        ``relative``: the signal is ``s = m x`` with ``m`` in ``[0, 1]`` and each step moves ``m`` by
+        ``lr`` times the gradient divided by its largest magnitude in the sample (scale-free).
+    tol : float
+        Stop the descent early once no sample's signal moves by more than ``tol`` (relative, in the
+        max norm) in a step; ``0`` takes every step.
+    control : str
+        Controls that keep the method honest: ``none``; ``threshold`` (no descent: the root that the
+        additive MSE descent reaches when every gradient is clipped, ``s = P(x - steps lr clip)``);
+        ``shuffled`` (the same descent, matching a random permutation of the relevance within the
+        layer); ``uniform`` (matching a constant relevance).
+    control_seed : int
+        Seed of the ``shuffled`` permutations.
     """
 
     name: str = "default"
@@ -246,6 +263,10 @@ class RootOptOptions:
     softmax: bool = False
     paper_quirks: bool = False
     stabilizer: float = 1e-6
+    step: str = "additive"
+    tol: float = 0.0
+    control: str = "none"
+    control_seed: int = 0
 
 
 @dataclass
