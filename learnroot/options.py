@@ -3,7 +3,8 @@
 These dataclasses know nothing of Hydra or torch: science modules take them as arguments,
 :mod:`learnroot.config` registers them as Hydra schemas, and the CLI is the only place that turns a
 ``DictConfig`` into instances of them. Every field has a default, so each class can also be built
-by hand in tests and notebooks.
+by hand in tests and notebooks; the defaults *are* the default presets of ``conf/`` (a test composes
+each group's default preset and compares it with the dataclass), so there is one source of truth.
 """
 from __future__ import annotations
 
@@ -166,7 +167,7 @@ class MethodOptions:
         Which class to explain: ``label`` or ``prediction``.
     """
 
-    name: str = "dtd_zplus"
+    name: str = "ours"
     pixel_rule: str = "zb"
     epsilon: float = 0.25
     gamma: float = 0.5
@@ -196,10 +197,10 @@ class LayerRootOptions:
         Element-wise gradient clip ``[-clip, clip]`` of the additive step; ``0`` disables clipping.
     """
 
-    loss: str = "mse"
-    steps: int = 5
-    lr: float = 1.0
-    clip: float = 1.0
+    loss: str = "cosine"
+    steps: int = 3
+    lr: float = 0.5
+    clip: float = 0.0
 
 
 @dataclass
@@ -263,7 +264,7 @@ class RootOptOptions:
     softmax: bool = False
     paper_quirks: bool = False
     stabilizer: float = 1e-6
-    step: str = "additive"
+    step: str = "relative"
     tol: float = 0.0
     control: str = "none"
     control_seed: int = 0

@@ -4,14 +4,25 @@
 the direction of each score. The submodules hold the single metrics:
 :mod:`~learnroot.metrics.flipping` (pixel flipping, positive / negative perturbation),
 :mod:`~learnroot.metrics.localisation` (masks) and :mod:`~learnroot.metrics.baselines`
-(replacement values). Importing this package registers them, in evaluation order.
+(replacement values). Importing this package registers them: pixel flipping and localisation first,
+then every other module of the package in alphabetical order (a new metric module registers itself
+without an import here), then the scores the runner computes (conservation, cost, the model's outputs).
 """
+import importlib
+import pkgutil
+
 from learnroot.metrics import flipping, localisation as _localisation  # noqa: F401 - registration order
 from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
 from learnroot.metrics.evaluate import Context, Evaluation, evaluate
 from learnroot.metrics.flipping import Curve, relevance_map
 from learnroot.metrics.localisation import LOCALISATION_METRICS, localisation
 from learnroot.metrics.registry import REGISTRY, Metric, Score, direction, register, scores
+
+#: Modules of this package that hold no metric.
+_INFRASTRUCTURE = {"baselines", "evaluate", "flipping", "localisation", "registry"}
+for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+    if _module not in _INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module}")
 
 # scores the runner computes from the attribution and the model, not from the map
 register(Metric("conservation", (
