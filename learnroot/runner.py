@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import conservation
-from .data import DataError, build_dataset, collate
+from .data import REGISTRY as DATASETS
+from .data import DataError, build_dataset, candidate_labels, collate
 from .attribution import make_attributor
 from .metrics.evaluate import Normalisation, evaluate
 from .models import build_model, num_outputs, preprocess_of
@@ -78,7 +79,7 @@ class Pipeline:
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
-        if options.metrics.localisation == "on" and options.dataset.name in ("toy_points", "imagenet") \
+        if options.metrics.localisation == "on" and not DATASETS[options.dataset.name].has_masks \
                 and not options.dataset.masks:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
@@ -113,6 +114,8 @@ class Pipeline:
         label = batch["label"].to(device)
         with torch.no_grad():
             logits = self.model(x)
+        if batch.get("candidates") is not None:  # the class is a set of outputs: explain its best-scoring one
+            label = candidate_labels(logits, batch["candidates"].to(device))
         prediction = logits.argmax(1)
         use_label = options.method.target == "label"
         if use_label and bool((label < 0).any()):
@@ -255,6 +258,8 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
                                           options.save_heatmaps, options.save_relevance)
         folder.write_part(index, samples=samples, layers=layers, curves=curves, skipped=batch["errors"])
     frames = folder.merge()
+    excluded = list(getattr(pipeline.dataset, "excluded", []))  # images the dataset set aside before reading
+    frames["skipped"] = list(frames["skipped"]) + excluded
     summary = summarise(frames, options)
     if summary["curves"]:
         from .figures import plot_mean_curves
