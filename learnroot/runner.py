@@ -79,8 +79,8 @@ class Pipeline:
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
-        if options.metrics.localisation == "on" and not DATASETS[options.dataset.name].has_masks \
-                and not options.dataset.masks:
+        spec = DATASETS.get(options.dataset.name)
+        if options.metrics.localisation == "on" and not (spec and spec.has_masks) and not options.dataset.masks:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)

@@ -16,7 +16,9 @@ METHODS = names()
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "dataset", "method", "root_opt", "metrics", "paths")
 NEEDS = {"dataset=imagenet": ["dataset.root=/data/val"],
-         "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"]}
+         "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"],
+         "dataset=mnist": ["dataset.root=/data/mnist"], "dataset=cifar10": ["dataset.root=/data/cifar10"],
+         "dataset=coco_seg": ["dataset.root=/data/coco128-seg"]}
 
 
 def compose_options(*overrides: str) -> RunOptions:

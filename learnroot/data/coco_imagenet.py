@@ -86,7 +86,7 @@ COCO_TO_IMAGENET: dict[str, tuple[Entry, ...]] = {
     "bottle": ((440, "beer_bottle"), (720, "pill_bottle"), (737, "pop_bottle"), (898, "water_bottle"),
                (907, "wine_bottle")),
     "wine glass": ((572, "goblet"),),
-    "cup": ((504, "coffee_mug"), (968, "cup")),
+    "cup": ((441, "beer_glass"), (504, "coffee_mug"), (647, "measuring_cup"), (968, "cup")),  # COCO: any drinking vessel
     "spoon": ((910, "wooden_spoon"),),
     "bowl": ((659, "mixing_bowl"), (809, "soup_bowl")),
     "banana": ((954, "banana"),),
@@ -101,7 +101,7 @@ COCO_TO_IMAGENET: dict[str, tuple[Entry, ...]] = {
     "bed": ((564, "four-poster"),),
     "dining table": ((532, "dining_table"),),
     "toilet": ((861, "toilet_seat"),),
-    "tv": ((851, "television"),),
+    "tv": ((664, "monitor"), (782, "screen"), (851, "television")),  # COCO's tv includes computer monitors
     "laptop": ((620, "laptop"), (681, "notebook")),
     "mouse": ((673, "mouse"),),
     "remote": ((761, "remote_control"),),
