@@ -310,7 +310,10 @@ def test_coco_explains_the_largest_mapped_class_and_sets_the_others_aside(tmp_pa
         dataset("coco_seg", tmp_path, outputs=10)
     with pytest.raises(DataError, match="no COCO image"):
         dataset("coco_seg", tmp_path, outputs=1000, min_area=0.3)
-    assert not scan_coco(str(tmp_path), "train2017", None, 0, min_area=0.3)[0]
+    samples, excluded = scan_coco(str(tmp_path), "train2017", None, 0, min_area=0.3)
+    assert not samples and "largest mapped object (dog) covers 29.0% < dataset.min_area 30.0%" in excluded[1]["reason"]
+    with pytest.raises(DataError, match="one of: train2017"):
+        dataset("coco_seg", tmp_path, outputs=1000, split="val2017")
 
 
 def test_coco_masks_follow_the_image_geometry(tmp_path):

@@ -167,6 +167,25 @@ def rasterise(polygons: list[np.ndarray], size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+def _explained_class(label_file: Path, min_area: float) -> tuple[tuple[CocoObject, ...], int, str]:
+    """Objects of an image, the COCO class to explain, and why the image is set aside ("" if not)."""
+    if not label_file.is_file():
+        return (), -1, "no objects (no label file)"
+    try:
+        objects = parse_labels(label_file.read_text(), str(label_file))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return (), -1, f"malformed label file: {str(error).splitlines()[0]}"
+    areas = class_areas(objects)
+    if not areas:
+        present = sorted({COCO80[obj.coco] for obj in objects})
+        return objects, -1, f"no object with an ImageNet counterpart ({', '.join(present) or 'no objects'})"
+    coco, area = next(iter(areas.items()))
+    if area < min_area:
+        return objects, coco, (f"largest mapped object ({COCO80[coco]}) covers {area:.1%} "
+                               f"< dataset.min_area {min_area:.1%}")
+    return objects, coco, ""
+
+
 def scan_coco(root: str, split: str, limit: Optional[int], seed: int,
               min_area: float = 0.0) -> tuple[list[CocoSample], list[dict]]:
     """List the images of a split, choose the explained class of each, and set the others aside.
@@ -211,29 +230,12 @@ def scan_coco(root: str, split: str, limit: Optional[int], seed: int,
         raise DataError(f"no images in {images_dir}")
     samples, excluded = [], []
     for file in select(files, limit, seed):
-        sample_id, label_file = f"coco-{split}-{file.stem}", labels_dir / f"{file.stem}.txt"
-
-        def set_aside(reason: str) -> None:
+        sample_id = f"coco-{split}-{file.stem}"
+        objects, coco, reason = _explained_class(labels_dir / f"{file.stem}.txt", min_area)
+        if reason:
             excluded.append({"id": sample_id, "path": str(file), "reason": reason})
-
-        if not label_file.is_file():
-            set_aside("no objects (no label file)")
-            continue
-        try:
-            objects = parse_labels(label_file.read_text(), str(label_file))
-        except (OSError, UnicodeDecodeError, ValueError) as error:
-            set_aside(f"malformed label file: {str(error).splitlines()[0]}")
-            continue
-        areas = class_areas(objects)
-        if not areas:
-            present = sorted({COCO80[obj.coco] for obj in objects})
-            set_aside(f"no object with an ImageNet counterpart ({', '.join(present) or 'no objects'})")
-            continue
-        coco, area = next(iter(areas.items()))
-        if area < min_area:
-            set_aside(f"largest mapped object ({COCO80[coco]}) covers {area:.1%} < dataset.min_area {min_area:.1%}")
-            continue
-        samples.append(CocoSample(sample_id, str(file), objects, coco))
+        else:
+            samples.append(CocoSample(sample_id, str(file), objects, coco))
     return samples, excluded
 
 
