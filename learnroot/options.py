@@ -102,11 +102,14 @@ class DatasetOptions:
         A registered dataset (:data:`learnroot.data.REGISTRY`). ``shapes`` is the embedded procedural benchmark (generated into
         the cache folder on first use); ``imagenet`` an ImageFolder tree of WordNet-id folders;
         ``imagenet_segmentation`` the ``gtsegs_ijcv.mat`` file of ImageNet-Segmentation;
-        ``toy_points`` the seed's two-pixel points for the ``toy_sigmoid`` model.
+        ``toy_points`` the seed's two-pixel points for the ``toy_sigmoid`` model; ``mnist`` the
+        MNIST IDX files; ``cifar10`` CIFAR-10 class folders or pickle batches; ``coco_seg`` COCO
+        photos with YOLO segmentation labels, explained by an ImageNet model.
     root : str, optional
         Folder (or file) holding the data. ``None`` for ``shapes`` means the cache folder.
     split : str
-        Sub-folder of the shapes benchmark to explain (``val`` or ``train``).
+        Which part to explain: ``val`` or ``train`` (shapes), ``test`` or ``train`` (mnist,
+        cifar10), the ``images/`` sub-folder (coco_seg, e.g. ``train2017``).
     class_index : str, optional
         ``imagenet_class_index.json``-style file mapping output indices to WordNet ids.
     masks : str, optional
@@ -121,6 +124,9 @@ class DatasetOptions:
         Shapes benchmark: image side in pixels and images per class in each split.
     num_workers : int
         DataLoader worker processes.
+    min_area : float
+        ``coco_seg``: set aside images whose explained object covers less than this fraction of
+        the image (0: keep every image with a mapped object).
     """
 
     name: str = "shapes"
@@ -135,6 +141,7 @@ class DatasetOptions:
     n_train: int = 600
     n_val: int = 60
     num_workers: int = 0
+    min_area: float = 0.0
 
 
 @dataclass

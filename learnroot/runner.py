@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import conservation
-from .data import DataError, build_dataset, collate
+from .data import REGISTRY as DATASETS
+from .data import DataError, build_dataset, candidate_labels, collate
 from .attribution import make_attributor
 from .metrics.evaluate import evaluate
 from .models import build_model, num_outputs, preprocess_of
@@ -78,8 +79,8 @@ class Pipeline:
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
-        if options.metrics.localisation == "on" and options.dataset.name in ("toy_points", "imagenet") \
-                and not options.dataset.masks:
+        spec = DATASETS.get(options.dataset.name)
+        if options.metrics.localisation == "on" and not (spec and spec.has_masks) and not options.dataset.masks:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
@@ -110,7 +111,7 @@ class Pipeline:
         """
         x = batch["image"].to(self.device)
         label = batch["label"].to(self.device)
-        logits, target = self.targets(x, label)
+        logits, label, target = self.targets(x, label, batch.get("candidates"))
         attribution, seconds_attr = self.attribute(x, target)
         relevance = attribution.relevance.detach()
         bad = conservation.nonfinite(relevance)
@@ -130,15 +131,19 @@ class Pipeline:
         files = self.files(batch["id"], x, relevance, columns["target"], columns["target_logit"])
         return samples, layers, curves, files
 
-    def targets(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(B, K)`` and the class to explain ``(B,)``: the label (``method.target=label``; the
-        prediction where the label is unknown) or the prediction."""
+    def targets(self, x: torch.Tensor, label: torch.Tensor, candidates=None):
+        """Logits ``(B, K)``, labels ``(B,)`` and the class to explain ``(B,)``: the label
+        (``method.target=label``; the prediction where the label is unknown) or the prediction. Where
+        the dataset gives a set of ``candidates`` per sample (``(B, K)`` bool: one object class, several
+        outputs), the label is the best-scoring output of the set."""
         with torch.no_grad():
             logits = self.model(x)
+        if candidates is not None:
+            label = candidate_labels(logits, candidates.to(self.device))
         use_label = self.options.method.target == "label"
         if use_label and bool((label < 0).any()):
             log.warning("some samples have no label: explaining the prediction for those")
-        return logits, torch.where(use_label & (label >= 0), label, logits.argmax(1))
+        return logits, label, torch.where(use_label & (label >= 0), label, logits.argmax(1))
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor):
         """The attribution of the batch and its seconds per image."""
@@ -280,6 +285,8 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
                                           options.save_heatmaps, options.save_relevance)
         folder.write_part(index, samples=samples, layers=layers, curves=curves, skipped=batch["errors"])
     frames = folder.merge()
+    excluded = list(getattr(pipeline.dataset, "excluded", []))  # images the dataset set aside before reading
+    frames["skipped"] = list(frames["skipped"]) + excluded
     summary = summarise(frames, options)
     if summary["curves"]:
         from .figures import plot_mean_curves

@@ -16,7 +16,9 @@ METHODS = names()
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "dataset", "method", "root_opt", "metrics", "paths")
 NEEDS = {"dataset=imagenet": ["dataset.root=/data/val"],
-         "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"]}
+         "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"],
+         "dataset=mnist": ["dataset.root=/data/mnist"], "dataset=cifar10": ["dataset.root=/data/cifar10"],
+         "dataset=coco_seg": ["dataset.root=/data/coco128-seg"]}
 
 
 def compose_options(*overrides: str) -> RunOptions:
@@ -64,7 +66,7 @@ def test_output_root_from_environment(monkeypatch):
     (["method.gamma=lots"], "could not be converted to Float"),
     (["method=nope"], "Could not find 'method/nope'"),
     (["model.name=alexnet"], "model.name='alexnet' is not one of"),
-    (["root_opt.conv.loss=cosine"], "root_opt.conv.loss='cosine' is not one of"),
+    (["root_opt.conv.loss=huber"], "root_opt.conv.loss='huber' is not one of"),
     (["metrics.pf_steps=0"], "metrics.pf_steps must be positive"),
     (["dataset=imagenet"], "dataset.root"),
 ])

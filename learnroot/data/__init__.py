@@ -1,7 +1,12 @@
-"""Dataset registry: the embedded shapes benchmark, ImageNet-style folders, ImageNet-Segmentation, toy points.
+"""Dataset registry: the embedded shapes benchmark, ImageNet-style folders, ImageNet-Segmentation, toy points,
+MNIST, CIFAR-10 and COCO with segmentation masks.
 
 Every dataset yields dicts with ``image``, ``label``, ``id``, ``path`` (and ``mask`` when it has
 masks); unreadable files yield ``{"id", "path", "error"}`` and :func:`collate` sets them aside.
+A dataset whose target depends on the model (``coco_seg``) gives ``label = -1`` and a bool
+``candidates`` vector over the model's outputs instead; :func:`candidate_labels` turns the logits
+into the label. A dataset may list images it set aside before any reading in an ``excluded``
+attribute (``{"id", "path", "reason"}`` each); the runner reports them with the skipped ones.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from .shapes import generate
 from .toy import ToyPoints
 
 __all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
-           "num_classes"]
+           "candidate_labels", "num_classes"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -144,6 +149,31 @@ register(DatasetSpec("imagenet_segmentation", _imagenet_segmentation,
 register(DatasetSpec("toy_points", _toy_points, "the supplement's toy points for model=toy_sigmoid"))
 
 
+def _mnist(options, preprocess, num_outputs, cache_dir, split):
+    from .mnist import mnist_dataset
+    return mnist_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit, options.seed)
+
+
+def _cifar10(options, preprocess, num_outputs, cache_dir, split):
+    from .cifar10 import cifar10_dataset
+    return cifar10_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
+                           options.seed)
+
+
+def _coco_seg(options, preprocess, num_outputs, cache_dir, split):
+    from .coco import coco_dataset
+    return coco_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
+                        options.seed, options.min_area)
+
+
+register(DatasetSpec("mnist", _mnist, "MNIST digits from the IDX files (t10k or train, gzipped or not)",
+                     needs_root="/path/to/mnist"))
+register(DatasetSpec("cifar10", _cifar10, "CIFAR-10: <root>/<split>/<class>/*.jpg folders or the python pickle batches",
+                     needs_root="/path/to/cifar10"))
+register(DatasetSpec("coco_seg", _coco_seg, "COCO photos with YOLO polygon masks, COCO classes mapped to ImageNet "
+                     "index sets (with masks)", needs_root="/path/to/coco128-seg", has_masks=True))
+
+
 def collate(items: list[dict]) -> dict:
     """Stack the readable items of a batch and list the unreadable ones.
 
@@ -151,7 +181,8 @@ def collate(items: list[dict]) -> dict:
     -------
     dict
         ``image`` ``(B, C, H, W)``, ``label`` ``(B,)`` long, ``id`` and ``path`` lists, ``mask``
-        ``(B, H, W)`` uint8 or ``None``, and ``errors``: list of ``{"id", "path", "reason"}``.
+        ``(B, H, W)`` uint8 or ``None``, ``candidates`` ``(B, K)`` bool or ``None`` (see
+        :func:`candidate_labels`), and ``errors``: list of ``{"id", "path", "reason"}``.
     """
     good = [item for item in items if "error" not in item]
     errors = [{"id": item["id"], "path": item["path"], "reason": item["error"]} for item in items if "error" in item]
@@ -160,4 +191,28 @@ def collate(items: list[dict]) -> dict:
         batch["image"] = torch.stack([item["image"] for item in good])
         batch["label"] = torch.tensor([item["label"] for item in good], dtype=torch.long)
         batch["mask"] = torch.stack([item["mask"] for item in good]) if "mask" in good[0] else None
+        batch["candidates"] = torch.stack([item["candidates"] for item in good]) if "candidates" in good[0] else None
     return batch
+
+
+def candidate_labels(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The label of samples whose class is a set of outputs: the top-scoring output within the set.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B, K)`` model outputs.
+    candidates : torch.Tensor
+        ``(B, K)`` bool, the outputs that name each sample's class (e.g. the ImageNet dog breeds
+        for a COCO dog); every row must have at least one.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` long: ``argmax`` of the logits restricted to the candidates (ties: the lowest index).
+    """
+    if candidates.shape != logits.shape:
+        raise ValueError(f"candidates {tuple(candidates.shape)} do not match the logits {tuple(logits.shape)}")
+    if not bool(candidates.any(1).all()):
+        raise ValueError("every sample needs at least one candidate output")
+    return logits.masked_fill(~candidates, float("-inf")).argmax(1)
