@@ -332,10 +332,15 @@ class PathsOptions:
         Parent of ``runs/`` and ``sweeps/`` (env ``LEARNROOT_OUTPUT_ROOT``).
     cache_dir : str
         The embedded benchmark and its trained CNN (env ``LEARNROOT_CACHE``).
+    shared_data : str
+        The folder of real weights and images that the ``setup`` presets read (env
+        ``LEARNROOT_SHARED_DATA``; its layout: ``weights/``, ``mnist/``, ``cifar10/``,
+        ``imagenet-samples/``, ``coco128-seg/``).
     """
 
     output_root: str = "outputs"
     cache_dir: str = "~/.cache/learnroot"
+    shared_data: str = "../shared/data"
 
 
 @dataclass
