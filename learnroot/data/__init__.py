@@ -2,6 +2,10 @@
 
 Every dataset yields dicts with ``image``, ``label``, ``id``, ``path`` (and ``mask`` when it has
 masks); unreadable files yield ``{"id", "path", "error"}`` and :func:`collate` sets them aside.
+
+Every builder chooses its samples with :func:`~learnroot.data.folder.choose_samples` (the
+``dataset.part`` by a hash of the sample id, then ``dataset.limit`` with ``dataset.seed``), passing
+the ids its items will carry, so that ``tune`` and ``test`` are disjoint on every dataset.
 """
 from __future__ import annotations
 
@@ -13,14 +17,14 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..options import DatasetOptions
-from .folder import DataError, ImageFolderDataset, scan, select
+from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, select, split_part
 from .images import BadImage, Preprocess
 from .shapes import CLASSES as SHAPE_CLASSES
 from .shapes import generate
 from .toy import ToyPoints
 
 __all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
-           "num_classes"]
+           "num_classes", "choose_samples", "split_part", "PARTS"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -44,8 +48,9 @@ class DatasetSpec:
     name : str
         The ``dataset=`` choice (and ``conf/dataset/<name>.yaml``).
     build : callable
-        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already limited to
-        ``options.limit`` samples; raises :class:`DataError` (one line) when it cannot be used.
+        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already restricted to
+        ``options.part`` and ``options.limit`` by :func:`choose_samples`; raises :class:`DataError`
+        (one line) when it cannot be used.
     summary : str
         One line for README.
     needs_root : str, optional
@@ -110,12 +115,12 @@ def _shapes(options, preprocess, num_outputs, cache_dir, split):
     if split not in ("train", "val"):
         raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
     samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
-    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess)
 
 
 def _imagenet(options, preprocess, num_outputs, cache_dir, split):
     samples = scan(options.root, num_outputs, options.class_index, options.masks)
-    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess)
 
 
 def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
@@ -123,14 +128,16 @@ def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
     if not Path(options.root).expanduser().is_file():
         raise DataError(f"ImageNet-Segmentation file not found: {options.root}")
     dataset = ImageNetSegmentation(str(Path(options.root).expanduser()), preprocess.image, preprocess.mask)
-    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    indices = list(range(len(dataset)))
+    subset = Subset(dataset, choose_samples(indices, options, [dataset.sample_id(i) for i in indices]))
     subset.has_masks = True
     return subset
 
 
 def _toy_points(options, preprocess, num_outputs, cache_dir, split):
     dataset = ToyPoints()
-    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    indices = list(range(len(dataset)))
+    subset = Subset(dataset, choose_samples(indices, options, [dataset.sample_id(i) for i in indices]))
     subset.has_masks = False
     return subset
 

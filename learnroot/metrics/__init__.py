@@ -3,10 +3,11 @@
 :func:`evaluate` is the entry point; :mod:`~learnroot.metrics.registry` declares every metric and
 the direction of each score. The submodules hold the single metrics:
 :mod:`~learnroot.metrics.flipping` (pixel flipping, positive / negative perturbation),
+:mod:`~learnroot.metrics.region` (region perturbation, AOPC),
 :mod:`~learnroot.metrics.localisation` (masks) and :mod:`~learnroot.metrics.baselines`
 (replacement values). Importing this package registers them, in evaluation order.
 """
-from learnroot.metrics import flipping, localisation as _localisation  # noqa: F401 - registration order
+from learnroot.metrics import flipping, region, localisation as _localisation  # noqa: F401 - registration order
 from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
 from learnroot.metrics.evaluate import Context, Evaluation, evaluate
 from learnroot.metrics.flipping import Curve, relevance_map
