@@ -246,3 +246,32 @@ def test_off_by_default_and_checked():
     assert not AOPC_NAMES & set(default.per_sample)
     with pytest.raises(ValueError, match="aopc_baseline"):
         run(model, x, x, aopc_baseline="grey")
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_faithfulness_preset_end_to_end(run_cli, tmp_path):
+    """``metrics=faithfulness`` on the tune part of the embedded benchmark, two methods, then the paired table."""
+    import pandas as pd
+
+    result = run_cli("-m", "method=gradient,dtd_zplus", "metrics=faithfulness", "dataset.part=tune",
+                     "dataset.limit=2", "batch_size=2", "save_heatmaps=false", "save_relevance=false")
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(path for path in (tmp_path / "outputs" / "sweeps").glob("*/*") if (path / "metrics.json").is_file())
+    assert len(jobs) == 2
+    samples = pd.read_csv(jobs[0] / "per_sample.csv")
+    assert AOPC_NAMES <= set(samples.columns) and samples[sorted(AOPC_NAMES)].notna().all().all()
+    assert all(int(hashlib.sha1(i.encode()).hexdigest()[:16], 16) / 16 ** 16 < 0.3 for i in samples["id"])
+    curves = pd.read_csv(jobs[0] / "curves.csv")
+    assert {"aopc_morf", "aopc_lerf", "aopc_random", "morf", "lerf"} <= set(curves["kind"])
+    # 64 px: 3 px patches, 22 x 22 = 484 of them, 20 % removed in 20 steps
+    assert curves[curves["kind"] == "aopc_morf"]["x"].max() == pytest.approx(97 / 484)
+    table = run_cli(str(tmp_path / "outputs" / "sweeps"), "--paired", "gradient", "-o", str(tmp_path / "t"),
+                    name="learnroot-table")
+    assert table.returncode == 0, table.stderr
+    paired = pd.read_csv(tmp_path / "t" / "table_paired.csv")
+    assert list(paired["method"]) == ["dtd_zplus"] and list(paired["n"]) == [2]
+    for name in ("aopc_morf_logit", "aopc_gap_logit", "aopc_morf_vs_random_logit", "morf_auc"):
+        assert paired[f"{name}_n"].tolist() == [2], name
