@@ -554,7 +554,8 @@ def _paired_cells(frame: pd.DataFrame, metrics: list[str]) -> list[dict]:
 
 def _paired_legend(resamples: int, seed: int) -> str:
     return (f"Paired differences configuration − baseline over the same samples (matched by id, status ok in both "
-            f"runs): mean [95 % percentile-bootstrap interval of the mean, {resamples:,} resamples, seed {seed}]; "
+            f"runs): mean [95 % percentile-bootstrap interval of the mean, {resamples:,} resamples, "
+            f"seed {seed}]; "
             "n = pairs (a cell's own count in parentheses where it differs). **Bold**: the interval excludes 0 on "
             "the better side (↓ lower / ↑ higher is better); †: it excludes 0 on the worse side; *: it excludes 0, "
             "the score has no better side. Intervals are per cell, not corrected for multiple comparisons.")

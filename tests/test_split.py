@@ -76,7 +76,8 @@ def test_every_builder_applies_the_part(tmp_path):
     for name in ("a", "b", "c"):
         (tmp_path / "val" / name).mkdir(parents=True)
         for index in range(8):
-            Image.fromarray(np.full((4, 4, 3), index * 20, dtype=np.uint8)).save(tmp_path / "val" / name / f"{index}.png")
+            image = Image.fromarray(np.full((4, 4, 3), index * 20, dtype=np.uint8))
+            image.save(tmp_path / "val" / name / f"{index}.png")
     folder = _check_builder(DatasetOptions(name="imagenet", root=str(tmp_path / "val"), limit=None), preprocess, 0,
                             str(tmp_path))
     assert len(folder) == 24 and 0 < sum(map(in_tune, folder)) < 24  # both parts exercised
