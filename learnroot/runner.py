@@ -115,7 +115,7 @@ class Pipeline:
         attribution, seconds_attr = self.attribute(x, target)
         relevance = attribution.relevance.detach()
         bad = conservation.nonfinite(relevance)
-        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"))
+        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"])
         columns = self.sample_columns(batch, logits, target, label, attribution, bad)
         if self.options.metrics.cost:
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
@@ -153,7 +153,7 @@ class Pipeline:
         _sync(self.device)
         return attribution, (time.perf_counter() - start) / len(x)
 
-    def evaluate(self, x, relevance, bad, target, label, mask):
+    def evaluate(self, x, relevance, bad, target, label, mask, ids=None):
         """The metrics of the batch (non-finite relevance replaced by zeros, its metrics NaN later) and
         their seconds per image."""
         safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
@@ -163,7 +163,7 @@ class Pipeline:
             mask = None
         start = time.perf_counter()
         evaluation = evaluate(self.model, x, safe, target, label, mask, self.options.metrics, self.norm,
-                              attributor=self.attributor)
+                              attributor=self.attributor, ids=ids)
         _sync(self.device)
         return evaluation, (time.perf_counter() - start) / len(x)
 

@@ -20,7 +20,9 @@ except ImportError:  # tests/ is not a package
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-def test_default_presets_equal_the_dataclass_defaults():
+def test_default_presets_equal_the_dataclass_defaults(monkeypatch):
+    for variable in ("LEARNROOT_OUTPUT_ROOT", "LEARNROOT_CACHE", "LEARNROOT_SHARED_DATA"):
+        monkeypatch.delenv(variable, raising=False)  # the paths group reads them
     assert dataclasses.asdict(compose_options()) == dataclasses.asdict(RunOptions())
 
 
