@@ -144,7 +144,7 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
                                                        pct_start=WARM_UP)
     log.info("training small_cnn on %d images (%d epochs at most, %d steps each; stops at %.0f %% validation "
              "accuracy)", len(images), options.train_epochs, per_epoch, 100 * options.train_target_accuracy)
-    val_accuracy, epoch = 0.0, 0
+    val_accuracy, epoch, loop_started = 0.0, 0, time.perf_counter()
     for epoch in range(1, options.train_epochs + 1):
         model.train()
         order = torch.randperm(len(images), generator=generator)
@@ -163,10 +163,10 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
             total += loss.item() * len(index)
         state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
         val_accuracy = accuracy(_rounded(model), val_images, val_labels)
-        elapsed = time.perf_counter() - started
+        elapsed, per_epoch_s = time.perf_counter() - started, (time.perf_counter() - loop_started) / epoch
         reached = val_accuracy >= options.train_target_accuracy
         left = "" if reached or epoch == options.train_epochs else \
-            f", at most {elapsed / epoch * (options.train_epochs - epoch):.0f} s left"
+            f", at most {per_epoch_s * (options.train_epochs - epoch):.0f} s left"
         log.info("small_cnn epoch %d/%d: loss %.3f, validation accuracy %.3f (%.0f s%s)", epoch, options.train_epochs,
                  total / len(images), val_accuracy, elapsed, left)
         if reached:
