@@ -230,6 +230,31 @@ class FailedJobs(Callback):
                 _FAILED_JOBS.append(str(failed.parent))
 
 
+#: Hydra flags followed by a value (``--cfg job``); ``--info`` takes one optionally.
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+               "-cd", "--experimental-rerun")
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split the command line into Hydra's flags (with their values) and the overrides."""
+    flags, overrides, items = [], [], iter(argv)
+    for item in items:
+        if not item.startswith("-"):
+            overrides.append(item)
+            continue
+        flags.append(item)
+        if item in VALUE_FLAGS or item in ("--info", "-i"):
+            value = next(items, None)
+            if value is None:
+                continue
+            if item in VALUE_FLAGS or value in INFO_TOPICS:
+                flags.append(value)
+            else:
+                overrides.append(value)
+    return flags, overrides
+
+
 _hydra_main = hydra.main(version_base="1.3", config_path="pkg://learnroot.conf", config_name="config")(execute)
 
 
@@ -238,8 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     from .openmp import prefer_passive_wait
     prefer_passive_wait()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = [item for item in argv if item.startswith("-")]
-    overrides = [item for item in argv if not item.startswith("-")]
+    flags, overrides = split_flags(argv)
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
     try:
         resume = [item.split("=", 1)[1] for item in overrides if item.startswith("resume=")]
@@ -251,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             if done.is_file() and json.loads(done.read_text()).get("status") == "complete":
                 print(f"{PROG}: {resume[0]} is already complete; nothing to do")
                 return
-        if not set(flags) - {"-m", "--multirun"}:
+        if not {flag for flag in flags if flag.startswith("-")} - {"-m", "--multirun"}:
             validate(overrides, multirun)
         elif not any(flag in ("-h", "--help", "--hydra-help", "--info", "-i") for flag in flags):
             validate(overrides, multirun, inputs=False)  # --cfg, -p: the composition only, without torch
