@@ -28,8 +28,6 @@ NON_NEGATIVE = ("root_opt.conv.steps", "root_opt.dense.steps", "root_opt.pixel.s
                 "dataset.num_workers")
 
 
-#: Config groups that select presets without a node of their own in :class:`RunOptions`.
-PRESET_GROUPS = ("experiment", "cluster")
 #: ``device=`` values: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>``, ``mps``.
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
 
@@ -38,10 +36,16 @@ class ConfigError(Exception):
     """An invalid configuration; ``str(error)`` is one line."""
 
 
-def did_you_mean(word: str, candidates) -> str:
-    """`` (did you mean X?)`` naming the closest candidate (:func:`difflib.get_close_matches`), or ``""``."""
+def closest(word: str, candidates):
+    """The candidate closest to ``word`` (:func:`difflib.get_close_matches`), or ``None``."""
     match = difflib.get_close_matches(str(word), [str(item) for item in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
+    return match[0] if match else None
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """`` (did you mean X?)`` naming the closest candidate, or ``""``."""
+    match = closest(word, candidates)
+    return f" (did you mean {match}?)" if match else ""
 
 
 def schema_keys(node=RunOptions, prefix: str = "") -> list[str]:
@@ -95,10 +99,11 @@ def check_overrides(overrides) -> None:
             options = group_options(key)
             value = value.strip()
             if re.fullmatch(r"[\w.-]+", value) and value != "null" and value not in options:
-                hint = did_you_mean(value, options)[:-1] + "; " if did_you_mean(value, options) else " ("
-                raise ConfigError(f"no option {value!r} in group {key}{hint}available: {', '.join(options)})")
+                match = closest(value, options)
+                hint = f"did you mean {match}?; " if match else ""
+                raise ConfigError(f"no option {value!r} in group {key} ({hint}available: {', '.join(options)})")
             continue
-        if key in keys or any(key.startswith(leaf + ".") for leaf in keys if _is_list_field(leaf)):
+        if key in keys or any(key.startswith(leaf + ".") for leaf in keys if _is_container_field(leaf)):
             continue
         parent = key.rpartition(".")[0]
         siblings = [candidate for candidate in keys if candidate.rpartition(".")[0] == parent]
@@ -106,11 +111,12 @@ def check_overrides(overrides) -> None:
         raise ConfigError(f"no config key {key!r}{hint}")
 
 
-def _is_list_field(key: str) -> bool:
+def _is_container_field(key: str) -> bool:
+    """Whether a schema key holds a list or a dict (whose items are addressed as ``key.<item>``)."""
     value = RunOptions()
     for part in key.split("."):
         value = getattr(value, part)
-    return isinstance(value, list)
+    return isinstance(value, (list, dict))
 
 
 def register() -> None:
