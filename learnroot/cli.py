@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, check_choices, check_inputs, compose, register
+from .config import ConfigError, check_choices, check_inputs, compose, jobs_run_here, register
 from .options import RunOptions
 
 PROG = "learnroot-run"
@@ -128,7 +128,7 @@ def validate(overrides: list[str], multirun: bool = False, inputs: bool = True) 
         except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
             raise ConfigError(one_line(error)) from None
         if inputs:
-            check_inputs(to_options(cfg))
+            check_inputs(to_options(cfg), device=jobs_run_here(overrides))
 
 
 def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:

@@ -185,12 +185,24 @@ def check_choices(options: RunOptions) -> None:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
 
 
-def check_inputs(options: RunOptions) -> None:
+def jobs_run_here(overrides) -> bool:
+    """False when the overrides send the jobs to other machines (``cluster=slurm``, a SLURM launcher):
+    this machine's devices then say nothing about theirs."""
+    for item in overrides:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        if (key == "cluster" and value not in ("null", "local_parallel")) or \
+                (key == "hydra/launcher" and "slurm" in value):
+            return False
+    return True
+
+
+def check_inputs(options: RunOptions, device: bool = True) -> None:
     """Check what a run needs from the machine before it starts: files, folders and the device.
 
     Called by ``learnroot-run`` before Hydra makes the run folder (composition alone accepts any
-    path): dataset roots, class-index and mask files, a weights file given by path, and whether
-    the requested device exists (this imports torch only for ``cuda`` and ``mps``).
+    path): dataset roots, class-index and mask files, a weights file given by path, and, with
+    ``device=True``, whether the requested device exists here (this imports torch only for
+    ``cuda`` and ``mps``).
 
     Raises
     ------
@@ -211,7 +223,7 @@ def check_inputs(options: RunOptions) -> None:
     weights = options.model.weights
     if weights not in ("auto", "random", "") and not Path(weights).expanduser().is_file():
         raise ConfigError(f"model.weights={weights}: weights file not found (a path, auto or random)")
-    device = str(options.device)
+    device = str(options.device) if device else "cpu"
     if device.startswith("cuda"):
         import torch
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -109,3 +109,9 @@ def test_inputs_are_checked_before_the_run(tmp_path, override, message):
     assert message.format(tmp=tmp_path) in str(error.value)
     assert not (tmp_path / "nowhere").exists()
     compose_options(override.format(tmp=tmp_path))  # composition alone accepts them: Hydra can still compose
+
+
+def test_device_is_not_checked_for_jobs_sent_to_a_cluster():
+    validate(["cluster=slurm", "device=cuda:99", "hydra.launcher.partition=gpu"], multirun=True)
+    with pytest.raises(ConfigError, match="device=cuda:99 but"):
+        validate(["cluster=local_parallel", "device=cuda:99"], multirun=True)
