@@ -170,7 +170,8 @@ def test_cfg_checks_the_composition(run_cli, tmp_path):
 
 
 def test_wheel_ships_the_config_tree(tmp_path):
-    """A non-editable install carries conf/ inside the package and composes from any cwd."""
+    """A non-editable install carries conf/ and the small CNN's weights inside the package and composes
+    from any cwd."""
     wheels, target = tmp_path / "wheels", tmp_path / "site"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
                             str(REPO)], capture_output=True, text=True)
@@ -182,6 +183,8 @@ def test_wheel_ships_the_config_tree(tmp_path):
     yamls = sorted(str(p.relative_to(REPO / "conf")) for p in (REPO / "conf").rglob("*.yaml"))
     shipped = sorted(str(p.relative_to(target / "learnroot" / "conf")) for p in (target / "learnroot" / "conf").rglob("*.yaml"))
     assert shipped == yamls
+    weights = target / "learnroot" / "weights" / "small_cnn.pt"  # the embedded model's weights are package data
+    assert weights.is_file() and weights.read_bytes() == (REPO / "learnroot" / "weights" / "small_cnn.pt").read_bytes()
     code = ("import learnroot, sys; assert learnroot.__file__.startswith(sys.argv[1]), learnroot.__file__; "
             "from learnroot.cli import main; main(['--cfg', 'job', 'method=dtd_zb'])")
     result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,
