@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from learnroot.openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before any test module imports torch: idle OpenMP threads sleep on busy cores
+
 REPO = Path(__file__).resolve().parents[1]
 #: The real weights and images (``LEARNROOT_SHARED_DATA``, default ``<repo>/../shared/data``); tests that need
 #: them skip when the folder is absent.
