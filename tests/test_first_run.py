@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,15 @@ def test_shipped_weights_are_small_and_are_the_default_model(tmp_path):
 def test_this_machine_draws_the_images_the_shipped_model_was_evaluated_on():
     """README's numbers hold only if the procedural benchmark renders the same pixels here."""
     assert split_digest(0, "val", 60, 64) == shipped_meta()["digests"]["val"]
+
+
+def test_a_benchmark_drawn_differently_is_reported(tmp_path, caplog, monkeypatch):
+    module = sys.modules["learnroot.models.small_cnn"]  # (learnroot.models.small_cnn is also a function's name)
+    meta = dict(shipped_meta(), digests={"val": "0" * 64})
+    monkeypatch.setattr(module, "shipped_meta", lambda: meta)
+    monkeypatch.setattr(module, "read_weights", lambda path: (read_weights(SHIPPED_WEIGHTS)[0], meta))
+    build_model(ModelOptions(), DatasetOptions(), str(tmp_path))
+    assert "differs from the one the shipped small_cnn was evaluated on" in caplog.text
 
 
 def test_default_model_starts_at_once_with_only_the_validation_split(tmp_path, caplog):

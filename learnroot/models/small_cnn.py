@@ -277,10 +277,11 @@ def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path:
 
 
 def _check_digest(meta: dict, dataset_options, cache_dir: str) -> None:
-    """Warn when the validation images generated here differ from those the shipped weights were checked on."""
-    from ..data import shapes_parent
+    """Warn when the validation images drawn here differ from those the shipped weights were checked on
+    (draws the validation split if it is not there yet: runs explain it)."""
+    from ..data import shapes_root
     from ..data.shapes import read_split_digest
-    root = shapes_parent(dataset_options, cache_dir) / _benchmark_name(dataset_options)
+    root = shapes_root(dataset_options, cache_dir, splits=("val",))
     here, there = read_split_digest(root, "val"), (meta.get("digests") or {}).get("val")
     if here and there and here != there:
         log.warning("the shapes benchmark generated here differs from the one the shipped small_cnn was evaluated "
