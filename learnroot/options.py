@@ -69,8 +69,9 @@ class ModelOptions:
     name : str
         A registered model (:data:`learnroot.models.REGISTRY`).
     weights : str
-        ``auto`` (small_cnn: train once and cache; torchvision models: the torch hub cache file),
-        a path to a state-dict file, or ``random`` (smoke tests only; a warning is logged).
+        ``auto`` (small_cnn: the weights shipped with the package for the default benchmark, else
+        trained once and cached; torchvision models: the torch hub cache file), a path to a
+        state-dict file, or ``random`` (smoke tests only; a warning is logged).
     num_classes : int
         Number of outputs; ``0`` means "take it from the dataset" (small_cnn).
     resize, crop : int
@@ -81,8 +82,10 @@ class ModelOptions:
     value_range : list of float
         ``[low, high]`` of raw pixel values before normalisation (``[0, 1]`` for images); the
         zB pixel box is this range mapped through the normalisation.
-    train_epochs, train_lr, train_batch_size, train_seed : number
-        Training of the embedded small CNN (ignored by the other models).
+    train_epochs, train_lr, train_batch_size, train_seed, train_target_accuracy : number
+        Training of the embedded small CNN (ignored by the other models): at most
+        ``train_epochs`` epochs, stopping once the validation accuracy reaches
+        ``train_target_accuracy``.
     """
 
     name: str = "small_cnn"
@@ -93,10 +96,11 @@ class ModelOptions:
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     value_range: List[float] = field(default_factory=lambda: [0.0, 1.0])
-    train_epochs: int = 12
+    train_epochs: int = 8
     train_lr: float = 3e-3
     train_batch_size: int = 64
     train_seed: int = 0
+    train_target_accuracy: float = 0.98
 
 
 @dataclass
