@@ -3,26 +3,32 @@
 These dataclasses know nothing of Hydra or torch: science modules take them as arguments,
 :mod:`learnroot.config` registers them as Hydra schemas, and the CLI is the only place that turns a
 ``DictConfig`` into instances of them. Every field has a default, so each class can also be built
-by hand in tests and notebooks.
+by hand in tests and notebooks; the defaults *are* the default presets of ``conf/`` (a test composes
+each group's default preset and compares it with the dataclass), so there is one source of truth.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-ROOT_LOSSES = ("mse", "l1", "ssim", "hinge")
+ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
 POOL_RULES = ("norm", "epsilon", "flat")
 ZPLUS_FALLBACKS = ("wsquare", "none")
 #: Depths of the CIFAR-10 ResNets (``6 n + 2``, n basic blocks per stage).
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 PF_BASELINES = ("zero", "black", "blur", "uniform")
+PF_SCHEDULES = ("linear", "log")
+#: ``dataset.part``: every sample, or one of two disjoint parts chosen by a hash of the sample id
+#: (:func:`learnroot.data.folder.split_part`).
+DATASET_PARTS = ("all", "tune", "test")
 OUTPUTS = ("logit", "abs_logit", "one")
 
 #: Keys restricted to fixed names (the names of models, datasets and methods come from their
 #: registries: :func:`learnroot.config.choices`).
 CHOICES = {
     "dataset.on_error": ("skip", "fail"),
+    "dataset.part": DATASET_PARTS,
     "method.pixel_rule": PIXEL_RULES,
     "method.pool_rule": POOL_RULES,
     "method.zplus_fallback": ZPLUS_FALLBACKS,
@@ -34,7 +40,11 @@ CHOICES = {
     "root_opt.weights": ("plus", "all"),
     "root_opt.layers": ("all", "conv", "dense", "first_k"),
     "root_opt.pixel_layer": ("zb", "learned"),
+    "root_opt.step": ("additive", "relative"),
+    "root_opt.control": ("none", "threshold", "shuffled", "uniform"),
     "metrics.pf_baseline": PF_BASELINES,
+    "metrics.pf_schedule": PF_SCHEDULES,
+    "metrics.aopc_baseline": PF_BASELINES,
     "metrics.localisation": ("auto", "on", "off"),
 }
 
@@ -65,8 +75,9 @@ class ModelOptions:
     name : str
         A registered model (:data:`learnroot.models.REGISTRY`).
     weights : str
-        ``auto`` (small_cnn: train once and cache; torchvision models: the torch hub cache file),
-        a path to a state-dict file, or ``random`` (smoke tests only; a warning is logged).
+        ``auto`` (small_cnn: the weights shipped with the package for the default benchmark, else
+        trained once and cached; torchvision models: the torch hub cache file), a path to a
+        state-dict file, or ``random`` (smoke tests only; a warning is logged).
     num_classes : int
         Number of outputs; ``0`` means "take it from the dataset" (small_cnn).
     resize, crop : int
@@ -84,8 +95,10 @@ class ModelOptions:
     depth : int
         Depth of the CIFAR ResNet (``model=cifar_resnet``), one of :data:`CIFAR_RESNET_DEPTHS`;
         ignored by the other models.
-    train_epochs, train_lr, train_batch_size, train_seed : number
-        Training of the embedded small CNN (ignored by the other models).
+    train_epochs, train_lr, train_batch_size, train_seed, train_target_accuracy : number
+        Training of the embedded small CNN (ignored by the other models): at most
+        ``train_epochs`` epochs, stopping once the validation accuracy reaches
+        ``train_target_accuracy``.
     """
 
     name: str = "small_cnn"
@@ -98,10 +111,11 @@ class ModelOptions:
     value_range: List[float] = field(default_factory=lambda: [0.0, 1.0])
     pad: int = 0
     depth: int = 0
-    train_epochs: int = 12
+    train_epochs: int = 8
     train_lr: float = 3e-3
     train_batch_size: int = 64
     train_seed: int = 0
+    train_target_accuracy: float = 0.98
 
 
 @dataclass
@@ -114,17 +128,25 @@ class DatasetOptions:
         A registered dataset (:data:`learnroot.data.REGISTRY`). ``shapes`` is the embedded procedural benchmark (generated into
         the cache folder on first use); ``imagenet`` an ImageFolder tree of WordNet-id folders;
         ``imagenet_segmentation`` the ``gtsegs_ijcv.mat`` file of ImageNet-Segmentation;
-        ``toy_points`` the seed's two-pixel points for the ``toy_sigmoid`` model.
+        ``toy_points`` the seed's two-pixel points for the ``toy_sigmoid`` model; ``mnist`` the
+        MNIST IDX files; ``cifar10`` CIFAR-10 class folders or pickle batches; ``coco_seg`` COCO
+        photos with YOLO segmentation labels, explained by an ImageNet model.
     root : str, optional
         Folder (or file) holding the data. ``None`` for ``shapes`` means the cache folder.
     split : str
-        Sub-folder of the shapes benchmark to explain (``val`` or ``train``).
+        Which part to explain: ``val`` or ``train`` (shapes), ``test`` or ``train`` (mnist,
+        cifar10), the ``images/`` sub-folder (coco_seg, e.g. ``train2017``).
     class_index : str, optional
         ``imagenet_class_index.json``-style file mapping output indices to WordNet ids.
     masks : str, optional
         Folder parallel to ``root`` with one mask PNG per image (same relative path, ``.png``).
+    part : str
+        ``all`` samples, or the ``tune`` part (about 30 %: for choosing hyperparameters) or the
+        ``test`` part (the other 70 %: for reporting) of the dataset's sample list, split by a hash
+        of each sample's id (:func:`learnroot.data.folder.split_part`): the parts are disjoint and a
+        sample stays in its part when the folder grows. Applied before ``limit``.
     limit : int, optional
-        Explain at most this many images, chosen deterministically with ``seed``.
+        Explain at most this many images (of the part), chosen deterministically with ``seed``.
     seed : int
         Seed of the subset selection (and of the shapes generator).
     on_error : str
@@ -133,6 +155,9 @@ class DatasetOptions:
         Shapes benchmark: image side in pixels and images per class in each split.
     num_workers : int
         DataLoader worker processes.
+    min_area : float
+        ``coco_seg``: set aside images whose explained object covers less than this fraction of
+        the image (0: keep every image with a mapped object).
     """
 
     name: str = "shapes"
@@ -140,6 +165,7 @@ class DatasetOptions:
     split: str = "val"
     class_index: Optional[str] = None
     masks: Optional[str] = None
+    part: str = "all"
     limit: Optional[int] = 32
     seed: int = 0
     on_error: str = "skip"
@@ -147,6 +173,7 @@ class DatasetOptions:
     n_train: int = 600
     n_val: int = 60
     num_workers: int = 0
+    min_area: float = 0.0
 
 
 @dataclass
@@ -195,7 +222,7 @@ class MethodOptions:
         Which class to explain: ``label`` or ``prediction``.
     """
 
-    name: str = "dtd_zplus"
+    name: str = "ours"
     pixel_rule: str = "zb"
     pool_rule: str = "norm"
     zplus_fallback: str = "wsquare"
@@ -221,17 +248,18 @@ class LayerRootOptions:
         One of :data:`ROOT_LOSSES`: relevance-matching loss between the layer's response to the
         signal ``s = x - root`` and the relevance arriving from above.
     steps : int
-        Gradient steps; ``0`` keeps the start point (root 0 on the z+ weights: the z+ rule).
+        Most descent steps; ``0`` keeps the start point (root 0 on the z+ weights: the z+ rule).
     lr : float
-        Step size.
+        Step size: in the layer input's units per unit of gradient (``step: additive``), or the
+        largest fraction of an input that one step removes (``step: relative``).
     clip : float
-        Element-wise gradient clip ``[-clip, clip]``; ``0`` disables clipping.
+        Element-wise gradient clip ``[-clip, clip]`` of the additive step; ``0`` disables clipping.
     """
 
-    loss: str = "mse"
-    steps: int = 5
-    lr: float = 1.0
-    clip: float = 1.0
+    loss: str = "cosine"
+    steps: int = 3
+    lr: float = 0.5
+    clip: float = 0.0
 
 
 @dataclass
@@ -266,6 +294,20 @@ class RootOptOptions:
         raw relevances as the +-1 targets of the hinge-embedding loss.
     stabilizer : float
         Keeps the redistribution's denominators away from zero.
+    step : str
+        ``additive``: ``s <- P(s - lr clip(grad))``, in the input's units (the paper's code);
+        ``relative``: the signal is ``s = m x`` with ``m`` in ``[0, 1]`` and each step moves ``m`` by
+        ``lr`` times the gradient divided by its largest magnitude in the sample (scale-free).
+    tol : float
+        Stop the descent early once no sample's signal moves by more than ``tol`` (relative, in the
+        max norm) in a step; ``0`` takes every step.
+    control : str
+        Controls that keep the method honest: ``none``; ``threshold`` (no descent: the root that the
+        additive MSE descent reaches when every gradient is clipped, ``s = P(x - steps lr clip)``);
+        ``shuffled`` (the same descent, matching a random permutation of the relevance within the
+        layer); ``uniform`` (matching a constant relevance).
+    control_seed : int
+        Seed of the ``shuffled`` permutations.
     """
 
     name: str = "default"
@@ -281,6 +323,10 @@ class RootOptOptions:
     softmax: bool = False
     paper_quirks: bool = False
     stabilizer: float = 1e-6
+    step: str = "relative"
+    tol: float = 0.0
+    control: str = "none"
+    control_seed: int = 0
 
 
 @dataclass
@@ -292,7 +338,13 @@ class MetricsOptions:
     pixel_flipping : bool
         MoRF and LeRF pixel flipping.
     pf_steps : int
-        Number of equal steps from 0 to 100 % of the pixels removed.
+        Number of steps from 0 to 100 % of the pixels removed.
+    pf_schedule : str
+        ``linear``: equal steps (Samek et al. 2017; the default, as in earlier results); ``log``:
+        fractions spaced geometrically from ``pf_log_start`` to 100 %, AUC over the normalised log
+        axis, so early removals weigh as much as late ones (:mod:`learnroot.metrics.flipping`).
+    pf_log_start : float
+        Fraction removed at the first step of the ``log`` schedule (at least one pixel).
     pf_baseline : str
         Replacement value, one of :data:`PF_BASELINES`.
     pf_blur_sigma : float
@@ -303,6 +355,20 @@ class MetricsOptions:
         Positive / negative perturbation (Chefer et al. 2021).
     perturbation_fractions : list of float
         Fractions removed, each from the clean image.
+    aopc : bool
+        Region perturbation (Samek et al. 2017): AOPC of patches removed in MoRF, LeRF and random
+        order (:mod:`learnroot.metrics.region`); ``3 x aopc_steps`` forward passes per sample.
+    aopc_patch : int
+        Side of the square patches in pixels; ``0``: ``round(9 * H / 224)``, at least 1 (Samek's
+        9 x 9 regions at 224 px; 3 at 64 px; 1 at 28 or 32 px).
+    aopc_steps : int
+        Number of perturbation steps ``L``.
+    aopc_fraction : float
+        Fraction of the patches removed at step ``L`` (Samek: 100 of 625 regions, 16 %).
+    aopc_baseline : str
+        Replacement of the removed patches, one of :data:`PF_BASELINES` (Samek: ``uniform`` noise).
+    aopc_seed : int
+        Seed of the random order (combined with each sample's id).
     localisation : str
         ``auto`` (when the dataset has masks), ``on`` (error without masks) or ``off``.
     conservation : bool
@@ -315,6 +381,8 @@ class MetricsOptions:
 
     pixel_flipping: bool = True
     pf_steps: int = 20
+    pf_schedule: str = "linear"
+    pf_log_start: float = 0.001
     pf_baseline: str = "zero"
     pf_blur_sigma: float = 5.0
     pf_chunk: int = 256
@@ -322,6 +390,12 @@ class MetricsOptions:
     perturbation_fractions: List[float] = field(
         default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     )
+    aopc: bool = False
+    aopc_patch: int = 0
+    aopc_steps: int = 20
+    aopc_fraction: float = 0.2
+    aopc_baseline: str = "uniform"
+    aopc_seed: int = 0
     localisation: str = "auto"
     conservation: bool = True
     cost: bool = True
@@ -338,10 +412,15 @@ class PathsOptions:
         Parent of ``runs/`` and ``sweeps/`` (env ``LEARNROOT_OUTPUT_ROOT``).
     cache_dir : str
         The embedded benchmark and its trained CNN (env ``LEARNROOT_CACHE``).
+    shared_data : str
+        The folder of real weights and images that the ``setup`` presets read (env
+        ``LEARNROOT_SHARED_DATA``; its layout: ``weights/``, ``mnist/``, ``cifar10/``,
+        ``imagenet-samples/``, ``coco128-seg/``).
     """
 
     output_root: str = "outputs"
     cache_dir: str = "~/.cache/learnroot"
+    shared_data: str = "../shared/data"
 
 
 @dataclass

@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import conservation
-from .data import DataError, build_dataset, collate
+from .data import REGISTRY as DATASETS
+from .data import DataError, build_dataset, candidate_labels, collate
 from .attribution import make_attributor
-from .metrics.evaluate import Normalisation, evaluate
+from .metrics.evaluate import evaluate
 from .models import build_model, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import RunFolder
@@ -78,8 +79,8 @@ class Pipeline:
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
-        if options.metrics.localisation == "on" and options.dataset.name in ("toy_points", "imagenet") \
-                and not options.dataset.masks:
+        spec = DATASETS.get(options.dataset.name)
+        if options.metrics.localisation == "on" and not (spec and spec.has_masks) and not options.dataset.masks:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
@@ -90,8 +91,7 @@ class Pipeline:
             parameter.requires_grad_(False)
         box = self.preprocess.box(self.device)
         self.attributor = make_attributor(self.model, options.method, options.root_opt, box)
-        self.norm = Normalisation(mean=list(self.preprocess.mean), std=list(self.preprocess.std),
-                                  value_range=tuple(self.preprocess.value_range))
+        self.norm = self.preprocess.norm
 
     def batches(self) -> list[list[int]]:
         """The fixed batch composition: consecutive slices of ``batch_size`` samples."""
@@ -99,7 +99,8 @@ class Pipeline:
         return [list(range(start, min(start + size, total))) for start in range(0, total, size)]
 
     def process(self, batch: dict) -> tuple[list[dict], list[dict], list[dict], list[tuple]]:
-        """Attribute and evaluate one collated batch.
+        """Attribute and evaluate one collated batch: :meth:`targets`, :meth:`attribute`,
+        :meth:`evaluate`, then the table rows and the files.
 
         Returns
         -------
@@ -108,68 +109,97 @@ class Pipeline:
         files : list of tuple
             ``(id, relevance, input, display, target, logit)`` per sample for the run folder.
         """
-        options, device = self.options, self.device
-        x = batch["image"].to(device)
-        label = batch["label"].to(device)
-        with torch.no_grad():
-            logits = self.model(x)
-        prediction = logits.argmax(1)
-        use_label = options.method.target == "label"
-        if use_label and bool((label < 0).any()):
-            log.warning("some samples have no label: explaining the prediction for those")
-        target = torch.where(use_label & (label >= 0), label, prediction)
-
-        _sync(device)
-        start = time.perf_counter()
-        attribution = self.attributor(x, target)
-        _sync(device)
-        seconds_attr = (time.perf_counter() - start) / len(x)
-
+        x = batch["image"].to(self.device)
+        label = batch["label"].to(self.device)
+        logits, label, target = self.targets(x, label, batch.get("candidates"))
+        attribution, seconds_attr = self.attribute(x, target)
         relevance = attribution.relevance.detach()
         bad = conservation.nonfinite(relevance)
-        fallback = attribution.root_fallback if attribution.root_fallback is not None else torch.zeros_like(bad)
+        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"])
+        columns = self.sample_columns(batch, logits, target, label, attribution, bad)
+        if self.options.metrics.cost:
+            columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
+        scores = dict(evaluation.per_sample)
+        if self.options.metrics.conservation:
+            scores["conservation_error"] = conservation.global_error(attribution)
+        for name, values in scores.items():  # NaN for samples whose relevance is not finite
+            columns[name] = values.detach().double().cpu().masked_fill(bad.cpu(), math.nan).tolist()
+        samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        layers = self.layer_rows(batch["id"], attribution) if self.options.metrics.conservation else []
+        curves = [{"id": batch["id"][row["sample"]], **{key: value for key, value in row.items() if key != "sample"}}
+                  for row in evaluation.curves]
+        files = self.files(batch["id"], x, relevance, columns["target"], columns["target_logit"])
+        return samples, layers, curves, files
+
+    def targets(self, x: torch.Tensor, label: torch.Tensor, candidates=None):
+        """Logits ``(B, K)``, labels ``(B,)`` and the class to explain ``(B,)``: the label
+        (``method.target=label``; the prediction where the label is unknown) or the prediction. Where
+        the dataset gives a set of ``candidates`` per sample (``(B, K)`` bool: one object class, several
+        outputs), the label is the best-scoring output of the set."""
+        with torch.no_grad():
+            logits = self.model(x)
+        if candidates is not None:
+            label = candidate_labels(logits, candidates.to(self.device))
+        use_label = self.options.method.target == "label"
+        if use_label and bool((label < 0).any()):
+            log.warning("some samples have no label: explaining the prediction for those")
+        return logits, label, torch.where(use_label & (label >= 0), label, logits.argmax(1))
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor):
+        """The attribution of the batch and its seconds per image."""
+        _sync(self.device)
+        start = time.perf_counter()
+        attribution = self.attributor(x, target)
+        _sync(self.device)
+        return attribution, (time.perf_counter() - start) / len(x)
+
+    def evaluate(self, x, relevance, bad, target, label, mask, ids=None):
+        """The metrics of the batch (non-finite relevance replaced by zeros, its metrics NaN later) and
+        their seconds per image."""
         safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
-        mask = batch["mask"].to(device) if batch.get("mask") is not None else None
-        if options.metrics.localisation == "off":
+        if mask is not None and self.options.metrics.localisation != "off":
+            mask = mask.to(self.device)
+        else:
             mask = None
         start = time.perf_counter()
-        evaluation = evaluate(self.model, x, safe, target, label, mask, options.metrics, self.norm)
-        _sync(device)
-        seconds_eval = (time.perf_counter() - start) / len(x)
+        evaluation = evaluate(self.model, x, safe, target, label, mask, self.options.metrics, self.norm,
+                              attributor=self.attributor, ids=ids)
+        _sync(self.device)
+        return evaluation, (time.perf_counter() - start) / len(x)
 
-        probs = logits.softmax(1).gather(1, target[:, None])[:, 0]
+    @staticmethod
+    def sample_columns(batch, logits, target, label, attribution, bad) -> dict:
+        """The identity and model columns of ``per_sample.csv`` (lists, one entry per sample)."""
+        fallback = attribution.root_fallback if attribution.root_fallback is not None else torch.zeros_like(bad)
         flagged = (bad | fallback).cpu()
         reasons = [", ".join(text for flag, text in ((b, NONFINITE), (f, FALLBACK)) if flag)
                    for b, f in zip(bad.tolist(), fallback.tolist())]
-        columns = {"id": batch["id"], "path": batch["path"], "label": label.tolist(), "prediction": prediction.tolist(),
-                   "target": target.tolist(), "target_logit": attribution.target_logit.tolist(),
-                   "target_prob": probs.tolist(), "r_top": attribution.r_top.tolist(),
-                   "relevance_sum": relevance.flatten(1).sum(1).tolist(),
-                   "status": ["flagged" if flag else "ok" for flag in flagged.tolist()], "reason": reasons}
-        if options.metrics.cost:
-            columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
-        metrics = dict(evaluation.per_sample)
-        if options.metrics.conservation:
-            metrics["conservation_error"] = conservation.global_error(attribution)
-        nan_where_bad = bad.cpu()
-        for name, values in metrics.items():
-            columns[name] = values.detach().double().cpu().masked_fill(nan_where_bad, math.nan).tolist()
-        samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
-        layers = []
-        if options.metrics.conservation:
-            for sums, (name, kind, errors) in zip(attribution.layers, conservation.layer_errors(attribution)):
-                layers += [{"id": sample_id, "layer": name, "kind": kind, "r_out": r_out, "r_in": r_in, "error": error}
-                           for sample_id, r_out, r_in, error in
-                           zip(batch["id"], sums.r_out.tolist(), sums.r_in.tolist(), errors.tolist())]
-        curves = [{"id": batch["id"][row["sample"]], **{key: value for key, value in row.items() if key != "sample"}}
-                  for row in evaluation.curves]
+        probs = logits.softmax(1).gather(1, target[:, None])[:, 0]
+        return {"id": batch["id"], "path": batch["path"], "label": label.tolist(),
+                "prediction": logits.argmax(1).tolist(), "target": target.tolist(),
+                "target_logit": attribution.target_logit.tolist(), "target_prob": probs.tolist(),
+                "r_top": attribution.r_top.tolist(),
+                "relevance_sum": attribution.relevance.detach().flatten(1).sum(1).tolist(),
+                "status": ["flagged" if flag else "ok" for flag in flagged.tolist()], "reason": reasons}
+
+    @staticmethod
+    def layer_rows(ids: list, attribution) -> list[dict]:
+        """One ``layers.csv`` row per sample and propagated layer."""
+        rows = []
+        for sums, (name, kind, errors) in zip(attribution.layers, conservation.layer_errors(attribution)):
+            rows += [{"id": sample_id, "layer": name, "kind": kind, "r_out": r_out, "r_in": r_in, "error": error}
+                     for sample_id, r_out, r_in, error in
+                     zip(ids, sums.r_out.tolist(), sums.r_in.tolist(), errors.tolist())]
+        return rows
+
+    def files(self, ids, x, relevance, targets, logits) -> list[tuple]:
+        """``(id, relevance, input, display image, target, logit)`` per sample, as numpy arrays."""
         display = self.preprocess.unnormalise(x) if x.shape[1] in (1, 3) else x
         display = display.permute(0, 2, 3, 1)
         display = display[..., 0] if display.shape[-1] == 1 else display
         arrays = zip(relevance.cpu().numpy(), x.cpu().numpy(), display.cpu().numpy())
-        files = [(sample_id, r, model_input, image, target_index, logit) for sample_id, (r, model_input, image),
-                 target_index, logit in zip(batch["id"], arrays, columns["target"], columns["target_logit"])]
-        return samples, layers, curves, files
+        return [(sample_id, r, model_input, image, target, logit)
+                for sample_id, (r, model_input, image), target, logit in zip(ids, arrays, targets, logits)]
 
 
 def summarise(frames: dict, options: RunOptions) -> dict:
@@ -242,7 +272,9 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
     loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
                         num_workers=options.dataset.num_workers)
     indices = [index for index in range(len(batches)) if index not in done]
-    for index, batch in zip(indices, tqdm(loader, desc=f"{options.method.name} on {options.model.name}", unit="batch")):
+    progress = tqdm(zip(indices, loader), total=len(indices), desc=f"{options.method.name} on {options.model.name}",
+                    unit="batch")
+    for index, batch in progress:
         for error in batch["errors"]:
             log.warning("skipped %s: %s", error["path"], error["reason"])
             if options.dataset.on_error == "fail":
@@ -255,6 +287,8 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
                                           options.save_heatmaps, options.save_relevance)
         folder.write_part(index, samples=samples, layers=layers, curves=curves, skipped=batch["errors"])
     frames = folder.merge()
+    excluded = list(getattr(pipeline.dataset, "excluded", []))  # images the dataset set aside before reading
+    frames["skipped"] = list(frames["skipped"]) + excluded
     summary = summarise(frames, options)
     if summary["curves"]:
         from .figures import plot_mean_curves

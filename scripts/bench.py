@@ -79,7 +79,8 @@ from learnroot.allocator import tune_allocator
 from learnroot.attribution import make_attributor
 from learnroot.canonizers import canonizers
 from learnroot.methods import RuleBook, get as get_method, names
-from learnroot.metrics.evaluate import Normalisation, evaluate
+from learnroot.metrics.evaluate import evaluate
+from learnroot.normalisation import Normalisation
 from learnroot.models import preprocess_of, small_cnn
 from learnroot.options import (DatasetOptions, LayerRootOptions, MethodOptions, MetricsOptions,
                                ModelOptions, PathsOptions, RootOptOptions, RunOptions)

@@ -2,9 +2,13 @@
 # Regenerate the comparison tables and figures: run the experiment presets (conf/experiment/), then
 # aggregate them with learnroot-table and draw them with learnroot-figures.
 #
-#   bash scripts/reproduce_tables.sh                      # embedded shapes benchmark, CPU, minutes
+# Usage: bash scripts/reproduce_tables.sh [--help] [--dry-run] [override ...]
+#
+#   bash scripts/reproduce_tables.sh                      # shapes benchmark, CPU: about 10 min on 2 cores
+#   LIMIT=4 bash scripts/reproduce_tables.sh              # quick check: into outputs/reproduce/, not results/
 #   DATA=/data/imagenet/val WEIGHTS=/data/weights bash scripts/reproduce_tables.sh   # ImageNet
 #   bash scripts/reproduce_tables.sh cluster=slurm hydra.launcher.partition=gpu     # extra overrides
+#   bash scripts/reproduce_tables.sh --dry-run            # print what would run and where, run nothing
 #
 # Environment:
 #   DATA         ImageNet-style validation folder (<DATA>/<wnid>/<image>); switches to ImageNet
@@ -13,20 +17,47 @@
 #                hub/checkpoints/; default: $TORCH_HOME as it is
 #   CLASS_INDEX  imagenet_class_index.json (default: next to DATA or inside it, if present)
 #   MODEL        model of the methods and root_ablation presets on ImageNet (default vgg16)
-#   LIMIT        images per run (default: the dataset config's, 32)
+#   LIMIT        images per run (default: the dataset config's, 32). A quick mode: a LIMIT other than
+#                the default, or a dataset.limit=... argument, writes to outputs/reproduce/ unless
+#                RESULTS is set, so the committed results/ are never overwritten by a quick check
 #   PRESETS      presets to run (default: "methods root_ablation", plus "models" on ImageNet)
-#   RESULTS      output folder (default: results): runs in $RESULTS/runs/<benchmark>/sweeps/<preset>/,
-#                tables in $RESULTS/tables/<benchmark>_<preset>.{md,csv,tex} (+ _runs.csv),
-#                figures in $RESULTS/figures/<benchmark>_*.{png,pdf} with captions (.txt)
+#   RESULTS      output folder (default: results, or outputs/reproduce in a quick mode): runs in
+#                $RESULTS/runs/<benchmark>/sweeps/<preset>/, tables in
+#                $RESULTS/tables/<benchmark>_<preset>.{md,csv,tex} (+ _runs.csv), figures in
+#                $RESULTS/figures/<benchmark>_*.{png,pdf} with captions (.txt)
 #   SKIP_RUNS=1  only aggregate the runs already there
+#   BIN          folder of the learnroot-* commands (default: found on PATH, else .venv/bin)
 # Arguments are passed to every learnroot-run as extra overrides (launcher, device, limits, ...).
 #
 # Re-running adds new sweeps beside the old ones; the tables use the newest complete run of each
-# configuration (and say so). Exit status: 0 if every job succeeded, 1 if any job failed (the tables
-# and figures of what succeeded are still written), 2 on a usage error.
+# configuration (and say so). Exit status: 0 if every job succeeded (and for --help, --dry-run), 1 if
+# any job failed (the tables and figures of what succeeded are still written), 2 on a usage error.
 set -uo pipefail
 
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+dry_run=
+args_in=()
+for arg in "$@"; do
+    case $arg in
+        -h|--help) usage; exit 0 ;;
+        --dry-run) dry_run=1 ;;
+        -*) echo "reproduce_tables: unknown option $arg (try --help)" >&2; exit 2 ;;
+        *) args_in+=("$arg") ;;
+    esac
+done
+set -- ${args_in[@]+"${args_in[@]}"}
+
 cd "$(dirname "$0")/.."
+DEFAULT_LIMIT=32
+quick=
+[[ -n "${LIMIT:-}" && "${LIMIT}" != "$DEFAULT_LIMIT" ]] && quick="LIMIT=$LIMIT"
+for arg in "$@"; do
+    [[ $arg == dataset.limit=* || $arg == ++dataset.limit=* ]] && quick=$arg
+done
+if [[ -z "${RESULTS:-}" && -n $quick ]]; then
+    RESULTS=${LEARNROOT_OUTPUT_ROOT:-outputs}/reproduce
+    echo "reproduce_tables: quick mode ($quick): writing to $RESULTS/, not results/ (set RESULTS to choose)" >&2
+fi
 RESULTS=${RESULTS:-results}
 BIN=${BIN:-$(dirname "$(command -v learnroot-run || echo .venv/bin/learnroot-run)")}
 for tool in learnroot-run learnroot-table learnroot-figures; do
@@ -51,6 +82,8 @@ if [[ -n "${DATA:-}" ]]; then
         weights=$(cd "$WEIGHTS" && pwd)
         if [[ -d "$weights/hub/checkpoints" ]]; then
             export TORCH_HOME=$weights
+        elif [[ -n $dry_run ]]; then
+            echo "reproduce_tables: would link $RESULTS/.torch_home/hub/checkpoints -> $weights (TORCH_HOME)" >&2
         else  # a flat folder of torchvision files: expose it as a torch hub cache
             mkdir -p "$RESULTS/.torch_home/hub"
             TORCH_HOME=$(cd "$RESULTS/.torch_home" && pwd)
@@ -71,8 +104,13 @@ read -r -a presets <<< "${PRESETS:-$default_presets}"
 runs=$RESULTS/runs/$bench
 tables=$RESULTS/tables
 figures=$RESULTS/figures
-mkdir -p "$runs" "$tables" "$figures"
 status=0
+if [[ -n $dry_run ]]; then
+    run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
+else
+    run() { "$@"; }
+    mkdir -p "$runs" "$tables" "$figures"
+fi
 
 for preset in "${presets[@]}"; do
     if [[ ! -f conf/experiment/$preset.yaml ]]; then
@@ -87,26 +125,27 @@ for preset in "${presets[@]}"; do
     [[ $preset != models ]] && args+=(${model_args[@]+"${model_args[@]}"})
     if [[ -z "${SKIP_RUNS:-}" ]]; then
         echo "== $preset: learnroot-run -m experiment=$preset ${args[*]-} $*" >&2
-        "$BIN/learnroot-run" -m "experiment=$preset" "paths.output_root=$runs" ${args[@]+"${args[@]}"} "$@"
+        run "$BIN/learnroot-run" -m "experiment=$preset" "paths.output_root=$runs" ${args[@]+"${args[@]}"} "$@"
         code=$?
         if (( code != 0 )); then
             echo "reproduce_tables: $preset: learnroot-run exited $code" >&2
             status=1
         fi
     fi
-    if [[ -d $runs/sweeps/$preset ]]; then
-        "$BIN/learnroot-table" "$runs/sweeps/$preset" -o "$tables" --name "${bench}_$preset" -q || status=1
+    if [[ -n $dry_run || -d $runs/sweeps/$preset ]]; then
+        run "$BIN/learnroot-table" "$runs/sweeps/$preset" -o "$tables" --name "${bench}_$preset" -q || status=1
     else
         echo "reproduce_tables: $preset: no runs in $runs/sweeps/$preset" >&2
         status=1
     fi
 done
 
-if [[ -d $runs/sweeps/methods ]]; then
-    "$BIN/learnroot-figures" heatmaps "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
-    "$BIN/learnroot-figures" curves "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
+if [[ -n $dry_run || -d $runs/sweeps/methods ]]; then
+    run "$BIN/learnroot-figures" heatmaps "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
+    run "$BIN/learnroot-figures" curves "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
 fi
-"$BIN/learnroot-figures" toy -o "$figures" || status=1
+run "$BIN/learnroot-figures" toy -o "$figures" || status=1
+[[ -n $dry_run ]] && exit 0
 
 echo "reproduce_tables: tables in $tables/${bench}_*, figures in $figures/" >&2
 if (( status != 0 )); then

@@ -246,7 +246,7 @@ def test_validation_errors_are_one_line():
     with pytest.raises(ValueError, match="unknown method 'lrp_1'"):
         make_attributor(model, MethodOptions(name="lrp_1"), RootOptOptions(), BOX)
     with pytest.raises(ValueError, match="root_opt.conv.loss"):
-        make_attributor(model, MethodOptions(name="ours"), RootOptOptions(conv=LayerRootOptions(loss="kl")), BOX)
+        make_attributor(model, MethodOptions(name="ours"), RootOptOptions(conv=LayerRootOptions(loss="huber")), BOX)
     with pytest.raises(ValueError, match="montavon_split"):
         make_attributor(model, MethodOptions(name="dtd_montavon", montavon_split=[0.8, 0.2]), RootOptOptions(), BOX)
     lonely = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3), nn.Flatten(), nn.LazyLinear(2))

@@ -191,7 +191,7 @@ def test_root_losses_by_hand():
     assert RootLoss("ssim")(maps_z, maps_r).tolist() == pytest.approx((1 - similarity).sum(1).tolist())
     assert RootLoss("ssim", paper_quirks=True)(maps_z, maps_r).tolist() == pytest.approx(similarity.mean(1).tolist())
     with pytest.raises(ValueError, match="unknown root loss"):
-        RootLoss("kl")
+        RootLoss("huber")
 
 
 def test_root_loss_softmax_is_per_channel_over_space():

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
+
+from ..normalisation import Normalisation
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -166,19 +168,15 @@ class Preprocess:
             image = TF.center_crop(image, [self.crop, self.crop])
         return image
 
+    @property
+    def norm(self) -> Normalisation:
+        """The normalisation part (mean, std, value range)."""
+        return Normalisation(tuple(self.mean), tuple(self.std), tuple(self.value_range))
+
     def unnormalise(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(B, C, H, W)`` input -> raw values scaled to ``[0, 1]`` for display."""
-        mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
-        std = x.new_tensor(self.std).view(1, -1, 1, 1)
-        low, high = self.value_range
-        return ((x * std + mean - low) / (high - low)).clamp(0, 1)
+        return self.norm.unnormalise(x)
 
     def box(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """The pixel range in normalised space, as ``(low, high)`` tensors of shape ``(1, C, 1, 1)``."""
-        mean = torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1)
-        low, high = self.value_range
-        return (low - mean) / std, (high - mean) / std
-
-
-ImageTransform = Callable[[Image.Image], torch.Tensor]
+        return self.norm.box(device=device, dtype=dtype)
