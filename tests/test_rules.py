@@ -383,8 +383,10 @@ def test_rule_hooks_use_only_zennits_shared_api():
     hook = LearnedRoot(loss=RootLoss("l1"), steps=3, lr=0.5, clip=0.0, weights="all", project=False,
                        normalise=False, box=None, stabilizer=1e-3, log=RootLog())
     copied = hook.copy()
-    assert {k: v for k, v in vars(copied).items() if k not in ("stored_tensors", "tensor_handles")} == \
-        {k: v for k, v in vars(hook).items() if k not in ("stored_tensors", "tensor_handles")}
+    own = ("stored_tensors", "tensor_handles", "zplus")  # zplus: the z+ hook each copy makes for itself
+    assert {k: v for k, v in vars(copied).items() if k not in own} == {k: v for k, v in vars(hook).items() if k not in own}
+    assert [(type(h.rule), h.cache, h.stabilizer, h.fallback) for h in (copied.zplus, hook.zplus)] == \
+        [(ZPlus, hook.cache, 1e-3, False)] * 2
 
 
 @pytest.mark.parametrize("fallback", ["wsquare", "none"])
