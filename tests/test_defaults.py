@@ -32,6 +32,8 @@ def test_root_presets_compose_and_name_themselves(preset):
     options = compose_options(f"root_opt={preset}").root_opt
     assert options.name == preset
     values = yaml.safe_load((CONF / "root_opt" / f"{preset}.yaml").read_text())
+    if "defaults" in values:  # a variant of another preset (a control): the composition is the check
+        return
     assert set(values) == {field.name for field in dataclasses.fields(RootOptOptions)}, "every key written out"
     values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)  # dense/pixel may follow conv
     assert options == RootOptOptions(**{key: LayerRootOptions(**value) if key in ("conv", "dense", "pixel")
