@@ -211,10 +211,23 @@ def ssim_reference(p, q, shape, data_range):
 def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
     """Per-sample loss and its gradient with respect to the response ``z`` (flat, D_out).
 
-    mse, l1, hinge: analytic (through the softmax Jacobian ``diag(p) - p p^T`` per group);
+    mse, l1, hinge, cosine, kl: analytic (through the softmax Jacobian ``diag(p) - p p^T`` per group);
     ssim: autograd through :func:`ssim_reference`.
     """
     n = z.numel()
+    if loss == "cosine":  # 1 - <z, r> / (|z| |r|): d/dz = -(u / |z| - <z, u> z / |z|^3), u = r / |r|
+        u = r / r.norm()
+        norm = z.norm()
+        return float(1 - (z @ u) / norm), -(u / norm - (z @ u) * z / norm ** 3)
+    if loss == "kl":  # sum pi log pi - sum pi log(p + f), p = z+ / sum z+, f = 1e-6 / n
+        pi = r.abs() / r.abs().sum()
+        positive = z.clamp(min=0)
+        total = positive.sum()
+        p, f = positive / total, 1e-6 / n
+        value = float(sum(float(a) * math.log(float(a)) for a in pi if a > 0) - (pi * torch.log(p + f)).sum())
+        weights = pi / (p + f)
+        gradient = -(weights - (weights * p).sum()) / total * (z > 0)
+        return value, gradient
     if loss == "ssim":
         zv = z.clone().requires_grad_(True)
         p = softmax_groups(zv, shape) if softmax else zv
@@ -260,10 +273,13 @@ def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
 
 
 def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, weights="plus", project=True,
-                 normalise=True, box=None, eps=EPS_DEFAULT, softmax=False, paper_quirks=False, nan_at=None):
+                 normalise=True, box=None, eps=EPS_DEFAULT, softmax=False, paper_quirks=False, nan_at=None,
+                 step="additive"):
     """The learned root of one sample: returns ``(R_in, signal, failed)``.
 
-    ``nan_at``: a step index at which the loss is made NaN (fallback test).
+    ``step``: ``additive`` (``s <- P(s - lr clip(g))``) or ``relative`` (``s = m x``,
+    ``m <- clamp(m - lr g_m / max|g_m|, 0, 1)`` with ``g_m = x g``). ``nan_at``: a step index at which
+    the loss is made NaN (fallback test).
     """
     W = M.clamp(min=0) if weights == "plus" else M
     if box is None:
@@ -273,20 +289,28 @@ def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, w
     s = x.clone()
     if project:
         s = torch.minimum(torch.maximum(s, low), high)
+    if step == "relative":
+        s = x.clone()
     start = s.clone()
     failed = False
-    for step in range(steps):
+    m = torch.ones_like(x)
+    for index in range(steps):
         if failed:
             break
         value, dz = loss_gradient(W @ s, R, out_shape, loss, softmax, paper_quirks)
-        if nan_at is not None and step == nan_at:
+        if nan_at is not None and index == nan_at:
             value = float("nan")
         g = W.T @ dz
-        if clip > 0:
-            g = g.clamp(-clip, clip)
-        candidate = s - lr * g
-        if project:
-            candidate = torch.minimum(torch.maximum(candidate, low), high)
+        if step == "relative":
+            g_m = g * x
+            m = (m - lr * g_m / g_m.abs().max()).clamp(0, 1)
+            candidate = m * x
+        else:
+            if clip > 0:
+                g = g.clamp(-clip, clip)
+            candidate = s - lr * g
+            if project:
+                candidate = torch.minimum(torch.maximum(candidate, low), high)
         if not math.isfinite(value) or not bool(torch.isfinite(candidate).all()):
             failed, s = True, start.clone()
         else:
