@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..options import DatasetOptions
+from ..registry import Registry
 from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, split_part
 from .images import BadImage, Preprocess
 from .shapes import CLASSES as SHAPE_CLASSES
@@ -95,15 +96,8 @@ class DatasetSpec:
 
 
 #: name -> DatasetSpec, in registration order.
-REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"dataset {spec.name!r} is registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+REGISTRY: Registry[DatasetSpec] = Registry("dataset")
+register = REGISTRY.register
 
 
 def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: int,

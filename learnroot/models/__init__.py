@@ -13,6 +13,7 @@ from torch import nn
 
 from ..data.images import Preprocess
 from ..options import ModelOptions
+from ..registry import Registry
 from .cifar_resnet import cifar_resnet
 from .lenet import lenet5_mnist
 from .mobilenet import mobilenet_v2
@@ -48,15 +49,8 @@ class ModelSpec:
 
 
 #: name -> ModelSpec, in registration order.
-REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the registry."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"model {spec.name!r} is registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+REGISTRY: Registry[ModelSpec] = Registry("model")
+register = REGISTRY.register
 
 
 def preprocess_of(options: ModelOptions) -> Preprocess:
