@@ -5,7 +5,8 @@ Reads run folders only (the contract of :mod:`learnroot.outputs`), never the run
 * a *run folder* is any folder under the given path holding ``.hydra/config.yaml`` (single runs
   ``runs/<timestamp>`` and multirun jobs ``sweeps/<timestamp>/<job>`` alike);
 * its *identity* is the composed config of ``.hydra/config.yaml`` minus the keys that do not change
-  the numbers (:data:`IGNORED_KEYS`: output and cache paths, ``resume``, what files are saved, data
+  the numbers (:data:`IGNORED_KEYS`: output and cache paths, ``resume``, what files are saved, the batch size
+  and the device (results are per sample and do not depend on them: tested for the batch), data
   loader workers, the pixel-flipping chunk size; and ``root_opt.*`` for methods that do not read
   it, whose ``root_opt`` columns show ``-``); ``.hydra/overrides.yaml`` names what was varied;
 * its *status* is ``complete`` (``metrics.json`` with ``status: complete``), ``failed``
@@ -49,7 +50,7 @@ NOT_STARTED = "failed before start"
 
 #: Config keys (and key prefixes) that do not define a configuration's numbers.
 IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "dataset.num_workers", "metrics.pf_chunk",
-                "hydra")
+                "hydra", "batch_size", "device")
 #: Override keys that select presets rather than values (their effect is in the composed config).
 PRESET_KEYS = ("experiment", "cluster")
 FORMATS = ("md", "csv", "tex")

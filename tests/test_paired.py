@@ -190,7 +190,7 @@ def test_paired_selectors_and_errors(runs, tmp_path):
     assert (tmp_path / "a" / "table_paired.csv").read_text() == (tmp_path / "b" / "table_paired.csv").read_text()
     code, _, err = main(runs, "--paired", "nope", "-o", tmp_path / "c")
     assert code == 2 and "learnroot-table: error: --paired" in err
-    code, _, err = main(runs, "--paired", "root_opt.conv.steps=5", "-o", tmp_path / "c")
+    code, _, err = main(runs, "--paired", "model.name=small_cnn", "-o", tmp_path / "c")
     assert code == 2 and "more than one configuration" in err
     assert "method.name" in err  # says what tells them apart
     code, _, err = main(runs, "--paired", "dtd_zplus", "--resamples", "0", "-o", tmp_path / "c")
