@@ -19,6 +19,8 @@ from torchvision.transforms import functional as TF
 from ..normalisation import Normalisation
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+#: Most pixels an image may have after resizing (before the crop): 2 ** 24, 48 MB as 8-bit RGB.
+MAX_RESIZED_PIXELS = 2 ** 24
 
 
 class BadImage(Exception):
@@ -105,6 +107,24 @@ def load_mask(path: str) -> Image.Image:
         raise BadImage(f"unreadable mask {path}: {error}") from None
 
 
+def check_resized(size: tuple[int, int], shorter: int) -> None:
+    """Refuse an image whose resized copy (shorter side ``shorter``) would exceed :data:`MAX_RESIZED_PIXELS`:
+    a 1 x 8000 strip is 2.6 KB as a JPEG but 256 x 2,048,000 pixels after resizing.
+
+    Raises
+    ------
+    BadImage
+        Naming the aspect ratio and the size it would have.
+    """
+    width, height = size
+    small = max(1, min(width, height))
+    new_width, new_height = (shorter, round(height * shorter / small)) if width <= height else \
+        (round(width * shorter / small), shorter)
+    if new_width * new_height > MAX_RESIZED_PIXELS:
+        raise BadImage(f"extreme aspect ratio ({width} x {height}): resizing its shorter side to {shorter} would "
+                       f"make {new_width} x {new_height} pixels (at most {MAX_RESIZED_PIXELS:,})")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize, centre-crop and normalise, the same geometry for images and masks.
@@ -147,6 +167,7 @@ class Preprocess:
 
     def _geometry(self, image: Image.Image, interpolation) -> Image.Image:
         if self.resize > 0:
+            check_resized(image.size, self.resize)
             image = TF.resize(image, self.resize, interpolation=interpolation)
         if self.crop > 0:
             image = TF.center_crop(image, [self.crop, self.crop])
