@@ -294,8 +294,8 @@ def execute(cfg: DictConfig) -> None:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         message = first if expected and not full else f"{type(error).__name__}: {first}"
         if full:
-            message = (f"cannot write {error.filename or run_dir}: {error.strerror}; make room (or choose "
-                       f"paths.output_root), then {_resume_hint(run_dir)}")
+            where, command = _resume_hint(run_dir).split("; ", 1)
+            message = f"cannot write {error.filename or run_dir}: {error.strerror} ({where}; make room, then {command})"
         if multirun:  # the sweep goes on: say it on the console too
             log.error("%s", message, exc_info=not expected)
         else:  # the console gets one error line below

@@ -106,7 +106,8 @@ def _options(root: Path, test_cache: Path, *extra: str):
 
 def _one_line(result, code: int = 2) -> str:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    progress = re.compile(r".*\d+%\|.*\|")  # tqdm's progress bar on stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip() and not progress.match(line)]
     assert len(lines) == 1 and lines[0].startswith("learnroot-run: error: "), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     return lines[0]
@@ -298,3 +299,315 @@ def test_thin_image_in_a_folder_is_skipped(tmp_path, test_cache):
     assert summary["n_samples"] == 2
     assert [Path(item["path"]).name for item in summary["skipped"]] == ["thin.jpg"]
     assert "aspect ratio" in summary["skipped"][0]["reason"]
+
+
+# ------------------------------------------------------------------------ items 7, 8: one-line errors
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["dataset.limit=0"], "dataset.limit must be at least 1 (or null for every sample), got 0"),
+    (["dataset.limit=-3"], "dataset.limit must be at least 1"),
+    (["+method.epslon=0.1"], "no config key 'method.epslon' (did you mean method.epsilon?)"),
+    (["root_opt.conv.lr=inf"], "root_opt.conv.lr and root_opt.conv.clip must be finite"),
+    (["root_opt.dense.lr=nan"], "root_opt.dense.lr and root_opt.dense.clip must be finite"),
+    (["device=mps"], "device=mps but MPS is not available here"),
+    (["model.weights={tmp}/empty.pt"], "model.weights={tmp}/empty.pt: the file is empty (0 bytes)"),
+    (["paths.output_root={tmp}/a_file"], "paths.output_root={tmp}/a_file is a file, not a folder"),
+    (["paths.output_root={tmp}/a_file/below"], "cannot be created: {tmp}/a_file is a file"),
+])
+def test_bad_values_give_one_line_before_any_folder(tmp_path, monkeypatch, capsys, overrides, fragment):
+    """Checked by ``learnroot-run`` before Hydra starts (in-process here: the checks end in SystemExit(2)
+    before any run; tests/test_cli.py runs the installed script for the same path)."""
+    from learnroot.cli import main
+    if "mps" in overrides[0] and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*[item.format(tmp=tmp_path) for item in overrides], "batch_size=2"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("learnroot-run: error: "), lines
+    assert fragment.format(tmp=tmp_path) in lines[0]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_unwritable_output_root_gives_one_line(run_cli, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    target = locked if os.geteuid() != 0 else Path("/sys/learnroot-output")  # root writes anywhere but /sys
+    try:
+        target.mkdir()
+    except OSError:
+        pass
+    else:
+        target.rmdir()
+        pytest.skip(f"{target} is writable here")
+    line = _one_line(run_cli(f"paths.output_root={target}", "dataset.limit=2"))
+    assert f"paths.output_root={target} is not writable" in line
+
+
+def test_empty_weights_file_is_one_line_from_the_loader(tmp_path):
+    from learnroot.models.weights import ModelError, read_state_dict
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "zeros.pt").write_bytes(b"\x80")
+    with pytest.raises(ModelError, match="is empty"):
+        read_state_dict(str(tmp_path / "empty.pt"))
+    with pytest.raises(ModelError, match="cannot read weights file .*zeros.pt: "):
+        read_state_dict(str(tmp_path / "zeros.pt"))
+
+
+FULL_DISK = """
+import errno, sys
+from learnroot import outputs
+original = outputs._atomic_bytes
+def full(path, data):
+    if len(data) > 2000 and 'relevance' in str(path) and sum(1 for _ in path.parent.glob('*.npz')) >= 2:
+        raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    return original(path, data)
+outputs._atomic_bytes = full
+from learnroot.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, learnroot_env, tmp_path, test_cache):
+    root = _folder(tmp_path / "data", 6)
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, *_args(root, test_cache)], cwd=tmp_path,
+                            env=learnroot_env, capture_output=True, text=True, timeout=600)
+    line = _one_line(result)
+    run_dir = _only_run(tmp_path / "outputs")
+    assert "No space left on device" in line
+    assert line.endswith(f"(1 of 3 batches done; make room, then resume with: learnroot-run resume={run_dir})")
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["stage"] == "run" and "No space left" in failed["error"]
+    assert not list(run_dir.rglob(".*.tmp"))
+    resumed = run_cli(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["n_samples"] == 6 and not (run_dir / "failed.json").exists()  # item 11: no stale failure
+    assert "No space left" in summary["earlier_failure"]["error"]
+    assert [segment["status"] for segment in summary["segments"]] == ["running", "complete"]
+    assert summary["runtime_s"] == pytest.approx(sum(segment["seconds"] for segment in summary["segments"]))
+
+
+def test_resume_with_a_corrupt_metrics_json_writes_it_again(run_cli, tmp_path, test_cache):
+    root = _folder(tmp_path / "data", 4)
+    assert run_cli(*_args(root, test_cache)).returncode == 0
+    run_dir = _only_run(tmp_path / "outputs")
+    before = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text('{"status": "compl')
+    result = run_cli(f"resume={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "metrics.json is unreadable" in result.stderr and "Traceback" not in result.stderr
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["status"] == "complete" and after["metrics"]["morf_auc"] == before["metrics"]["morf_auc"]
+
+
+def _start(args, cwd, env):
+    return subprocess.Popen([script("learnroot-run"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path, learnroot_env):
+    process = _start(["dataset.limit=40", "batch_size=1", "method=dtd_zplus", "metrics=fast",
+                      "save_heatmaps=false"], tmp_path, learnroot_env)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if len(list((tmp_path / "outputs" / "runs").glob("*/parts/batch-*.json"))) >= 2:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    run_dir = _only_run(tmp_path / "outputs")
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"learnroot-run: interrupted: \d+ of 40 batches done; resume with: learnroot-run "
+                        rf"resume={re.escape(str(run_dir))}", last), last
+    assert "KeyboardInterrupt" in (run_dir / "learnroot.log").read_text()  # the traceback is in the log
+
+
+# ----------------------------------------------------------------------------- item 9: overflowing logits
+
+def test_overflowing_logits_are_flagged_and_every_metric_has_n(tmp_path, test_cache, monkeypatch):
+    from learnroot import runner
+    from learnroot.models import build_model
+    root = _folder(tmp_path / "data", 4)
+
+    def overflowing(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        last = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(1e38)
+        return model
+    monkeypatch.setattr(runner, "build_model", overflowing)
+    summary = runner.run(_options(root, test_cache), tmp_path / "run")
+    assert summary["n_ok"] == 0
+    assert all("non-finite logits" in item["reason"] for item in summary["flagged"])
+    for name in ("morf_auc", "lerf_auc", "target_prob", "target_logit", "accuracy", "relevance_sum"):
+        assert summary["metrics"][name]["n"] == 0, name
+    reloaded = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert reloaded["metrics"]["morf_auc"] == {"mean": None, "std": None, "n": 0}
+
+
+# ------------------------------------------------------------------- item 10: what the scan leaves out
+
+def test_broken_links_are_skipped_and_other_files_counted(tmp_path, test_cache, caplog):
+    from learnroot import runner
+    root = _folder(tmp_path / "data", 4)
+    (root / "circle" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "circle" / "loop.png").symlink_to(root / "circle" / "loop.png")
+    Image.new("RGB", (8, 8)).save(root / "circle" / "anim.gif")
+    (root / "ring" / "notes.txt").write_text("notes")
+    (root / "ring" / "more.GIF").write_bytes((root / "circle" / "anim.gif").read_bytes())
+    with caplog.at_level("INFO"):
+        summary = runner.run(_options(root, test_cache), tmp_path / "run")
+    assert summary["n_samples"] == 4
+    skipped = {Path(item["path"]).name: item["reason"] for item in summary["skipped"]}
+    assert skipped == {"gone.png": f"dangling symbolic link (target {tmp_path / 'nowhere.png'} not found)",
+                       "loop.png": "symbolic link loop"}
+    assert summary["ignored"] == {".gif": 2, ".txt": 1}
+    assert "ignored 3 entries" in caplog.text and "2 .gif, 1 .txt" in caplog.text
+
+
+def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path, monkeypatch):
+    """README: huge JPEGs are read at reduced size; other huge images are skipped (the limit is lowered
+    here so that a small file stands for a 12000 x 12000 photo)."""
+    from learnroot.data.images import BadImage, load_rgb
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    Image.new("RGB", (1500, 1200), "red").save(tmp_path / "huge.jpg")
+    Image.new("RGB", (1500, 1200), "red").save(tmp_path / "huge.png")
+    assert load_rgb(str(tmp_path / "huge.jpg"), draft=64).size == (188, 150)
+    with pytest.raises(BadImage, match="1500 x 1200 pixels exceed the limit"):
+        load_rgb(str(tmp_path / "huge.png"), draft=64)
+    with pytest.raises(BadImage, match="image too large"):
+        load_rgb(str(tmp_path / "huge.jpg"))  # without reduction (datasets with masks)
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    """Documented: pixels are used as stored, like torchvision's image folders."""
+    from learnroot.data.images import load_rgb
+    image = Image.new("RGB", (40, 20), "red")
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    assert load_rgb(str(tmp_path / "rotated.jpg")).size == (40, 20)
+
+
+# ------------------------------------------------------------------------------------- item 11: leftovers
+
+def test_resume_removes_leftovers_and_records_every_segment(tmp_path, test_cache):
+    from learnroot import runner
+    root = _folder(tmp_path / "data", 6)
+    options = _options(root, test_cache)
+    runner.run(options, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    _interrupt_after(run_dir, 1)
+    leftovers = [run_dir / "relevance" / ".circle__img_002_png.npz.x1y2.tmp", run_dir / "parts" / ".batch-000001.json.ab.tmp",
+                 run_dir / ".metrics.json.zz.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    (run_dir / "failed.json").write_text(json.dumps({"status": "failed", "stage": "run", "error": "killed"}))
+    first = json.loads((run_dir / "segments.json").read_text())
+    summary = runner.run(options, run_dir)
+    assert not any(path.exists() for path in leftovers) and not list(run_dir.rglob("*.tmp"))
+    assert not (run_dir / "failed.json").exists() and summary["earlier_failure"]["error"] == "killed"
+    assert len(summary["segments"]) == 2 and summary["segments"][0] == first[0]
+    assert [segment["batches"] for segment in summary["segments"]] == [3, 2]
+    assert summary["runtime_s"] == pytest.approx(sum(segment["seconds"] for segment in summary["segments"]))
+    assert summary["runtime_s"] > summary["segments"][1]["seconds"]
+
+
+def test_a_folder_in_use_is_refused(tmp_path, test_cache):
+    from learnroot import runner
+    from learnroot.outputs import RunFolder
+    root = _folder(tmp_path / "data", 2)
+    with RunFolder(tmp_path / "run").lock():
+        with pytest.raises(runner.RunFolderError, match=f"in use by another learnroot process \\(pid {os.getpid()}\\)"):
+            runner.run(_options(root, test_cache), tmp_path / "run")
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------------------- item 12: bounded memory
+
+def test_chunk_is_sized_from_the_available_memory():
+    from learnroot.memory import bytes_per_image, chunk_size
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(16 * 32 * 32, 10)).eval()
+    image = torch.zeros(1, 3, 32, 32)
+    # largest input + output of one layer: the ReLU, 2 x 16 x 32 x 32 x 4 bytes; plus 3 copies of the input
+    per_image = 2 * (2 * 16 * 32 * 32 * 4) + 3 * (3 * 32 * 32 * 4)
+    assert bytes_per_image(model, image) == per_image
+    budget_for_100 = per_image * 100 / 0.25  # the CPU may use a quarter of what is available
+    assert chunk_size(model, image, 256, available=budget_for_100)[0] == 64  # power of two below 100
+    assert chunk_size(model, image, 16, available=budget_for_100)[0] == 16  # metrics.pf_chunk bounds it
+    assert chunk_size(model, image, 256, available=per_image)[0] == 1
+    assert chunk_size(model, image, 256, available=10 ** 15)[0] == 256
+
+
+def test_run_uses_and_reports_the_sized_chunk(tmp_path, test_cache, monkeypatch):
+    from learnroot import memory, runner
+    root = _folder(tmp_path / "data", 4)
+    options = _options(root, test_cache, "metrics.pf_steps=10")
+    plenty = runner.run(options, tmp_path / "plenty")
+    assert plenty["memory"]["pf_chunk"] == 256 and plenty["memory"]["peak_rss_mb"] > 0
+    calls = []
+    original = runner.evaluate
+
+    def spy(*args, **kwargs):
+        calls.append(args[6].pf_chunk)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(runner, "evaluate", spy)
+    per_image = plenty["memory"]["per_image_mb"] * 2 ** 20
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 3.5 * per_image / memory.CPU_SHARE)  # 3 images
+    tight = runner.run(options, tmp_path / "tight")
+    assert tight["memory"]["pf_chunk"] == calls[0] == 2
+    assert tight["memory"]["budget_mb"] == pytest.approx(3.5 * plenty["memory"]["per_image_mb"])
+    for name in ("morf_auc", "lerf_auc"):
+        assert tight["metrics"][name]["mean"] == pytest.approx(plenty["metrics"][name]["mean"], rel=1e-5)
+
+
+# ------------------------------------------------------------------ item 7: damaged folders in tables
+
+def _damaged_sweep(root: Path) -> Path:
+    from test_table import config, make_run
+    rng = np.random.default_rng(0)
+    for job, method in enumerate(("dtd_zplus", "ours", "lrp_0", "gradient")):
+        folder = make_run(root / str(job), config(method), [f"method={method}"], metrics={"morf_auc": (0.2, 0.1, 3)})
+        (folder / "relevance").mkdir()
+        for sample in ("img_a", "img_b", "img_c"):
+            np.savez(folder / "relevance" / f"{sample}.npz", relevance=rng.normal(size=(3, 8, 8)).astype(np.float32),
+                     input=rng.normal(size=(3, 8, 8)).astype(np.float32), target=np.int64(1), logit=np.float64(2.0))
+    (root / "2" / "metrics.json").write_text('{"status": "complete", "metr')  # corrupt metrics.json
+    config_file = root / "3" / ".hydra" / "config.yaml"
+    config_file.write_text(config_file.read_text()[:40] + "\n  - [unclosed")  # truncated config
+    npz = root / "1" / "relevance" / "img_a.npz"
+    npz.write_bytes(npz.read_bytes()[:200])  # truncated npz
+    return root
+
+
+def test_table_lists_damaged_run_folders_and_aggregates_the_rest(tmp_path):
+    root = _damaged_sweep(tmp_path / "sweep")
+    result = subprocess.run([script("learnroot-table"), str(root), "-o", str(tmp_path / "tables")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"learnroot-table: unreadable: {root / '2'}: unreadable metrics.json" in result.stderr
+    assert f"learnroot-table: unreadable: {root / '3'}: unreadable .hydra/config.yaml" in result.stderr
+    table = (tmp_path / "tables" / "table.md").read_text()
+    assert "| dtd_zplus |" in table and "| ours |" in table and "unreadable" in table
+
+
+def test_figures_leave_out_damaged_relevance_files(tmp_path):
+    root = _damaged_sweep(tmp_path / "sweep")
+    run = lambda *args: subprocess.run([script("learnroot-figures"), "heatmaps", str(root), "-o", str(tmp_path / "f"),
+                                        *args], capture_output=True, text=True, timeout=300)
+    result = run("-n", "2")
+    assert result.returncode == 0, result.stderr
+    assert "img_a: a damaged relevance file (.npz) in one of the runs; left out" in result.stderr
+    assert "Images: img_b, img_c" in (tmp_path / "f" / "heatmaps.txt").read_text()
+    chosen = run("--ids", "img_a")
+    assert chosen.returncode == 2 and chosen.stderr.startswith("learnroot-figures: error: --ids: img_a: a damaged")

@@ -50,26 +50,35 @@ def load_rgb(path: str, draft: int = 0) -> Image.Image:
         Image file.
     draft : int
         If positive and the file is a JPEG at least four times that size on its shorter side, let
-        the decoder shrink it while decoding (fast for huge images; the result is still at least
-        ``2 * draft`` on each side). Ordinary images are decoded in full.
+        the decoder shrink it while decoding (by 2, 4 or 8: fast for huge images; the result is still
+        at least ``2 * draft`` on each side). Ordinary images are decoded in full.
 
     Returns
     -------
     PIL.Image.Image
         Mode ``RGB``. Grayscale, palette, CMYK, 16-bit and alpha images are converted (alpha is
-        dropped).
+        dropped). The EXIF orientation tag is not applied: pixels are used as stored, like
+        torchvision's image folders (and the data the models were trained on).
 
     Raises
     ------
     BadImage
-        Empty, truncated, unreadable or oversized file.
+        Empty, truncated or unreadable file; an image whose decoded size exceeds PIL's
+        ``Image.MAX_IMAGE_PIXELS`` (89.5 megapixels: a decompression bomb), where a JPEG counts at
+        its reduced size (so JPEGs up to twice that, e.g. 12000 x 12000, are read when ``draft`` is
+        set; beyond twice it PIL refuses to open any file).
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, at the decoded size
             with Image.open(path) as image:
                 if draft > 0 and image.format == "JPEG" and min(image.size) >= 4 * draft:
                     image.draft("RGB", (2 * draft, 2 * draft))
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and image.size[0] * image.size[1] > limit:
+                    raise Image.DecompressionBombError(
+                        f"{image.size[0]} x {image.size[1]} pixels exceed the limit of {limit:,} (a possible "
+                        "decompression bomb)")
                 image.load()
                 if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                     image = _to_8bit(image)
