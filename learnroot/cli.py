@@ -194,8 +194,9 @@ def check_output(overrides: list[str], multirun: bool) -> None:
     if explicit and "$" not in explicit[-1]:
         key, target = ("hydra.sweep.dir" if multirun else "hydra.run.dir"), Path(explicit[-1]).expanduser()
     else:
+        sets = _validation_override_sets(overrides, multirun)
         try:
-            cfg = compose([item for item in overrides if not item.lstrip("+~").startswith("hydra")])
+            cfg = compose(sets[0] if sets else [])
             key, target = "paths.output_root", Path(str(cfg.paths.output_root)).expanduser()
         except Exception:  # noqa: BLE001 - composition was checked before; leave anything else to Hydra
             return

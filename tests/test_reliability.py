@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from learnroot.data.folder import file_sample_id, scan
 
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -24,6 +23,7 @@ def _image(path: Path, size=(8, 8), colour=(10, 20, 30)) -> Path:
 # ------------------------------------------------------------------------------------ item 3: ids
 
 def test_sample_ids_of_colliding_names_are_distinct():
+    from learnroot.data.folder import file_sample_id
     names = ["n01440764/a b.JPEG", "n01440764/a.b.JPEG", "n01440764/a_b.JPEG", "x/y__z.JPEG", "x__y/z.JPEG",
              "n01440764/é.JPEG", "n01440764/ü.JPEG", "n01440764/日本.JPEG", "n01440764/A_b.JPEG",
              "n01440764/a_b.jpeg", "n01440764/a_b_JPEG.JPEG", "n01440764/_a_b.JPEG"]
@@ -36,12 +36,14 @@ def test_sample_ids_of_colliding_names_are_distinct():
 
 def test_plain_sample_ids_are_unchanged():
     """Ids that were already unique keep their old form (shapes, ImageNet and CIFAR-10 folders)."""
+    from learnroot.data.folder import file_sample_id
     assert file_sample_id("circle/circle_00044.png") == "circle__circle_00044_png"
     assert file_sample_id("n01440764/ILSVRC2012_val_00000293.JPEG") == "n01440764__ILSVRC2012_val_00000293_JPEG"
     assert file_sample_id("airplane/0001.jpg") == "airplane__0001_jpg"
 
 
 def test_long_file_names_give_bounded_ids(tmp_path):
+    from learnroot.data.folder import file_sample_id
     long_name = "x" * 230 + ".JPEG"
     sample_id = file_sample_id(f"n01440764/{long_name}")
     assert len(sample_id) <= 100 and SAFE.fullmatch(sample_id)
@@ -51,6 +53,7 @@ def test_long_file_names_give_bounded_ids(tmp_path):
 
 
 def test_scan_gives_unique_ids_and_keeps_paths(tmp_path):
+    from learnroot.data.folder import scan
     for name in ("a b.JPEG", "a.b.JPEG", "a_b.JPEG"):
         _image(tmp_path / "n01440764" / name)
     samples = scan(str(tmp_path), 0)
@@ -146,6 +149,7 @@ def test_manifest_records_config_version_samples_and_batches(tmp_path, test_cach
     assert saved["batches"] == [[s["id"] for s in saved["samples"]][i:i + 2] for i in (0, 2, 4)]
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_path, test_cache):
     root = _folder(tmp_path / "data", 6)
     assert run_cli(*_args(root, test_cache)).returncode == 0
@@ -183,6 +187,7 @@ def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cach
     assert runner.run(options, tmp_path / "run")["n_samples"] == 4
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_uses_the_manifest_sample_list(run_cli, tmp_path, test_cache):
     """A file added after the start shifts nothing; a removed or modified one refuses the resume."""
     root = _folder(tmp_path / "data", 7)
@@ -205,6 +210,7 @@ def test_resume_uses_the_manifest_sample_list(run_cli, tmp_path, test_cache):
     assert "img_005.png changed size" in _one_line(run_cli(f"resume={run_dir}"))
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_ignores_hydra_keys_in_the_run_folder(run_cli, tmp_path, test_cache):
     """Neither .hydra/overrides.yaml nor the manifest can make a resume run a Hydra callback."""
     root = _folder(tmp_path / "data", 4)
@@ -313,6 +319,7 @@ def test_thin_image_in_a_folder_is_skipped(tmp_path, test_cache):
     (["model.weights={tmp}/empty.pt"], "model.weights={tmp}/empty.pt: the file is empty (0 bytes)"),
     (["paths.output_root={tmp}/a_file"], "paths.output_root={tmp}/a_file is a file, not a folder"),
     (["paths.output_root={tmp}/a_file/below"], "cannot be created: {tmp}/a_file is a file"),
+    (["-m", "method=gradient,dtd_zplus", "paths.output_root={tmp}/a_file"], "a_file is a file, not a folder"),
 ])
 def test_bad_values_give_one_line_before_any_folder(tmp_path, monkeypatch, capsys, overrides, fragment):
     """Checked by ``learnroot-run`` before Hydra starts (in-process here: the checks end in SystemExit(2)
@@ -332,6 +339,7 @@ def test_bad_values_give_one_line_before_any_folder(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_unwritable_output_root_gives_one_line(run_cli, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -372,6 +380,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, learnroot_env, tmp_path, test_cache):
     root = _folder(tmp_path / "data", 6)
     result = subprocess.run([sys.executable, "-c", FULL_DISK, *_args(root, test_cache)], cwd=tmp_path,
@@ -392,6 +401,7 @@ def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, lea
     assert summary["runtime_s"] == pytest.approx(sum(segment["seconds"] for segment in summary["segments"]))
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_with_a_corrupt_metrics_json_writes_it_again(run_cli, tmp_path, test_cache):
     root = _folder(tmp_path / "data", 4)
     assert run_cli(*_args(root, test_cache)).returncode == 0
@@ -411,6 +421,7 @@ def _start(args, cwd, env):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path, learnroot_env):
     process = _start(["dataset.limit=40", "batch_size=1", "method=dtd_zplus", "metrics=fast",
                       "save_heatmaps=false"], tmp_path, learnroot_env)
@@ -589,6 +600,7 @@ def _damaged_sweep(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_table_lists_damaged_run_folders_and_aggregates_the_rest(tmp_path):
     root = _damaged_sweep(tmp_path / "sweep")
     result = subprocess.run([script("learnroot-table"), str(root), "-o", str(tmp_path / "tables")],
@@ -601,6 +613,7 @@ def test_table_lists_damaged_run_folders_and_aggregates_the_rest(tmp_path):
     assert "| dtd_zplus |" in table and "| ours |" in table and "unreadable" in table
 
 
+@pytest.mark.slow  # installed scripts in subprocesses
 def test_figures_leave_out_damaged_relevance_files(tmp_path):
     root = _damaged_sweep(tmp_path / "sweep")
     run = lambda *args: subprocess.run([script("learnroot-figures"), "heatmaps", str(root), "-o", str(tmp_path / "f"),
