@@ -33,6 +33,7 @@ import os
 import re
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -205,13 +206,14 @@ class RunFolder:
             return "not a part file of this learnroot version"
         if data.get("batch") != index or data.get("ids") != list(ids):
             return "written for another batch or sample list"
-        if any(not isinstance(data.get(name), list) for name in TABLES):
-            return "tables missing"
+        if any(not isinstance(data.get(name), list) or not all(isinstance(row, dict) for row in data[name])
+               for name in TABLES):
+            return "tables missing or malformed"
         if data.get("checksum") != part_checksum(data):
             return "checksum mismatch"
         expected = set(ids)
         seen = [row.get("id") for row in data["samples"]] + [row.get("id") for row in data["skipped"]]
-        if data.get("rows") != len(data["samples"]) or sorted(seen) != sorted(expected):
+        if data.get("rows") != len(data["samples"]) or Counter(seen) != Counter(ids):
             return f"{len(seen)} sample row(s) for {len(expected)} sample(s)"
         if any(row.get("id") not in expected for name in ("layers", "curves") for row in data[name]):
             return "rows of samples outside the batch"

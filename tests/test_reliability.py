@@ -256,7 +256,7 @@ def test_colliding_and_long_file_names_all_get_their_own_outputs(tmp_path, test_
 
 # --------------------------------------------------------------------------------- item 4: parts
 
-@pytest.mark.parametrize("damage", ["truncate", "empty_object", "drop_row", "other_batch"])
+@pytest.mark.parametrize("damage", ["truncate", "empty_object", "drop_row", "other_batch", "malformed"])
 def test_bad_parts_are_recomputed(tmp_path, test_cache, damage, caplog):
     from learnroot import runner
     root = _folder(tmp_path / "data", 6)
@@ -273,8 +273,13 @@ def test_bad_parts_are_recomputed(tmp_path, test_cache, damage, caplog):
     elif damage == "drop_row":
         data["samples"] = data["samples"][:1]
         part.write_text(json.dumps(data))
-    else:
+    elif damage == "other_batch":
         part.write_text((tmp_path / "run" / "parts" / "batch-000000.json").read_text())
+    else:  # rows that are not records, with a checksum that matches them
+        from learnroot.outputs import part_checksum
+        data["samples"] = [None, 3]
+        data["checksum"] = part_checksum(data)
+        part.write_text(json.dumps(data))
     with caplog.at_level("WARNING"):
         summary = runner.run(options, tmp_path / "run")
     assert "batch-000001.json is invalid" in caplog.text and "computing batch 1 again" in caplog.text
