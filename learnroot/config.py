@@ -171,6 +171,9 @@ def check_choices(options: RunOptions) -> None:
     for key in FRACTIONS:
         if not 0 < _get(options, key) <= 1:
             raise ConfigError(f"{key} must lie in (0, 1], got {_get(options, key)}")
+    limit = options.dataset.limit
+    if limit is not None and limit < 1:
+        raise ConfigError(f"dataset.limit must be at least 1 (or null for every sample), got {limit}")
     for kind in ("conv", "dense", "pixel"):
         layer = getattr(options.root_opt, kind)
         if not (math.isfinite(layer.lr) and math.isfinite(layer.clip)):
@@ -238,6 +241,8 @@ def check_inputs(options: RunOptions, device: bool = True) -> None:
     weights = options.model.weights
     if weights not in ("auto", "random", "") and not Path(weights).expanduser().is_file():
         raise ConfigError(f"model.weights={weights}: weights file not found (a path, auto or random)")
+    if weights not in ("auto", "random", "") and Path(weights).expanduser().stat().st_size == 0:
+        raise ConfigError(f"model.weights={weights}: the file is empty (0 bytes)")
     device = str(options.device) if device else "cpu"
     if device.startswith("cuda"):
         import torch

@@ -318,17 +318,47 @@ def heatmap_figure(root: str | Path, stem: str | Path, by: Iterable[str] = ("met
     if not columns:
         raise FigureError(f"{root}: no complete run saved relevance arrays (save_relevance=false?)")
     available = common_ids([path for _, path in columns])
+    readable = lambda sample: all(_readable_npz(path / "relevance" / f"{sample}.npz") for _, path in columns)
+    unreadable = []
     if ids:
         missing = [item for item in ids if item not in available]
         if missing:
             raise FigureError(f"--ids: {', '.join(missing)} not in every run (common: {', '.join(available[:10])}...)")
+        unreadable = [item for item in ids if not readable(item)]
+        if unreadable:
+            raise FigureError(f"--ids: {', '.join(unreadable)}: a damaged relevance file (.npz) in one of the runs")
         chosen = list(ids)
-    else:  # evenly spread over the sorted ids (the shapes benchmark sorts them by class)
-        picks = np.unique(np.round(np.linspace(0, len(available) - 1, min(n_images, len(available)))).astype(int))
-        chosen = [available[i] for i in picks] if available else []
+    else:  # evenly spread over the sorted ids (the shapes benchmark sorts them by class); damaged files replaced
+        chosen = []
+        for sample in _spread(available, n_images):
+            if len(chosen) == min(n_images, len(available)):
+                break
+            (chosen if readable(sample) else unreadable).append(sample)
+        chosen.sort()
+    for sample in unreadable:
+        print(f"{PROG}: note: {sample}: a damaged relevance file (.npz) in one of the runs; left out", file=sys.stderr)
     if not chosen:
         raise FigureError(f"{root}: the runs share no sample id")
     return plot_heatmap_grid(columns, chosen, stem, scale, formats, dpi)
+
+
+def _spread(ids: list[str], count: int) -> list[str]:
+    """``ids`` in the order the heatmap grid picks them: ``n`` evenly spread first (the shapes benchmark
+    sorts them by class), then the rest."""
+    if not ids:
+        return []
+    first = [ids[i] for i in np.unique(np.round(np.linspace(0, len(ids) - 1, min(count, len(ids)))).astype(int))]
+    taken = set(first)
+    return first + [item for item in ids if item not in taken]
+
+
+def _readable_npz(path: Path) -> bool:
+    """Whether a relevance file opens and holds ``relevance`` and ``input`` arrays."""
+    try:
+        with np.load(path) as data:
+            return data["relevance"].size > 0 and data["input"].size > 0
+    except Exception:  # noqa: BLE001 - zip, pickle and value errors all mean a damaged file
+        return False
 
 
 # ----------------------------------------------------------------------------------------------- toy

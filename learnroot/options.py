@@ -146,7 +146,8 @@ class DatasetOptions:
         of each sample's id (:func:`learnroot.data.folder.split_part`): the parts are disjoint and a
         sample stays in its part when the folder grows. Applied before ``limit``.
     limit : int, optional
-        Explain at most this many images (of the part), chosen deterministically with ``seed``.
+        Explain at most this many images (of the part; at least 1, ``None``: all), chosen deterministically
+        with ``seed``.
     seed : int
         Seed of the subset selection (and of the shapes generator).
     on_error : str

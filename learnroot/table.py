@@ -11,8 +11,9 @@ Reads run folders only (the contract of :mod:`learnroot.outputs`), never the run
   it, whose ``root_opt`` columns show ``-``); ``.hydra/overrides.yaml`` names what was varied;
 * its *status* is ``complete`` (``metrics.json`` with ``status: complete``), ``failed``
   (``failed.json``), ``failed before start`` (``failed.json`` with ``stage: build``: bad input
-  found while building the run, such as weights of the wrong architecture; listed apart) or
-  ``unfinished`` (neither: interrupted, still running or never started).
+  found while building the run, such as weights of the wrong architecture; listed apart),
+  ``unreadable`` (a damaged ``.hydra/config.yaml`` or ``metrics.json``: listed, the other folders
+  are aggregated) or ``unfinished`` (neither: interrupted, still running or never started).
 
 Duplicates: runs with the same identity are one configuration. Its result is the newest complete
 run (newest = latest ``metrics.json`` modification time, ties broken by path); older complete runs
@@ -47,6 +48,8 @@ from omegaconf import OmegaConf
 PROG = "learnroot-table"
 #: ``failed.json`` ``stage: build``: bad input found before any batch (listed apart from failed runs).
 NOT_STARTED = "failed before start"
+#: A run folder whose config or ``metrics.json`` cannot be read (listed, never aggregated).
+UNREADABLE = "unreadable"
 
 #: Config keys (and key prefixes) that do not define a configuration's numbers.
 IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "dataset.num_workers", "metrics.pf_chunk",
@@ -189,16 +192,24 @@ def _mtime(*files: Path) -> float:
 
 
 def read_run(path: Path) -> Run:
-    """Read one run folder's identity, status and numbers."""
+    """Read one run folder's identity, status and numbers; a folder whose config or ``metrics.json``
+    cannot be read gets the status ``unreadable`` (listed with the problems, never aggregated)."""
     path = Path(path)
-    run = Run(path=path, status="unfinished", config=read_config(path), overrides=read_overrides(path),
+    try:
+        config, overrides = read_config(path), read_overrides(path)
+    except Exception as error:  # noqa: BLE001 - OmegaConf/YAML raise many types for a damaged file
+        return Run(path=path, status=UNREADABLE, config={}, overrides={}, time=_mtime(path / ".hydra" / "config.yaml"),
+                   error=f"unreadable .hydra/config.yaml or overrides.yaml: {_first_line(error)}")
+    run = Run(path=path, status="unfinished", config=config, overrides=overrides,
               time=_mtime(path / ".hydra" / "config.yaml"))
     metrics_file, failed_file = path / "metrics.json", path / "failed.json"
     if metrics_file.is_file():
         try:
             data = json.loads(metrics_file.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("metrics", {}), dict):
+                raise ValueError("not a metrics.json object")
         except (OSError, ValueError) as error:
-            run.error = f"unreadable metrics.json: {error}"
+            run.status, run.error = UNREADABLE, f"unreadable metrics.json: {_first_line(error)}"
             return run
         if data.get("status") == "complete":
             run.status, run.time = "complete", _mtime(metrics_file)
@@ -218,6 +229,11 @@ def read_run(path: Path) -> Run:
         return run
     run.error = run.error or "no metrics.json (interrupted, still running, or not started)"
     return run
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def read_runs(root: str | Path) -> list[Run]:
@@ -269,7 +285,7 @@ def resolve_duplicates(runs: list[Run]) -> tuple[list[Run], list[str]]:
             notes.append(f"{len(complete)} complete runs of one config: using the newest {newest.path} "
                          f"(superseded: {', '.join(str(run.path) for run in complete[:-1])})")
         for other in group:
-            if other.status in ("failed", "unfinished", NOT_STARTED):
+            if other.status in ("failed", "unfinished", NOT_STARTED, UNREADABLE):
                 other.note = f"a complete run of this config is used: {newest.path}"
                 notes.append(f"{other.status} run {other.path} has a complete duplicate: using {newest.path}")
     order = {id(run): index for index, run in enumerate(runs)}
@@ -706,7 +722,7 @@ def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
     """
     runs = read_runs(root)
     used, notes = resolve_duplicates(runs)
-    problems = [run for run in runs if run.status in ("failed", "unfinished", NOT_STARTED)]
+    problems = [run for run in runs if run.status in ("failed", "unfinished", NOT_STARTED, UNREADABLE)]
     columns = label_columns(used or runs, list(by))
     chosen = choose_metrics(used, metrics)
     result = Aggregate(runs=runs, used=used, problems=problems, notes=notes, columns=columns, metrics=chosen,

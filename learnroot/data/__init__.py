@@ -30,7 +30,7 @@ from .shapes import generate
 from .toy import ToyPoints
 
 __all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
-           "candidate_labels", "num_classes", "choose_samples", "split_part", "PARTS"]
+           "candidate_labels", "num_classes", "choose_samples", "split_part", "PARTS", "sample_list", "restrict"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -136,12 +136,12 @@ def _shapes(options, preprocess, num_outputs, cache_dir, split):
         raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
     root = shapes_root(options, cache_dir, splits=(split,))
     samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
-    return ImageFolderDataset(choose_samples(samples, options), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess, samples.excluded, samples.ignored)
 
 
 def _imagenet(options, preprocess, num_outputs, cache_dir, split):
     samples = scan(options.root, num_outputs, options.class_index, options.masks)
-    return ImageFolderDataset(choose_samples(samples, options), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess, samples.excluded, samples.ignored)
 
 
 def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
@@ -196,6 +196,33 @@ register(DatasetSpec("cifar10", _cifar10, "CIFAR-10: <root>/<split>/<class>/*.jp
                      needs_root="/path/to/cifar10"))
 register(DatasetSpec("coco_seg", _coco_seg, "COCO photos with YOLO polygon masks, COCO classes mapped to ImageNet "
                      "index sets (with masks)", needs_root="/path/to/coco128-seg", has_masks=True))
+
+
+def sample_list(dataset: Dataset) -> list[dict]:
+    """``{"id", "path"[, "mask"]}`` of every item of a built dataset, in order, without reading any image
+    (each dataset class has a ``describe(index)`` method)."""
+    if isinstance(dataset, Subset):
+        inner = sample_list(dataset.dataset)
+        return [inner[index] for index in dataset.indices]
+    return [dataset.describe(index) for index in range(len(dataset))]
+
+
+def restrict(dataset: Dataset, ids) -> Dataset:
+    """The items of ``dataset`` with the given ids, in that order (a :class:`~torch.utils.data.Subset`
+    that keeps ``has_masks``).
+
+    Raises
+    ------
+    DataError
+        An id that the dataset does not have.
+    """
+    position = {item["id"]: index for index, item in enumerate(sample_list(dataset))}
+    missing = [sample_id for sample_id in ids if sample_id not in position]
+    if missing:
+        raise DataError(f"{len(missing)} sample(s) of the run are no longer in the dataset, e.g. {missing[0]}")
+    subset = Subset(dataset, [position[sample_id] for sample_id in ids])
+    subset.has_masks = getattr(dataset, "has_masks", False)
+    return subset
 
 
 def collate(items: list[dict]) -> dict:

@@ -53,6 +53,10 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def describe(self, index: int) -> dict:
+        """``{"id", "path"}`` of item ``index``."""
+        return {"id": self.ids[index], "path": self.paths[index]}
+
     def __getitem__(self, index: int) -> dict:
         image = Image.fromarray(self.images[index])
         if image.mode == "L" and len(self.preprocess.mean) == 3:

@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 
 from .arrays import ArrayDataset
-from .folder import DataError, ImageFolderDataset, Sample, _safe_id, select, split_part
+from .folder import DataError, ImageFolderDataset, Sample, file_sample_id, select, split_part
 from .images import IMAGE_EXTENSIONS, Preprocess
 
 #: The standard CIFAR-10 class order (label = position), as in ``batches.meta``.
@@ -130,7 +130,7 @@ def scan_classes(folder: Path) -> list[Sample]:
     unknown = [name for name in class_dirs if name not in CLASSES]
     if unknown:
         raise DataError(f"{folder}: folder {unknown[0]!r} is not a CIFAR-10 class ({', '.join(CLASSES)})")
-    samples = [Sample(_safe_id(f"{name}/{file.name}"), str(file), CLASSES.index(name))
+    samples = [Sample(file_sample_id(f"{name}/{file.name}"), str(file), CLASSES.index(name))
                for name in class_dirs for file in sorted((folder / name).iterdir())
                if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS]
     if not samples:

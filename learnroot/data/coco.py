@@ -48,7 +48,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from .coco_imagenet import COCO80, COCO_INDEX_TO_IMAGENET
-from .folder import DataError, select, split_part
+from .folder import DataError, bounded_id, select, split_part
 from .images import IMAGE_EXTENSIONS, BadImage, Preprocess, load_rgb
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,10 @@ def scan_coco(root: str, split: str, limit: Optional[int], seed: int,
     if not files:
         raise DataError(f"no images in {images_dir}")
     samples, excluded = [], []
-    chosen = select(split_part(files, [f"coco-{split}-{file.stem}" for file in files], part), limit, seed)
+    ids = {file: bounded_id(f"coco-{split}-{file.stem}") for file in files}
+    chosen = select(split_part(files, [ids[file] for file in files], part), limit, seed)
     for file in chosen:
-        sample_id = f"coco-{split}-{file.stem}"
+        sample_id = ids[file]
         objects, coco, reason = _explained_class(labels_dir / f"{file.stem}.txt", min_area)
         if reason:
             excluded.append({"id": sample_id, "path": str(file), "reason": reason})
@@ -273,6 +274,10 @@ class CocoSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def describe(self, index: int) -> dict:
+        """``{"id", "path"}`` of item ``index``, without reading it."""
+        return {"id": self.samples[index].id, "path": self.samples[index].path}
+
     def candidates(self, coco: int) -> torch.Tensor:
         """Bool ``(num_outputs,)`` vector of the ImageNet indices of a COCO class."""
         vector = torch.zeros(self.num_outputs, dtype=torch.bool)
@@ -287,9 +292,10 @@ class CocoSegmentation(Dataset):
         sample = self.samples[index]
         try:
             image = load_rgb(sample.path)
+            tensor = self.preprocess.image(image)
         except BadImage as error:
             return {"id": sample.id, "path": sample.path, "error": str(error)}
-        return {"image": self.preprocess.image(image), "label": -1, "candidates": self.candidates(sample.coco),
+        return {"image": tensor, "label": -1, "candidates": self.candidates(sample.coco),
                 "mask": self._mask(sample, sample.coco, image.size), "coco_class": sample.name,
                 "id": sample.id, "path": sample.path}
 

@@ -146,6 +146,10 @@ class ImageNetSegmentation(Dataset):
     def _item_path(self, index: int) -> str:
         return f"{os.path.basename(self.path)}#{index}"
 
+    def describe(self, index: int) -> dict:
+        """``{"id", "path"}`` of item ``index`` (the path names the whole ``.mat`` file), without reading it."""
+        return {"id": self.sample_id(index), "path": f"{self.path}#{index}"}
+
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw image and mask of one item.
 

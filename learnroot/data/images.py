@@ -19,6 +19,8 @@ from torchvision.transforms import functional as TF
 from ..normalisation import Normalisation
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+#: Most pixels an image may have after resizing (before the crop): 2 ** 24, 48 MB as 8-bit RGB.
+MAX_RESIZED_PIXELS = 2 ** 24
 
 
 class BadImage(Exception):
@@ -48,26 +50,35 @@ def load_rgb(path: str, draft: int = 0) -> Image.Image:
         Image file.
     draft : int
         If positive and the file is a JPEG at least four times that size on its shorter side, let
-        the decoder shrink it while decoding (fast for huge images; the result is still at least
-        ``2 * draft`` on each side). Ordinary images are decoded in full.
+        the decoder shrink it while decoding (by 2, 4 or 8: fast for huge images; the result is still
+        at least ``2 * draft`` on each side). Ordinary images are decoded in full.
 
     Returns
     -------
     PIL.Image.Image
         Mode ``RGB``. Grayscale, palette, CMYK, 16-bit and alpha images are converted (alpha is
-        dropped).
+        dropped). The EXIF orientation tag is not applied: pixels are used as stored, like
+        torchvision's image folders (and the data the models were trained on).
 
     Raises
     ------
     BadImage
-        Empty, truncated, unreadable or oversized file.
+        Empty, truncated or unreadable file; an image whose decoded size exceeds PIL's
+        ``Image.MAX_IMAGE_PIXELS`` (89.5 megapixels: a decompression bomb), where a JPEG counts at
+        its reduced size (so JPEGs up to twice that, e.g. 12000 x 12000, are read when ``draft`` is
+        set; beyond twice it PIL refuses to open any file).
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, at the decoded size
             with Image.open(path) as image:
                 if draft > 0 and image.format == "JPEG" and min(image.size) >= 4 * draft:
                     image.draft("RGB", (2 * draft, 2 * draft))
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and image.size[0] * image.size[1] > limit:
+                    raise Image.DecompressionBombError(
+                        f"{image.size[0]} x {image.size[1]} pixels exceed the limit of {limit:,} (a possible "
+                        "decompression bomb)")
                 image.load()
                 if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                     image = _to_8bit(image)
@@ -103,6 +114,24 @@ def load_mask(path: str) -> Image.Image:
         raise BadImage(f"mask file missing: {path}") from None
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as error:
         raise BadImage(f"unreadable mask {path}: {error}") from None
+
+
+def check_resized(size: tuple[int, int], shorter: int) -> None:
+    """Refuse an image whose resized copy (shorter side ``shorter``) would exceed :data:`MAX_RESIZED_PIXELS`:
+    a 1 x 8000 strip is 2.6 KB as a JPEG but 256 x 2,048,000 pixels after resizing.
+
+    Raises
+    ------
+    BadImage
+        Naming the aspect ratio and the size it would have.
+    """
+    width, height = size
+    small = max(1, min(width, height))
+    new_width, new_height = (shorter, round(height * shorter / small)) if width <= height else \
+        (round(width * shorter / small), shorter)
+    if new_width * new_height > MAX_RESIZED_PIXELS:
+        raise BadImage(f"extreme aspect ratio ({width} x {height}): resizing its shorter side to {shorter} would "
+                       f"make {new_width} x {new_height} pixels (at most {MAX_RESIZED_PIXELS:,})")
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,7 @@ class Preprocess:
 
     def _geometry(self, image: Image.Image, interpolation) -> Image.Image:
         if self.resize > 0:
+            check_resized(image.size, self.resize)
             image = TF.resize(image, self.resize, interpolation=interpolation)
         if self.crop > 0:
             image = TF.center_crop(image, [self.crop, self.crop])

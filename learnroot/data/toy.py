@@ -63,6 +63,10 @@ class ToyPoints(Dataset):
         """The ``id`` of item ``index`` (without building it)."""
         return self.points[index][0]
 
+    def describe(self, index: int) -> dict:
+        """``{"id", "path"}`` of item ``index``."""
+        return {"id": self.points[index][0], "path": f"toy:{self.points[index][0]}"}
+
     def __getitem__(self, index: int) -> dict:
         name, (x, y) = self.points[index]
         return {"image": torch.tensor([[[x, y]]], dtype=torch.float32), "label": 0, "id": name,
