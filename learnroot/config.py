@@ -18,9 +18,10 @@ from .options import CHOICES, RunOptions
 
 CONFIG_MODULE = "learnroot.conf"
 
-POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "dataset.image_size", "method.ig_steps")
+POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "dataset.image_size", "method.ig_steps",
+            "metrics.attack_k", "metrics.attack_epsilon", "metrics.attack_step", "metrics.attack_steps")
 NON_NEGATIVE = ("root_opt.conv.steps", "root_opt.dense.steps", "root_opt.pixel.steps", "root_opt.k",
-                "dataset.num_workers")
+                "dataset.num_workers", "metrics.randomisation_layers")
 
 
 class ConfigError(Exception):
@@ -88,6 +89,9 @@ def check_choices(options: RunOptions) -> None:
         raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={needs_root}")
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
+    if options.metrics.class_other < -1:
+        raise ConfigError(f"metrics.class_other must be -1 (the runner-up class) or an output index, "
+                          f"got {options.metrics.class_other}")
 
 
 def compose(overrides: list[str] | tuple = ()):

@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 PROG = "learnroot-table"
 
 #: Config keys (and key prefixes) that do not define a configuration's numbers.
-IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "dataset.num_workers", "metrics.pf_chunk",
+IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "save_layers", "dataset.num_workers", "metrics.pf_chunk",
                 "hydra")
 #: Override keys that select presets rather than values (their effect is in the composed config).
 PRESET_KEYS = ("experiment", "cluster")
