@@ -18,10 +18,13 @@ from .options import CHOICES, RunOptions
 
 CONFIG_MODULE = "learnroot.conf"
 
-POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "dataset.image_size", "method.ig_steps",
-            "metrics.attack_k", "metrics.attack_epsilon", "metrics.attack_step", "metrics.attack_steps")
+POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "metrics.aopc_steps", "dataset.image_size",
+            "method.ig_steps", "metrics.attack_k", "metrics.attack_epsilon", "metrics.attack_step",
+            "metrics.attack_steps")
 NON_NEGATIVE = ("root_opt.conv.steps", "root_opt.dense.steps", "root_opt.pixel.steps", "root_opt.k",
-                "dataset.num_workers", "metrics.randomisation_layers")
+                "dataset.num_workers", "metrics.aopc_patch", "metrics.randomisation_layers")
+#: Keys that must lie in (0, 1].
+FRACTIONS = ("metrics.pf_log_start", "metrics.aopc_fraction")
 
 
 class ConfigError(Exception):
@@ -71,6 +74,9 @@ def check_choices(options: RunOptions) -> None:
     for key in NON_NEGATIVE:
         if _get(options, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {_get(options, key)}")
+    for key in FRACTIONS:
+        if not 0 < _get(options, key) <= 1:
+            raise ConfigError(f"{key} must lie in (0, 1], got {_get(options, key)}")
     for kind in ("conv", "dense", "pixel"):
         layer = getattr(options.root_opt, kind)
         if not (math.isfinite(layer.lr) and math.isfinite(layer.clip)):

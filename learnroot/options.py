@@ -14,12 +14,17 @@ from typing import List, Optional
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma")
 PF_BASELINES = ("zero", "black", "blur", "uniform")
+PF_SCHEDULES = ("linear", "log")
+#: ``dataset.part``: every sample, or one of two disjoint parts chosen by a hash of the sample id
+#: (:func:`learnroot.data.folder.split_part`).
+DATASET_PARTS = ("all", "tune", "test")
 OUTPUTS = ("logit", "abs_logit", "one")
 
 #: Keys restricted to fixed names (the names of models, datasets and methods come from their
 #: registries: :func:`learnroot.config.choices`).
 CHOICES = {
     "dataset.on_error": ("skip", "fail"),
+    "dataset.part": DATASET_PARTS,
     "method.pixel_rule": PIXEL_RULES,
     "method.output": OUTPUTS,
     "method.target": ("label", "prediction"),
@@ -32,6 +37,8 @@ CHOICES = {
     "root_opt.step": ("additive", "relative"),
     "root_opt.control": ("none", "threshold", "shuffled", "uniform"),
     "metrics.pf_baseline": PF_BASELINES,
+    "metrics.pf_schedule": PF_SCHEDULES,
+    "metrics.aopc_baseline": PF_BASELINES,
     "metrics.localisation": ("auto", "on", "off"),
     "metrics.attack_norm": ("linf", "l2"),
 }
@@ -115,8 +122,13 @@ class DatasetOptions:
         ``imagenet_class_index.json``-style file mapping output indices to WordNet ids.
     masks : str, optional
         Folder parallel to ``root`` with one mask PNG per image (same relative path, ``.png``).
+    part : str
+        ``all`` samples, or the ``tune`` part (about 30 %: for choosing hyperparameters) or the
+        ``test`` part (the other 70 %: for reporting) of the dataset's sample list, split by a hash
+        of each sample's id (:func:`learnroot.data.folder.split_part`): the parts are disjoint and a
+        sample stays in its part when the folder grows. Applied before ``limit``.
     limit : int, optional
-        Explain at most this many images, chosen deterministically with ``seed``.
+        Explain at most this many images (of the part), chosen deterministically with ``seed``.
     seed : int
         Seed of the subset selection (and of the shapes generator).
     on_error : str
@@ -135,6 +147,7 @@ class DatasetOptions:
     split: str = "val"
     class_index: Optional[str] = None
     masks: Optional[str] = None
+    part: str = "all"
     limit: Optional[int] = 32
     seed: int = 0
     on_error: str = "skip"
@@ -287,7 +300,13 @@ class MetricsOptions:
     pixel_flipping : bool
         MoRF and LeRF pixel flipping.
     pf_steps : int
-        Number of equal steps from 0 to 100 % of the pixels removed.
+        Number of steps from 0 to 100 % of the pixels removed.
+    pf_schedule : str
+        ``linear``: equal steps (Samek et al. 2017; the default, as in earlier results); ``log``:
+        fractions spaced geometrically from ``pf_log_start`` to 100 %, AUC over the normalised log
+        axis, so early removals weigh as much as late ones (:mod:`learnroot.metrics.flipping`).
+    pf_log_start : float
+        Fraction removed at the first step of the ``log`` schedule (at least one pixel).
     pf_baseline : str
         Replacement value, one of :data:`PF_BASELINES`.
     pf_blur_sigma : float
@@ -298,6 +317,20 @@ class MetricsOptions:
         Positive / negative perturbation (Chefer et al. 2021).
     perturbation_fractions : list of float
         Fractions removed, each from the clean image.
+    aopc : bool
+        Region perturbation (Samek et al. 2017): AOPC of patches removed in MoRF, LeRF and random
+        order (:mod:`learnroot.metrics.region`); ``3 x aopc_steps`` forward passes per sample.
+    aopc_patch : int
+        Side of the square patches in pixels; ``0``: ``round(9 * H / 224)``, at least 1 (Samek's
+        9 x 9 regions at 224 px; 3 at 64 px; 1 at 28 or 32 px).
+    aopc_steps : int
+        Number of perturbation steps ``L``.
+    aopc_fraction : float
+        Fraction of the patches removed at step ``L`` (Samek: 100 of 625 regions, 16 %).
+    aopc_baseline : str
+        Replacement of the removed patches, one of :data:`PF_BASELINES` (Samek: ``uniform`` noise).
+    aopc_seed : int
+        Seed of the random order (combined with each sample's id).
     localisation : str
         ``auto`` (when the dataset has masks), ``on`` (error without masks) or ``off``.
     conservation : bool
@@ -342,6 +375,8 @@ class MetricsOptions:
 
     pixel_flipping: bool = True
     pf_steps: int = 20
+    pf_schedule: str = "linear"
+    pf_log_start: float = 0.001
     pf_baseline: str = "zero"
     pf_blur_sigma: float = 5.0
     pf_chunk: int = 256
@@ -349,6 +384,12 @@ class MetricsOptions:
     perturbation_fractions: List[float] = field(
         default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     )
+    aopc: bool = False
+    aopc_patch: int = 0
+    aopc_steps: int = 20
+    aopc_fraction: float = 0.2
+    aopc_baseline: str = "uniform"
+    aopc_seed: int = 0
     localisation: str = "auto"
     conservation: bool = True
     cost: bool = True

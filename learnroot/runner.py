@@ -142,7 +142,7 @@ class Pipeline:
         relevance = attribution.relevance.detach()
         bad = conservation.nonfinite(relevance)
         other = self.other_object(logits, batch)
-        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"),
+        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"],
                                                  attribution=attribution, other=other)
         columns = self.sample_columns(batch, logits, target, label, attribution, bad)
         if self.options.metrics.cost:
@@ -196,7 +196,7 @@ class Pipeline:
         _sync(self.device)
         return attribution, (time.perf_counter() - start) / len(x)
 
-    def evaluate(self, x, relevance, bad, target, label, mask, attribution=None, other=None):
+    def evaluate(self, x, relevance, bad, target, label, mask, ids=None, attribution=None, other=None):
         """The metrics of the batch (non-finite relevance replaced by zeros, its metrics NaN later) and
         their seconds per image; ``other``: a second object's ``(target, mask)`` (:meth:`other_object`)."""
         safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
@@ -205,8 +205,8 @@ class Pipeline:
         other_target, other_mask = other if other is not None else (None, None)
         start = time.perf_counter()
         evaluation = evaluate(self.model, x, safe, target, label, mask, self.options.metrics, self.norm,
-                              attributor=self.attributor, attribution=attribution, other_target=other_target,
-                              other_mask=other_mask if masks_on else None)
+                              attributor=self.attributor, ids=ids, attribution=attribution,
+                              other_target=other_target, other_mask=other_mask if masks_on else None)
         _sync(self.device)
         return evaluation, (time.perf_counter() - start) / len(x)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from learnroot.config import compose_options
 from learnroot.methods import REGISTRY, names
@@ -20,7 +21,9 @@ except ImportError:  # tests/ is not a package
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-def test_default_presets_equal_the_dataclass_defaults():
+def test_default_presets_equal_the_dataclass_defaults(monkeypatch):
+    for variable in ("LEARNROOT_OUTPUT_ROOT", "LEARNROOT_CACHE", "LEARNROOT_SHARED_DATA"):
+        monkeypatch.delenv(variable, raising=False)  # the paths group reads them
     assert dataclasses.asdict(compose_options()) == dataclasses.asdict(RunOptions())
 
 
@@ -30,6 +33,7 @@ def test_root_presets_compose_and_name_themselves(preset):
     assert options.name == preset
     values = yaml.safe_load((CONF / "root_opt" / f"{preset}.yaml").read_text())
     assert set(values) == {field.name for field in dataclasses.fields(RootOptOptions)}, "every key written out"
+    values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)  # dense/pixel may follow conv
     assert options == RootOptOptions(**{key: LayerRootOptions(**value) if key in ("conv", "dense", "pixel")
                                         else value for key, value in values.items()})
 

@@ -7,6 +7,10 @@ A dataset whose target depends on the model (``coco_seg``) gives ``label = -1`` 
 ``candidates`` vector over the model's outputs instead; :func:`candidate_labels` turns the logits
 into the label. A dataset may list images it set aside before any reading in an ``excluded``
 attribute (``{"id", "path", "reason"}`` each); the runner reports them with the skipped ones.
+
+Every builder chooses its samples with :func:`~learnroot.data.folder.choose_samples` (the
+``dataset.part`` by a hash of the sample id, then ``dataset.limit`` with ``dataset.seed``), passing
+the ids its items will carry, so that ``tune`` and ``test`` are disjoint on every dataset.
 """
 from __future__ import annotations
 
@@ -18,14 +22,14 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..options import DatasetOptions
-from .folder import DataError, ImageFolderDataset, scan, select
+from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, split_part
 from .images import BadImage, Preprocess
 from .shapes import CLASSES as SHAPE_CLASSES
 from .shapes import generate
 from .toy import ToyPoints
 
 __all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
-           "candidate_labels", "num_classes"]
+           "candidate_labels", "num_classes", "choose_samples", "split_part", "PARTS"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -49,8 +53,9 @@ class DatasetSpec:
     name : str
         The ``dataset=`` choice (and ``conf/dataset/<name>.yaml``).
     build : callable
-        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already limited to
-        ``options.limit`` samples; raises :class:`DataError` (one line) when it cannot be used.
+        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already restricted to
+        ``options.part`` and ``options.limit`` by :func:`choose_samples`; raises :class:`DataError`
+        (one line) when it cannot be used.
     summary : str
         One line for README.
     needs_root : str, optional
@@ -115,12 +120,12 @@ def _shapes(options, preprocess, num_outputs, cache_dir, split):
     if split not in ("train", "val"):
         raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
     samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
-    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess)
 
 
 def _imagenet(options, preprocess, num_outputs, cache_dir, split):
     samples = scan(options.root, num_outputs, options.class_index, options.masks)
-    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess)
 
 
 def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
@@ -128,14 +133,16 @@ def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
     if not Path(options.root).expanduser().is_file():
         raise DataError(f"ImageNet-Segmentation file not found: {options.root}")
     dataset = ImageNetSegmentation(str(Path(options.root).expanduser()), preprocess.image, preprocess.mask)
-    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    indices = list(range(len(dataset)))
+    subset = Subset(dataset, choose_samples(indices, options, [dataset.sample_id(i) for i in indices]))
     subset.has_masks = True
     return subset
 
 
 def _toy_points(options, preprocess, num_outputs, cache_dir, split):
     dataset = ToyPoints()
-    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    indices = list(range(len(dataset)))
+    subset = Subset(dataset, choose_samples(indices, options, [dataset.sample_id(i) for i in indices]))
     subset.has_masks = False
     return subset
 
@@ -151,19 +158,20 @@ register(DatasetSpec("toy_points", _toy_points, "the supplement's toy points for
 
 def _mnist(options, preprocess, num_outputs, cache_dir, split):
     from .mnist import mnist_dataset
-    return mnist_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit, options.seed)
+    return mnist_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit, options.seed,
+                         options.part)
 
 
 def _cifar10(options, preprocess, num_outputs, cache_dir, split):
     from .cifar10 import cifar10_dataset
     return cifar10_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
-                           options.seed)
+                           options.seed, options.part)
 
 
 def _coco_seg(options, preprocess, num_outputs, cache_dir, split):
     from .coco import coco_dataset
     return coco_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
-                        options.seed, options.min_area)
+                        options.seed, options.min_area, options.part)
 
 
 register(DatasetSpec("mnist", _mnist, "MNIST digits from the IDX files (t10k or train, gzipped or not)",

@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 
 from .arrays import ArrayDataset
-from .folder import DataError, ImageFolderDataset, Sample, _safe_id, select
+from .folder import DataError, ImageFolderDataset, Sample, _safe_id, select, split_part
 from .images import IMAGE_EXTENSIONS, Preprocess
 
 #: The standard CIFAR-10 class order (label = position), as in ``batches.meta``.
@@ -139,7 +139,7 @@ def scan_classes(folder: Path) -> list[Sample]:
 
 
 def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: int,
-                    limit: Optional[int], seed: int):
+                    limit: Optional[int], seed: int, part: str = "all"):
     """The CIFAR-10 images of one split, limited to ``limit`` samples chosen with ``seed``.
 
     Parameters
@@ -184,7 +184,8 @@ def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: 
             images.append(data)
             labels += batch_labels
             paths += [f"{folder / name}#{i}" for i in range(len(data))]
-        chosen = select(list(range(len(labels))), limit, seed)
+        indices = list(range(len(labels)))
+        chosen = select(split_part(indices, [f"cifar10-{split}-{i:05d}" for i in indices], part), limit, seed)
         return ArrayDataset(np.concatenate(images)[chosen], [labels[i] for i in chosen],
                             [f"cifar10-{split}-{i:05d}" for i in chosen], [paths[i] for i in chosen], preprocess)
     if (base / split).is_dir():
@@ -192,4 +193,6 @@ def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: 
     elif not any(entry.is_dir() and entry.name in CLASSES for entry in base.iterdir()):
         raise DataError(f"no CIFAR-10 data in {base}: expected {base}/{split}/<class name>/<images>, "
                         f"{base}/<class name>/<images> or the python batches ({base}/cifar-10-batches-py/)")
-    return ImageFolderDataset(select(scan_classes(base), limit, seed), preprocess)
+    samples = scan_classes(base)
+    return ImageFolderDataset(select(split_part(samples, [sample.id for sample in samples], part), limit, seed),
+                              preprocess)

@@ -51,7 +51,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from .coco_imagenet import COCO80, COCO_INDEX_TO_IMAGENET
-from .folder import DataError, select
+from .folder import DataError, select, split_part
 from .images import IMAGE_EXTENSIONS, BadImage, Preprocess, load_rgb
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _explained_class(label_file: Path, min_area: float) -> tuple[tuple[CocoObjec
 
 
 def scan_coco(root: str, split: str, limit: Optional[int], seed: int,
-              min_area: float = 0.0) -> tuple[list[CocoSample], list[dict]]:
+              min_area: float = 0.0, part: str = "all") -> tuple[list[CocoSample], list[dict]]:
     """List the images of a split, choose the explained class of each, and set the others aside.
 
     Parameters
@@ -232,7 +232,8 @@ def scan_coco(root: str, split: str, limit: Optional[int], seed: int,
     if not files:
         raise DataError(f"no images in {images_dir}")
     samples, excluded = [], []
-    for file in select(files, limit, seed):
+    chosen = select(split_part(files, [f"coco-{split}-{file.stem}" for file in files], part), limit, seed)
+    for file in chosen:
         sample_id = f"coco-{split}-{file.stem}"
         objects, coco, reason = _explained_class(labels_dir / f"{file.stem}.txt", min_area)
         if reason:
@@ -335,7 +336,7 @@ class CocoSegmentation(Dataset):
 
 
 def coco_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: int, limit: Optional[int],
-                 seed: int, min_area: float = 0.0) -> CocoSegmentation:
+                 seed: int, min_area: float = 0.0, part: str = "all") -> CocoSegmentation:
     """The explainable COCO images of a split (see the module documentation).
 
     Raises
@@ -349,7 +350,7 @@ def coco_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: int
                         f"not {num_outputs}")
     if not 0.0 <= min_area < 1.0:
         raise DataError(f"dataset.min_area must be a fraction in [0, 1), got {min_area}")
-    samples, excluded = scan_coco(root, split, limit, seed, min_area)
+    samples, excluded = scan_coco(root, split, limit, seed, min_area, part)
     if excluded:
         log.warning("coco_seg: %d of %d image(s) set aside (no mapped object, too small or bad labels), "
                     "e.g. %s: %s", len(excluded), len(samples) + len(excluded), excluded[0]["path"],

@@ -1,4 +1,5 @@
-"""ImageNet-style folders: one sub-folder per class, optional parallel mask folder.
+"""ImageNet-style folders: one sub-folder per class, optional parallel mask folder; and the choice of
+the samples a run explains (:func:`choose_samples`: a part split by id hash, then a seeded subset).
 
 Labels are output indices of the model. With a class-index file (the common
 ``imagenet_class_index.json``: ``{"0": ["n01440764", "tench"], ...}``) each folder name is looked
@@ -8,12 +9,13 @@ every class of the model; :func:`class_indices` refuses anything else.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -149,6 +151,67 @@ def select(samples: list, limit: Optional[int], seed: int) -> list:
         return list(samples)
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:limit]
     return [samples[i] for i in sorted(order.tolist())]
+
+
+#: ``dataset.part`` values.
+PARTS = ("all", "tune", "test")
+#: Share of the hash range that makes the ``tune`` part.
+TUNE_SHARE = 0.3
+
+
+def id_position(sample_id: str) -> float:
+    """Where a sample id falls in ``[0, 1)``: the first 8 bytes of ``sha1(id as UTF-8)`` as a
+    big-endian integer, divided by ``2 ** 64``."""
+    return int.from_bytes(hashlib.sha1(str(sample_id).encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+
+
+def split_part(samples: Sequence, ids: Sequence[str], part: str) -> list:
+    """The samples of one part: ``all``; ``tune``: those whose :func:`id_position` is below
+    :data:`TUNE_SHARE` (about 30 %); ``test``: the others (about 70 %).
+
+    The split looks at nothing but each sample's own id, so the parts are disjoint and together
+    make the whole list, a sample keeps its part when files are added, removed or scanned in another
+    order, and the same id is in the same part on every dataset. Order is kept.
+
+    Parameters
+    ----------
+    samples : sequence
+        The dataset's sample list.
+    ids : sequence of str
+        The stable id of each sample (the ``id`` column of ``per_sample.csv``).
+    part : str
+        One of :data:`PARTS`.
+
+    Raises
+    ------
+    ValueError
+        Unknown part, or ``ids`` not as long as ``samples``.
+    """
+    if part not in PARTS:
+        raise ValueError(f"dataset.part={part!r} is not one of: {', '.join(PARTS)}")
+    if len(ids) != len(samples):
+        raise ValueError(f"{len(ids)} ids for {len(samples)} samples")
+    if part == "all":
+        return list(samples)
+    tune = part == "tune"
+    return [sample for sample, sample_id in zip(samples, ids) if (id_position(sample_id) < TUNE_SHARE) == tune]
+
+
+def choose_samples(samples: Sequence, options, ids: Optional[Sequence[str]] = None) -> list:
+    """What every dataset builder explains: the ``options.part`` of ``samples`` (:func:`split_part`),
+    then at most ``options.limit`` of them chosen with ``options.seed`` (:func:`select`).
+
+    Parameters
+    ----------
+    samples : sequence
+        The dataset's whole sample list (records or indices), in a fixed order.
+    options : DatasetOptions
+        ``part``, ``limit`` and ``seed``.
+    ids : sequence of str, optional
+        The samples' stable ids; default ``sample.id`` of each sample.
+    """
+    ids = [sample.id for sample in samples] if ids is None else ids
+    return select(split_part(samples, ids, options.part), options.limit, options.seed)
 
 
 class ImageFolderDataset(Dataset):

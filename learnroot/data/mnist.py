@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .arrays import ArrayDataset
-from .folder import DataError, select
+from .folder import DataError, select, split_part
 from .images import Preprocess
 
 #: split -> file-name prefix.
@@ -150,7 +150,7 @@ def read_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, Pa
 
 
 def mnist_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: int,
-                  limit: Optional[int], seed: int) -> ArrayDataset:
+                  limit: Optional[int], seed: int, part: str = "all") -> ArrayDataset:
     """The MNIST digits of one split, limited to ``limit`` samples chosen with ``seed``.
 
     Parameters
@@ -167,6 +167,8 @@ def mnist_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: in
         At most this many digits (:func:`~learnroot.data.folder.select`).
     seed : int
         Seed of the selection.
+    part : str
+        ``all``, ``tune`` or ``test`` (:func:`~learnroot.data.folder.split_part`, before ``limit``).
 
     Raises
     ------
@@ -176,6 +178,8 @@ def mnist_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: in
     if num_outputs and num_outputs != len(CLASSES):
         raise DataError(f"dataset=mnist has 10 classes but the model has {num_outputs} outputs")
     images, labels, path = read_split(root, split)
-    chosen = np.asarray(select(list(range(len(images))), limit, seed), dtype=np.int64)
+    indices = list(range(len(images)))
+    chosen = select(split_part(indices, [f"mnist-{split}-{i:05d}" for i in indices], part), limit, seed)
+    chosen = np.asarray(chosen, dtype=np.int64)
     return ArrayDataset(images[chosen], labels[chosen].tolist(), [f"mnist-{split}-{i:05d}" for i in chosen],
                         [f"{path}#{i}" for i in chosen], preprocess)

@@ -57,6 +57,10 @@ class ToyPoints(Dataset):
     def __len__(self) -> int:
         return len(self.points)
 
+    def sample_id(self, index: int) -> str:
+        """The ``id`` of item ``index`` (without building it)."""
+        return self.points[index][0]
+
     def __getitem__(self, index: int) -> dict:
         name, (x, y) = self.points[index]
         return {"image": torch.tensor([[[x, y]]], dtype=torch.float32), "label": 0, "id": name,

@@ -3,6 +3,7 @@
 :func:`evaluate` is the entry point; :mod:`~learnroot.metrics.registry` declares every metric and
 the direction of each score. The submodules hold the single metrics:
 :mod:`~learnroot.metrics.flipping` (pixel flipping, positive / negative perturbation),
+:mod:`~learnroot.metrics.region` (region perturbation, AOPC),
 :mod:`~learnroot.metrics.localisation` (masks) and :mod:`~learnroot.metrics.baselines`
 (replacement values). Importing this package registers them: pixel flipping and localisation first,
 then every other module of the package in alphabetical order (a new metric module registers itself

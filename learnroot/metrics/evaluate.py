@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
-from learnroot.metrics.flipping import Curve, relevance_map
+from learnroot.metrics.flipping import SCHEDULES, Curve, relevance_map
 from learnroot.metrics.registry import REGISTRY
 from learnroot.options import MetricsOptions
 
@@ -46,8 +46,9 @@ class Evaluation:
         Metric name to ``(B,)`` float64 CPU tensor (NaN where undefined).
     curves : list of dict
         One row per sample, kind and point: ``sample`` (int, index into the batch), ``kind``
-        (``morf``, ``lerf``, ``positive``, ``negative``, ...), ``step`` (int, index of the point),
-        ``x`` (float, fraction of pixels removed), ``prob`` and ``logit`` (float, target class),
+        (``morf``, ``lerf``, ``positive``, ``negative``, ``aopc_morf``, ``aopc_lerf``,
+        ``aopc_random``), ``step`` (int, index of the point), ``x`` (float, fraction of pixels
+        removed; of patches for the ``aopc_*`` kinds), ``prob`` and ``logit`` (float, target class),
         ``correct`` (bool top-1 correctness against the label; ``None`` when the label is
         unknown); curves of other quantities (``randomisation``) also have ``value``.
     arrays : dict of str to torch.Tensor
@@ -71,8 +72,11 @@ def _check(x, relevance, target, label, mask, options: MetricsOptions) -> None:
             raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
     if mask is not None and tuple(mask.shape) != (batch, *x.shape[2:]):
         raise ValueError(f"mask must have shape {(batch, *x.shape[2:])}, got {tuple(mask.shape)}")
-    if options.pf_baseline not in BASELINES:
-        raise ValueError(f"unknown pf_baseline {options.pf_baseline!r}; expected one of {BASELINES}")
+    for key in ("pf_baseline", "aopc_baseline"):
+        if getattr(options, key) not in BASELINES:
+            raise ValueError(f"unknown {key} {getattr(options, key)!r}; expected one of {BASELINES}")
+    if options.pf_schedule not in SCHEDULES:
+        raise ValueError(f"unknown pf_schedule {options.pf_schedule!r}; expected one of {SCHEDULES}")
     if options.localisation not in LOCALISATION_MODES:
         raise ValueError(
             f"unknown localisation mode {options.localisation!r}; expected one of {LOCALISATION_MODES}"
@@ -174,6 +178,8 @@ class Context:
         ``(B, H, W)`` uint8 mask of that second class's object (as ``mask``).
     arrays : dict
         Per-sample ``(B, ...)`` arrays a metric hands to the run folder (``relevance/<id>.npz``).
+    ids : sequence of str, optional
+        The samples' stable ids (seeds of per-sample random choices that must not depend on the batch).
     """
 
     model: nn.Module
@@ -191,15 +197,23 @@ class Context:
     other_target: Optional[torch.Tensor] = None
     other_mask: Optional[torch.Tensor] = None
     arrays: dict = field(default_factory=dict)
-    _baseline: Optional[torch.Tensor] = None
+    ids: Optional[Sequence[str]] = None
+    _baselines: Optional[dict] = None
+
+    def replacement(self, kind: str) -> torch.Tensor:
+        """``(B, C, H, W)`` replacement values of baseline ``kind`` (made once per batch and kind;
+        ``blur`` with ``options.pf_blur_sigma``, ``uniform`` seeded with ``options.seed``)."""
+        if self._baselines is None:
+            self._baselines = {}
+        if kind not in self._baselines:
+            self._baselines[kind] = make_baseline(self.x, kind, self.norm, sigma=self.options.pf_blur_sigma,
+                                                  seed=self.options.seed)
+        return self._baselines[kind]
 
     @property
     def baseline(self) -> torch.Tensor:
         """``(B, C, H, W)`` replacement values of ``options.pf_baseline`` (made once per batch)."""
-        if self._baseline is None:
-            self._baseline = make_baseline(self.x, self.options.pf_baseline, self.norm,
-                                           sigma=self.options.pf_blur_sigma, seed=self.options.seed)
-        return self._baseline
+        return self.replacement(self.options.pf_baseline)
 
 
 def evaluate(
@@ -215,6 +229,7 @@ def evaluate(
     attribution=None,
     other_target: Optional[torch.Tensor] = None,
     other_mask: Optional[torch.Tensor] = None,
+    ids: Optional[Sequence[str]] = None,
 ) -> Evaluation:
     """Evaluate the explanations of one batch.
 
@@ -242,6 +257,9 @@ def evaluate(
         The batch's attribution (the signal / root test reads its ``pixel_root``).
     other_target, other_mask : torch.Tensor, optional
         ``(B,)`` long second class (``-1``: none) and ``(B, H, W)`` uint8 mask of its object.
+    ids : sequence of str, optional
+        The samples' stable ids: seeds of the random region order (``aopc``), so that it does not
+        depend on the batch; without them the input's bytes are hashed instead.
 
     Returns
     -------
@@ -264,7 +282,8 @@ def evaluate(
         map2d, finite = _finite_map(relevance.detach().to(x.device))
         context = Context(model=model, x=x, relevance=relevance.detach().to(x.device), map2d=map2d, finite=finite,
                           target=target.to(x.device), label=label.to(x.device), mask=mask, options=options,
-                          norm=norm, attributor=attributor, attribution=attribution,
+                          norm=norm, attributor=attributor, ids=None if ids is None else list(ids),
+                          attribution=attribution,
                           other_target=None if other_target is None else other_target.to(x.device),
                           other_mask=None if other_mask is None else other_mask.to(x.device))
         per_sample: dict[str, torch.Tensor] = {}

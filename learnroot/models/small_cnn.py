@@ -131,7 +131,7 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     options : ModelOptions
         Model and training options.
     dataset_options : DatasetOptions
-        The shapes benchmark to train on (its seed and sizes; limit and split are ignored).
+        The shapes benchmark to train on (its seed and sizes; limit, part and split are ignored).
     cache_dir : str
         Cache folder; the weights go to ``<cache_dir>/models/small_cnn-<key>.pt``.
     """
@@ -153,7 +153,7 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
         return model.eval()
     from . import preprocess_of
     preprocess = preprocess_of(options)
-    full = replace(dataset_options, limit=None)
+    full = replace(dataset_options, limit=None, part="all")  # trains on the whole train split
     train = build_dataset(full, preprocess, num_classes, cache_dir, split="train")
     val = build_dataset(full, preprocess, num_classes, cache_dir, split="val")
     model, val_accuracy = train_small_cnn(train, val, options, num_classes)
