@@ -357,3 +357,46 @@ def test_coco_items_name_the_second_object(tmp_path):
     assert not one["other_candidates"].any() and bool((one["other_mask"] == 255).all())  # no second object
     batch = collate([two, one])
     assert batch["other_candidates"].shape == (2, 1000) and batch["other_mask"].shape == (2, 10, 20)
+
+
+@pytest.mark.slow
+def test_sanity_preset_end_to_end(run_cli, tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    result = run_cli("metrics=sanity", "method=ours", "root_opt.pixel_layer=learned", "dataset.limit=2", "batch_size=2",
+                     "metrics.pixel_flipping=false", "metrics.perturbation=false", "metrics.attack_steps=3",
+                     "metrics.attack_epsilon=0.2", "metrics.attack_step=0.1", "metrics.randomisation_layers=2",
+                     "save_layers=[features.3,classifier.1]")
+    assert result.returncode == 0, result.stderr
+    run_dir = sorted((tmp_path / "outputs" / "runs").iterdir())[-1]
+    samples = pd.read_csv(run_dir / "per_sample.csv")
+    for column in ("attack_success", "attack_iterations", "attack_perturbation", "attack_random_success",
+                   "signal_logit", "root_logit", "signal_kept", "root_kept", "class_spearman", "class_ssim",
+                   "randomisation_spearman_top", "randomisation_spearman_mean", "randomisation_ssim_mean"):
+        assert samples[column].notna().all(), column  # the small CNN classifies both images correctly
+    assert samples["attack_iterations"].between(1, 3).all() and samples["attack_perturbation"].le(0.2 + 1e-6).all()
+    curves = pd.read_csv(run_dir / "curves.csv")
+    randomisation = curves[curves["kind"] == "randomisation"]
+    assert len(randomisation) == 2 * 3 and randomisation["value"].notna().all()
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["curves"]["randomisation"]["x"] == [0.0, 1.0, 2.0]
+    assert set(summary["curves"]["randomisation"]) == {"x", "value"}
+    assert summary["metrics"]["attack_success"]["n"] == 2
+    arrays = np.load(run_dir / "relevance" / f"{samples['id'][0]}.npz")
+    assert arrays["layer_features.3"].shape == (32, 32) and arrays["layer_classifier.1"].shape == (1024,)
+    assert arrays["relevance_other"].shape == (3, 64, 64) and int(arrays["target_other"]) != int(arrays["target"])
+
+    # the aggregation and figure commands, in this process (their own CLI tests run them as scripts)
+    from learnroot import figures, table
+    table.main([str(run_dir), "--metrics", "attack_success,root_logit,class_spearman,randomisation_spearman_top",
+                "-o", str(tmp_path / "table"), "-q"])
+    assert "randomisation_spearman_top ↓" in (tmp_path / "table" / "table.md").read_text()
+    for figure in ("layers", "randomisation", "details", "background", "multitarget"):
+        figures.main([figure, str(run_dir), "-o", str(tmp_path / "figures"), "--format", "png", "-n", "2"])
+        assert (tmp_path / "figures" / f"{figure}.png").is_file() and (tmp_path / "figures" / f"{figure}.txt").is_file()
+    figures.main(["heatmaps", str(run_dir), "-o", str(tmp_path / "figures"), "--style", "paper", "--prefix", "paper_",
+                  "--format", "png"])
+    assert "mean cropping" in (tmp_path / "figures" / "paper_heatmaps.txt").read_text()
