@@ -140,6 +140,7 @@ def test_a_random_ranking_of_every_position_is_the_same_attack():
     for name in ("success", "iterations", "perturbation"):
         assert scores[f"attack_random_{name}"].tolist() == scores[f"attack_{name}"].tolist()
     assert scores["attack_iterations"].tolist() == [2.0]  # 4 pixels x 0.05 x 2 steps: f_0 = 1.6
+    assert scores["attack_advantage"].tolist() == [0.0]
 
 
 def test_the_control_ranking_does_not_depend_on_the_batch():

@@ -32,6 +32,7 @@ methods, canonized once per batch).
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -90,7 +91,11 @@ def compute_randomisation(context) -> tuple[dict, dict]:
     attributor = context.attributor
     with_model = getattr(attributor, "with_model", None)
     if with_model is None:
-        raise ValueError("metrics.randomisation needs an attributor that can be made for another model")
+        warnings.warn("randomisation: the method's attributor cannot be made for another model: NaN",
+                      RuntimeWarning, stacklevel=2)
+        nan = torch.full((context.x.shape[0],), float("nan"), dtype=torch.float64, device=context.x.device)
+        return {name: nan for name in ("randomisation_spearman_top", "randomisation_spearman_mean",
+                                       "randomisation_ssim_top", "randomisation_ssim_mean")}, {}
     names = affine_layers(context.model, context.x, context.norm)
     wanted = context.options.randomisation_layers
     steps = len(names) if wanted <= 0 else min(wanted, len(names))
