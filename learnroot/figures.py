@@ -642,6 +642,11 @@ def layer_figure(root: str | Path, stem: str | Path, by: Iterable[str] = ("metho
     the pixel map and each saved layer's channel-summed input relevance, shallow to deep (maps of
     dense layers, 1-D, are not drawn).
 
+    Deviation from the paper's ``vis_layer_wise.py``: it meant to show the learned root's *signals*
+    ``x - r`` at every other convolution, smoothed by a Gaussian of sigma 1 (as shipped they are never
+    stored, so the panels are empty, and the script does not run); we draw the *relevance* arriving at
+    the chosen layers, which every rule method has, unsmoothed.
+
     Raises
     ------
     FigureError
