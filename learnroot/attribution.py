@@ -42,7 +42,7 @@ from .canonizers import canonizers, unmerged_batchnorms
 from .conservation import Recorded
 from .methods import RuleBook, get, validate
 from .options import MethodOptions, RootOptOptions
-from .rules import AFFINE, LearnedRoot, RootLog
+from .rules import AFFINE, RootLog
 from .rules.layers import generic_rule, layer_kind
 
 __all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe", "recordable_layers"]
@@ -267,8 +267,7 @@ class Attributor:
             (pixel_name, _), hidden = found.affine[0], found.affine[1:]
             rules = self.spec.hidden(book, hidden)
             if self.spec.uses_root_opt and self.root_opt.pixel_layer == "learned":
-                rules[pixel_name] = LearnedRoot.from_options(self.root_opt.pixel, self.root_opt, box=found.box,
-                                                             log=self.pixel_log)
+                rules[pixel_name] = book.learned(self.root_opt.pixel, box=found.box, log=self.pixel_log)
             else:
                 rules[pixel_name] = book.pixel(found.box)
             if not fast:
@@ -283,7 +282,7 @@ class Attributor:
         canonizers of its own.
         """
         rules = self.rules(found, fast=fast)
-        stabilizer = self.method.stabilizer
+        method = self.method
 
         def module_map(ctx, name, module):
             if name in rules:
@@ -291,7 +290,7 @@ class Attributor:
             elif isinstance(module, AFFINE):  # not reached by the forward pass
                 template = None
             else:
-                template = generic_rule(module, stabilizer)
+                template = generic_rule(module, method.stabilizer, method.pool_rule, method.epsilon)
             return None if template is None else Recorded(template, name, layer_kind(module), sink,
                                                            keep=name in self.keep_layers)
 

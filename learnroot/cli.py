@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, check_choices, compose, register
+from .config import ConfigError, check_choices, check_inputs, compose, jobs_run_here, register
 from .options import RunOptions
 
 PROG = "learnroot-run"
@@ -68,6 +68,8 @@ def one_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     message = re.sub(r"^In '[^']*': ", "", lines[0])
+    if "add --multirun" in text:
+        message += " (to sweep over the values add -m; for a list write key=[a,b])"
     if "Available options" in text:
         listed = text.split("Available options", 1)[1].split("Config search path", 1)[0]
         options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
@@ -100,8 +102,19 @@ def _validation_override_sets(overrides: list[str], multirun: bool) -> list[list
     return sets
 
 
-def validate(overrides: list[str], multirun: bool = False) -> None:
+def validate(overrides: list[str], multirun: bool = False, inputs: bool = True) -> None:
     """Compose the config for the overrides and check it, without running anything.
+
+    Parameters
+    ----------
+    overrides : list of str
+        Command-line overrides.
+    multirun : bool
+        Check every value of a simple comma sweep.
+    inputs : bool
+        Also check the choices and what the run needs from the machine (files, folders, device;
+        :func:`learnroot.config.check_inputs`); ``False`` checks the composition alone, without
+        importing torch (``--cfg``).
 
     Raises
     ------
@@ -114,7 +127,8 @@ def validate(overrides: list[str], multirun: bool = False) -> None:
             cfg = compose(override_set)
         except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
             raise ConfigError(one_line(error)) from None
-        to_options(cfg)
+        if inputs:
+            check_inputs(to_options(cfg), device=jobs_run_here(overrides))
 
 
 def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:
@@ -159,9 +173,22 @@ def _format_summary(summary: dict, run_dir: Path) -> str:
             f"{summary['runtime_s']:.1f} s\n{values}")
 
 
-def _record_failure(run_dir: Path, error: BaseException, message: str) -> None:
+def _record_failure(run_dir: Path, error: BaseException, message: str, expected: bool) -> None:
+    """Write ``failed.json``; ``stage`` is ``build`` for bad input found before any batch was committed
+    (``learnroot-table`` lists such folders apart: no results were ever expected from them)."""
     from .outputs import write_json
-    write_json(run_dir / "failed.json", {"status": "failed", "error": message, "type": type(error).__name__})
+    started = any((run_dir / "parts").glob("batch-*.json")) if (run_dir / "parts").is_dir() else False
+    stage = "build" if expected and not started else "run"
+    write_json(run_dir / "failed.json", {"status": "failed", "stage": stage, "error": message,
+                                         "type": type(error).__name__})
+
+
+def _log_to_file(level: int, message: str, exc_info: bool = False) -> None:
+    """Write a record to the run's log file only (the console gets the one ``error:`` line instead)."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, sys.exc_info() if exc_info else None)
+    for handler in logging.getLogger().handlers + log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def execute(cfg: DictConfig) -> None:
@@ -179,11 +206,11 @@ def execute(cfg: DictConfig) -> None:
         expected = isinstance(error, expected_errors())
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         message = first if expected else f"{type(error).__name__}: {first}"
-        if expected:
-            log.error("%s", message)
-        else:
-            log.exception("run failed")
-        _record_failure(run_dir, error, message)
+        if multirun:  # the sweep goes on: say it on the console too
+            log.error("%s", message, exc_info=not expected)
+        else:  # the console gets one error line below
+            _log_to_file(logging.ERROR, message if expected else "run failed: " + message, exc_info=not expected)
+        _record_failure(run_dir, error, message, expected)
         _FAILED_JOBS.append(str(run_dir.resolve()))
         if not multirun:
             hint = "" if expected else f" (traceback in {run_dir / 'learnroot.log'})"
@@ -203,14 +230,40 @@ class FailedJobs(Callback):
                 _FAILED_JOBS.append(str(failed.parent))
 
 
+#: Hydra flags followed by a value (``--cfg job``); ``--info`` takes one optionally.
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+               "-cd", "--experimental-rerun")
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split the command line into Hydra's flags (with their values) and the overrides."""
+    flags, overrides, items = [], [], iter(argv)
+    for item in items:
+        if not item.startswith("-"):
+            overrides.append(item)
+            continue
+        flags.append(item)
+        if item in VALUE_FLAGS or item in ("--info", "-i"):
+            value = next(items, None)
+            if value is None:
+                continue
+            if item in VALUE_FLAGS or value in INFO_TOPICS:
+                flags.append(value)
+            else:
+                overrides.append(value)
+    return flags, overrides
+
+
 _hydra_main = hydra.main(version_base="1.3", config_path="pkg://learnroot.conf", config_name="config")(execute)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``learnroot-run`` (Hydra flags such as ``-m`` and ``--cfg`` work)."""
+    from .openmp import prefer_passive_wait
+    prefer_passive_wait()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = [item for item in argv if item.startswith("-")]
-    overrides = [item for item in argv if not item.startswith("-")]
+    flags, overrides = split_flags(argv)
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
     try:
         resume = [item.split("=", 1)[1] for item in overrides if item.startswith("resume=")]
@@ -222,8 +275,10 @@ def main(argv: list[str] | None = None) -> None:
             if done.is_file() and json.loads(done.read_text()).get("status") == "complete":
                 print(f"{PROG}: {resume[0]} is already complete; nothing to do")
                 return
-        if not set(flags) - {"-m", "--multirun"}:
+        if not {flag for flag in flags if flag.startswith("-")} - {"-m", "--multirun"}:
             validate(overrides, multirun)
+        elif not any(flag in ("-h", "--help", "--hydra-help", "--info", "-i") for flag in flags):
+            validate(overrides, multirun, inputs=False)  # --cfg, -p: the composition only, without torch
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -30,7 +30,7 @@ class LayerSums:
     name : str
         Module name in the model (``named_modules``), e.g. ``features.28``.
     kind : str
-        ``conv``, ``dense``, ``pool``, ``sum``, ``activation`` or ``batchnorm``.
+        ``conv``, ``dense``, ``pool``, ``sum``, ``shortcut``, ``activation`` or ``batchnorm``.
     r_out : torch.Tensor
         ``(B,)`` sum of the relevance arriving from above (output side).
     r_in : torch.Tensor

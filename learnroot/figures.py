@@ -5,12 +5,15 @@ row labels it reuses), never the runner. Three figures, each written as PNG and 
 file (``.txt``) beside it:
 
 ``heatmaps``
-    The seed's Figure 2: rows are images, columns the input and then one column per configuration
+    Like Figure 2 of the supplementary material of the ACM MM 2024 paper "Effective optimization of
+    root selection towards improved explanation of deep classifiers": rows are images, columns the
+    input and then one column per configuration
     (method), from the runs' ``relevance/<id>.npz`` files.
 ``curves``
     Mean pixel-flipping curves (MoRF solid, LeRF dashed) of every configuration on one axes.
 ``toy``
-    The seed's Figure 1: contours of ``f(x, y) = sigmoid(x) + sigmoid(y)`` on ``[0, 5]^2`` with the
+    Figure 1 of the supplementary material (its toy example, Section 2.2): contours of
+    ``f(x, y) = sigmoid(x) + sigmoid(y)`` on ``[0, 5]^2`` with the
     points a, b, c and a table of their relevances under three explanations (also ``toy.csv``).
 
 The sanity checks and the supplement's scenarios:
@@ -424,7 +427,8 @@ def toy_caption(frame: pd.DataFrame, delta: float = TOY_DELTA, numbers: str = "t
     sums = ("no explanation sums to f" if not conserving else
             f"the sum equals f only for {', '.join(conserving)}")
     return (
-        "The seed's toy example: f(x, y) = sigmoid(x) + sigmoid(y) on [0, 5]^2 (contour levels "
+        "The toy example of the paper's supplementary material (Section 2.2, Figure 1): "
+        "f(x, y) = sigmoid(x) + sigmoid(y) on [0, 5]^2 (contour levels "
         f"{', '.join(f'{level:.2f}' for level in TOY_LEVELS)}); a, b, c from learnroot.data.toy.seed_points(): "
         "b lies right of a, c above a, and f(b) = f(c) (dashed contour). The table gives the relevance of "
         "each input (R_x, R_y) and its sum under: LRP-0 (root 0 at the affine layer, the sigmoid's z rule "
@@ -437,7 +441,7 @@ def toy_caption(frame: pd.DataFrame, delta: float = TOY_DELTA, numbers: str = "t
 
 def plot_toy(stem: str | Path, delta: float = TOY_DELTA, formats: Iterable[str] = FORMATS,
              dpi: int = 100) -> list[Path]:
-    """The seed's Figure 1 with the relevance table; writes ``<stem>.png|pdf|txt`` and ``<stem>.csv``.
+    """The supplementary material's Figure 1 with the relevance table; writes ``<stem>.png|pdf|txt`` and ``<stem>.csv``.
 
     The figure is 10 x 4.5 inches (1000 x 450 pixels at 100 dpi).
 
@@ -840,14 +844,20 @@ def _split(text: Optional[str]) -> list[str]:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """The command line of ``learnroot-figures``."""
     parser = argparse.ArgumentParser(prog=PROG, description=(
-        "Figures from learnroot run folders: heatmap grid (the seed's Figure 2), mean pixel-flipping curves, "
-        "and the toy example (the seed's Figure 1). PNG and PDF, with a caption .txt beside each."))
+        "Figures from learnroot run folders: a heatmap grid (images x methods, like Figure 2 of the "
+        "supplementary material of the ACM MM 2024 paper 'Effective optimization of root selection towards "
+        "improved explanation of deep classifiers'), mean pixel-flipping curves, and the paper's toy example "
+        "(its Figure 1: f(x, y) = sigmoid(x) + sigmoid(y), three points, their relevances; needs no run); "
+        "the sanity checks' figures and the supplement's scenario grids. PNG and PDF, with a caption .txt "
+        "beside each."))
     parser.add_argument("figure", choices=("heatmaps", "curves", "toy", "all", "layers", "randomisation")
                         + SCENARIOS[1:], help="which figure(s): heatmaps, curves, toy (all: these three); layers "
                         "(layer-wise maps of runs with save_layers: the 'features' scenario), randomisation "
                         "(curves of the randomisation check); the scenario grids details, background, multitarget")
     parser.add_argument("path", nargs="?", help="run, sweep or output folder (not needed for toy)")
-    parser.add_argument("-o", "--output", default=None, help="output folder (default: PATH, or . for toy)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output folder (default: PATH; for toy alone: <output root>/figures, the output root "
+                             "being $LEARNROOT_OUTPUT_ROOT or outputs)")
     parser.add_argument("--prefix", default="", help="prefix of the file names, e.g. 'methods_'")
     parser.add_argument("--by", default="method", help="label columns (as learnroot-table --by; default: method)")
     parser.add_argument("--ids", default=None, help="heatmaps: comma-separated sample ids (default: N ids spread "
@@ -883,7 +893,7 @@ def make_figures(args: argparse.Namespace) -> list[Path]:
         raise FigureError(f"{args.figure} needs a run, sweep or output folder")
     if args.n_images <= 0 or args.dpi <= 0:
         raise FigureError("--n-images and --dpi must be positive")
-    out = Path(args.output or args.path or ".")
+    out = Path(args.output or args.path or default_output())
     by = _split(args.by) or ["method"]
     written = []
     style = getattr(args, "style", None)
@@ -926,6 +936,12 @@ def make_figures(args: argparse.Namespace) -> list[Path]:
     if args.figure in ("toy", "all"):
         written += plot_toy(out / f"{args.prefix}toy", args.delta, formats, args.dpi)
     return written
+
+
+def default_output() -> Path:
+    """Where figures go without ``-o`` and without a run folder: ``<output root>/figures``."""
+    import os
+    return Path(os.environ.get("LEARNROOT_OUTPUT_ROOT") or "outputs") / "figures"
 
 
 def main(argv: Optional[list[str]] = None) -> None:

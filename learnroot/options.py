@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
-PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma")
+PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
+POOL_RULES = ("norm", "epsilon", "flat")
+ZPLUS_FALLBACKS = ("wsquare", "none")
+#: Depths of the CIFAR-10 ResNets (``6 n + 2``, n basic blocks per stage).
+CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 PF_BASELINES = ("zero", "black", "blur", "uniform")
 PF_SCHEDULES = ("linear", "log")
 #: ``dataset.part``: every sample, or one of two disjoint parts chosen by a hash of the sample id
@@ -26,6 +30,8 @@ CHOICES = {
     "dataset.on_error": ("skip", "fail"),
     "dataset.part": DATASET_PARTS,
     "method.pixel_rule": PIXEL_RULES,
+    "method.pool_rule": POOL_RULES,
+    "method.zplus_fallback": ZPLUS_FALLBACKS,
     "method.output": OUTPUTS,
     "method.target": ("label", "prediction"),
     "root_opt.conv.loss": ROOT_LOSSES,
@@ -70,8 +76,9 @@ class ModelOptions:
     name : str
         A registered model (:data:`learnroot.models.REGISTRY`).
     weights : str
-        ``auto`` (small_cnn: train once and cache; torchvision models: the torch hub cache file),
-        a path to a state-dict file, or ``random`` (smoke tests only; a warning is logged).
+        ``auto`` (small_cnn: the weights shipped with the package for the default benchmark, else
+        trained once and cached; torchvision models: the torch hub cache file), a path to a
+        state-dict file, or ``random`` (smoke tests only; a warning is logged).
     num_classes : int
         Number of outputs; ``0`` means "take it from the dataset" (small_cnn).
     resize, crop : int
@@ -82,8 +89,17 @@ class ModelOptions:
     value_range : list of float
         ``[low, high]`` of raw pixel values before normalisation (``[0, 1]`` for images); the
         zB pixel box is this range mapped through the normalisation.
-    train_epochs, train_lr, train_batch_size, train_seed : number
-        Training of the embedded small CNN (ignored by the other models).
+    pad : int
+        Pixels added on each side after the crop, with the lowest value (``value_range[0]``, e.g.
+        black), as LeNet-5 pads 28 x 28 MNIST digits to 32 x 32. ``0``: no padding. The number of
+        channels is ``len(mean)`` (1: images are read as grayscale).
+    depth : int
+        Depth of the CIFAR ResNet (``model=cifar_resnet``), one of :data:`CIFAR_RESNET_DEPTHS`;
+        ignored by the other models.
+    train_epochs, train_lr, train_batch_size, train_seed, train_target_accuracy : number
+        Training of the embedded small CNN (ignored by the other models): at most
+        ``train_epochs`` epochs, stopping once the validation accuracy reaches
+        ``train_target_accuracy``.
     """
 
     name: str = "small_cnn"
@@ -94,10 +110,13 @@ class ModelOptions:
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     value_range: List[float] = field(default_factory=lambda: [0.0, 1.0])
-    train_epochs: int = 12
+    pad: int = 0
+    depth: int = 0
+    train_epochs: int = 8
     train_lr: float = 3e-3
     train_batch_size: int = 64
     train_seed: int = 0
+    train_target_accuracy: float = 0.98
 
 
 @dataclass
@@ -168,10 +187,26 @@ class MethodOptions:
         A registered method (:data:`learnroot.methods.REGISTRY`).
     pixel_rule : str
         Rule at the first (pixel) layer for the rule-based methods, one of :data:`PIXEL_RULES`.
+    pool_rule : str
+        Rule of the average (and sum) pooling layers, one of :data:`POOL_RULES`: ``norm`` splits a
+        window's relevance in proportion to its inputs (zennit ``Norm``, stabiliser
+        ``stabilizer``); ``epsilon`` does the same with ``epsilon`` added to the window's sum of
+        inputs (the pooling layer as a linear layer of unit weights with LRP-epsilon, as the LRP
+        Toolbox does for sum pooling); ``flat`` splits it equally (LRP-flat and w^2 of a pooling
+        layer, whose weights are equal).
     epsilon : float
         LRP-epsilon stabiliser (paper: 0.25).
     gamma : float
         LRP-gamma weight (paper: 0.5).
+    zplus_fallback : str
+        z+ and the learned root: what becomes of the relevance of a neuron without any positive
+        contribution (its z+ denominator is exactly 0; e.g. a MobileNetV2 depthwise filter whose
+        weights are all non-positive, active through a positive merged BatchNorm bias): ``wsquare``
+        redistributes it by the w^2 rule over the neuron's inputs, ``none`` drops it (zennit's
+        behaviour). Neurons with a positive contribution are not affected.
+    alpha, beta : float
+        LRP-alpha-beta weights of the positive and negative contributions, ``alpha - beta = 1``,
+        both >= 0 (``lrp_alpha_beta``, ``pixel_rule=alpha_beta``).
     stabilizer : float
         Small constant keeping denominators away from zero.
     bias : bool
@@ -190,8 +225,12 @@ class MethodOptions:
 
     name: str = "ours"
     pixel_rule: str = "zb"
+    pool_rule: str = "norm"
+    zplus_fallback: str = "wsquare"
     epsilon: float = 0.25
     gamma: float = 0.5
+    alpha: float = 2.0
+    beta: float = 1.0
     stabilizer: float = 1e-6
     bias: bool = False
     ig_steps: int = 32

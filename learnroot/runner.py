@@ -323,7 +323,9 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
     loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
                         num_workers=options.dataset.num_workers)
     indices = [index for index in range(len(batches)) if index not in done]
-    for index, batch in zip(indices, tqdm(loader, desc=f"{options.method.name} on {options.model.name}", unit="batch")):
+    progress = tqdm(zip(indices, loader), total=len(indices), desc=f"{options.method.name} on {options.model.name}",
+                    unit="batch")
+    for index, batch in progress:
         for error in batch["errors"]:
             log.warning("skipped %s: %s", error["path"], error["reason"])
             if options.dataset.on_error == "fail":

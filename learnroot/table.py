@@ -6,9 +6,12 @@ Reads run folders only (the contract of :mod:`learnroot.outputs`), never the run
   ``runs/<timestamp>`` and multirun jobs ``sweeps/<timestamp>/<job>`` alike);
 * its *identity* is the composed config of ``.hydra/config.yaml`` minus the keys that do not change
   the numbers (:data:`IGNORED_KEYS`: output and cache paths, ``resume``, what files are saved, data
-  loader workers, the pixel-flipping chunk size); ``.hydra/overrides.yaml`` names what was varied;
+  loader workers, the pixel-flipping chunk size; and ``root_opt.*`` for methods that do not read
+  it, whose ``root_opt`` columns show ``-``); ``.hydra/overrides.yaml`` names what was varied;
 * its *status* is ``complete`` (``metrics.json`` with ``status: complete``), ``failed``
-  (``failed.json``) or ``unfinished`` (neither: interrupted, still running or never started).
+  (``failed.json``), ``failed before start`` (``failed.json`` with ``stage: build``: bad input
+  found while building the run, such as weights of the wrong architecture; listed apart) or
+  ``unfinished`` (neither: interrupted, still running or never started).
 
 Duplicates: runs with the same identity are one configuration. Its result is the newest complete
 run (newest = latest ``metrics.json`` modification time, ties broken by path); older complete runs
@@ -40,8 +43,9 @@ from typing import Iterable, Optional
 import pandas as pd
 from omegaconf import OmegaConf
 
-
 PROG = "learnroot-table"
+#: ``failed.json`` ``stage: build``: bad input found before any batch (listed apart from failed runs).
+NOT_STARTED = "failed before start"
 
 #: Config keys (and key prefixes) that do not define a configuration's numbers.
 IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "save_layers", "dataset.num_workers", "metrics.pf_chunk",
@@ -64,7 +68,7 @@ class Run:
     path : pathlib.Path
         The run folder.
     status : str
-        ``complete``, ``failed`` or ``unfinished``; after :func:`resolve_duplicates` a complete run
+        ``complete``, ``failed``, ``failed before start`` or ``unfinished``; after :func:`resolve_duplicates` a complete run
         may become ``superseded``.
     config : dict
         Flattened composed config (dotted keys; lists as JSON text), ignored keys removed.
@@ -94,12 +98,33 @@ class Run:
     note: str = ""
 
     @property
+    def uses_root_opt(self) -> bool:
+        """Whether the run's method reads the ``root_opt`` group (unknown methods: assume it does)."""
+        method = _methods().get(self.config.get("method.name"))
+        return getattr(method, "uses_root_opt", True)
+
+    @property
     def identity(self) -> str:
         """The configuration key: the flattened config as sorted JSON."""
         return json.dumps(self.config, sort_keys=True, default=str)
 
 
 # --------------------------------------------------------------------------------------------- reading
+
+def _methods() -> dict:
+    """The method registry (imported on first use: it imports torch), or ``{}`` if it cannot be read."""
+    global _METHODS
+    if _METHODS is None:
+        try:
+            from .methods import REGISTRY
+            _METHODS = dict(REGISTRY)
+        except ImportError:
+            _METHODS = {}
+    return _METHODS
+
+
+_METHODS = None
+
 
 def find_run_folders(root: str | Path) -> list[Path]:
     """Every run folder (a folder with ``.hydra/config.yaml``) at or below ``root``, sorted (numbers
@@ -137,9 +162,14 @@ def flatten(node, prefix: str = "") -> dict:
 
 
 def read_config(path: Path) -> dict:
-    """The flattened identity config of a run folder (``.hydra/config.yaml`` minus ignored keys)."""
+    """The flattened identity config of a run folder (``.hydra/config.yaml`` minus ignored keys, and
+    minus ``root_opt.*`` for methods that do not read it: their runs differ in nothing else)."""
     container = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False)
-    return {key: value for key, value in flatten(container).items() if not _ignored(key)}
+    config = {key: value for key, value in flatten(container).items() if not _ignored(key)}
+    method = _methods().get(config.get("method.name"))
+    if method is not None and not method.uses_root_opt:
+        config = {key: value for key, value in config.items() if not key.startswith("root_opt.")}
+    return config
 
 
 def read_overrides(path: Path) -> dict:
@@ -178,7 +208,10 @@ def read_run(path: Path) -> Run:
     if failed_file.is_file():
         run.status, run.time = "failed", _mtime(failed_file)
         try:
-            run.error = str(json.loads(failed_file.read_text()).get("error", "")) or "failed"
+            failure = json.loads(failed_file.read_text())
+            run.error = str(failure.get("error", "")) or "failed"
+            if failure.get("stage") == "build":
+                run.status = NOT_STARTED
         except (OSError, ValueError):
             run.error = "failed (unreadable failed.json)"
         return run
@@ -235,7 +268,7 @@ def resolve_duplicates(runs: list[Run]) -> tuple[list[Run], list[str]]:
             notes.append(f"{len(complete)} complete runs of one config: using the newest {newest.path} "
                          f"(superseded: {', '.join(str(run.path) for run in complete[:-1])})")
         for other in group:
-            if other.status in ("failed", "unfinished"):
+            if other.status in ("failed", "unfinished", NOT_STARTED):
                 other.note = f"a complete run of this config is used: {newest.path}"
                 notes.append(f"{other.status} run {other.path} has a complete duplicate: using {newest.path}")
     order = {id(run): index for index, run in enumerate(runs)}
@@ -306,6 +339,9 @@ def label_columns(runs: list[Run], by: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def label_value(run: Run, key: str):
+    """The run's value of a label column; ``-`` for ``root_opt`` keys of methods that do not read them."""
+    if key.startswith("root_opt") and not run.uses_root_opt:
+        return "-"
     if key in run.config:
         value = run.config[key]
     else:
@@ -314,10 +350,9 @@ def label_value(run: Run, key: str):
 
 
 def _sort_key(value):
-    from .methods import names
-    methods = names()
-    if isinstance(value, str) and value in methods:
-        return (0, methods.index(value), "")
+    order = list(_methods())
+    if isinstance(value, str) and value in order:
+        return (0, order.index(value), "")
     try:
         return (1, float(value), "")
     except (TypeError, ValueError):
@@ -488,10 +523,14 @@ def render_markdown(frame: pd.DataFrame, titles: list[str], metrics: list[str], 
                  "is better).")
     lines.append("Bold marks the best mean, not a significant difference: `learnroot-table PATH --paired BASELINE` "
                  "gives paired differences with bootstrap confidence intervals.")
-    if problems:
-        lines += ["", f"**{len(problems)} run(s) without results:**", ""]
-        lines += [f"- {run.status}: `{run.path}` ({escape(overrides_text(run)) or 'no overrides'}): "
-                  f"{escape(run.error)}" + (f" ({escape(run.note)})" if run.note else "") for run in problems]
+    failed = [run for run in problems if run.status != NOT_STARTED]
+    not_started = [run for run in problems if run.status == NOT_STARTED]
+    for runs, title in ((failed, "run(s) without results"),
+                        (not_started, "run folder(s) that failed before starting (bad input, no results expected)")):
+        if runs:
+            lines += ["", f"**{len(runs)} {title}:**", ""]
+            lines += [f"- {run.status}: `{run.path}` ({escape(overrides_text(run)) or 'no overrides'}): "
+                      f"{escape(run.error)}" + (f" ({escape(run.note)})" if run.note else "") for run in runs]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {escape(note)}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -666,7 +705,7 @@ def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
     """
     runs = read_runs(root)
     used, notes = resolve_duplicates(runs)
-    problems = [run for run in runs if run.status in ("failed", "unfinished")]
+    problems = [run for run in runs if run.status in ("failed", "unfinished", NOT_STARTED)]
     columns = label_columns(used or runs, list(by))
     chosen = choose_metrics(used, metrics)
     result = Aggregate(runs=runs, used=used, problems=problems, notes=notes, columns=columns, metrics=chosen,
@@ -799,9 +838,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     for run in result.problems:
         print(f"{PROG}: {run.status}: {run.path}: {run.error}" + (f" ({run.note})" if run.note else ""),
               file=sys.stderr)
+    not_started = sum(run.status == NOT_STARTED for run in result.problems)
     print(f"{PROG}: {len(result.used)} configuration(s) from {len(result.runs)} run folder(s); "
-          f"{len(result.problems)} failed or unfinished; wrote {', '.join(str(path) for path in written)}",
-          file=sys.stderr)
+          f"{len(result.problems) - not_started} failed or unfinished, {not_started} failed before start; "
+          f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     missing = [run for run in result.problems if not run.note]
     if args.strict and missing:
         raise SystemExit(1)

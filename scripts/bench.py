@@ -317,10 +317,9 @@ def zennit_composite(model: nn.Module, method: MethodOptions, box: tuple, x: tor
     book = RuleBook(method, fast=False)
     rules = get_method(method.name).hidden(book, [(name, module) for name, module, _ in layers[1:]])
     rules[layers[0][0]] = book.pixel(box)
-    stab = method.stabilizer
-
     def module_map(ctx, name, module):
-        return rules[name] if name in rules else generic_rule(module, stab)
+        return rules[name] if name in rules else generic_rule(module, method.stabilizer, method.pool_rule,
+                                                               method.epsilon)
 
     return Composite(module_map=module_map, canonizers=canonizers())
 

@@ -88,7 +88,8 @@ def test_every_builder_applies_the_part(tmp_path):
     assert len(folder) == 24 and 0 < sum(map(in_tune, folder)) < 24  # both parts exercised
     toy = _check_builder(DatasetOptions(name="toy_points", limit=None), preprocess, 1, str(tmp_path))
     assert len(toy) == 39
-    # the shapes benchmark: a tiny one generated here
+    # the shapes benchmark: a tiny one generated here (its root folder must exist)
+    (tmp_path / "shapes").mkdir()
     shapes = _check_builder(DatasetOptions(name="shapes", root=str(tmp_path / "shapes"), n_train=1, n_val=2,
                                            image_size=16, limit=None), preprocess, 6, str(tmp_path))
     assert len(shapes) == 12

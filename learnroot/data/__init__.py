@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..options import DatasetOptions
+from ..registry import Registry
 from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, split_part
 from .images import BadImage, Preprocess
 from .shapes import CLASSES as SHAPE_CLASSES
@@ -37,11 +38,33 @@ def num_classes(options: DatasetOptions) -> int:
     return len(SHAPE_CLASSES) if options.name == "shapes" else 0
 
 
-def shapes_root(options: DatasetOptions, cache_dir: str) -> Path:
-    """The shapes benchmark folder (generated on first use)."""
-    parent = options.root or str(Path(cache_dir).expanduser() / "data")
-    return generate(parent, seed=options.seed, n_train=options.n_train, n_val=options.n_val,
-                    size=options.image_size)
+def shapes_parent(options: DatasetOptions, cache_dir: str) -> Path:
+    """The folder that holds the shapes benchmark: ``dataset.root``, or ``<cache_dir>/data``.
+
+    Raises
+    ------
+    DataError
+        ``dataset.root`` is given but is not an existing folder (it is never created).
+    """
+    if options.root:
+        parent = Path(options.root).expanduser()
+        if not parent.is_dir():
+            raise DataError(f"dataset.root={options.root}: no such folder (for dataset=shapes it is the existing "
+                            f"folder the benchmark is generated in; leave it unset to use the cache)")
+        return parent
+    return Path(cache_dir).expanduser() / "data"
+
+
+def shapes_root(options: DatasetOptions, cache_dir: str, splits=("train", "val")) -> Path:
+    """The shapes benchmark folder, with ``splits`` generated on first use.
+
+    Raises
+    ------
+    DataError
+        ``dataset.root`` is given but is not an existing folder.
+    """
+    return generate(shapes_parent(options, cache_dir), seed=options.seed, n_train=options.n_train,
+                    n_val=options.n_val, size=options.image_size, splits=splits)
 
 
 @dataclass(frozen=True)
@@ -73,15 +96,8 @@ class DatasetSpec:
 
 
 #: name -> DatasetSpec, in registration order.
-REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"dataset {spec.name!r} is registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+REGISTRY: Registry[DatasetSpec] = Registry("dataset")
+register = REGISTRY.register
 
 
 def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: int,
@@ -115,10 +131,10 @@ def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: 
 
 
 def _shapes(options, preprocess, num_outputs, cache_dir, split):
-    root = shapes_root(options, cache_dir)
     split = split or options.split
     if split not in ("train", "val"):
         raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
+    root = shapes_root(options, cache_dir, splits=(split,))
     samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
     return ImageFolderDataset(choose_samples(samples, options), preprocess)
 

@@ -107,7 +107,7 @@ def load_mask(path: str) -> Image.Image:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize, centre-crop and normalise, the same geometry for images and masks.
+    """Resize, centre-crop, pad and normalise, the same geometry for images and masks.
 
     Attributes
     ----------
@@ -116,9 +116,13 @@ class Preprocess:
     crop : int
         Side of the centre crop (0: no crop).
     mean, std : sequence of float
-        Per-channel normalisation of values in ``value_range``.
+        Per-channel normalisation of values in ``value_range``; their length is the number of
+        channels (1: the image is converted to grayscale, 3: RGB).
     value_range : tuple of float
         Raw pixel range (images are read as ``[0, 1]`` and mapped onto it linearly).
+    pad : int
+        Pixels added on each side after the crop, holding the lowest raw value ``value_range[0]``
+        (black; after normalisation the low end of the pixel box). 0: no padding.
     """
 
     resize: int = 0
@@ -126,23 +130,35 @@ class Preprocess:
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.25, 0.25, 0.25)
     value_range: tuple[float, float] = (0.0, 1.0)
+    pad: int = 0
+
+    @property
+    def channels(self) -> int:
+        """Number of input channels (``len(mean)``)."""
+        return len(self.mean)
 
     def image(self, image: Image.Image) -> torch.Tensor:
-        """PIL RGB image -> normalised float32 tensor ``(3, H, W)``."""
+        """PIL image -> normalised float32 tensor ``(C, H, W)`` (``C`` = :attr:`channels`)."""
+        if self.channels == 1 and image.mode != "L":
+            image = image.convert("L")
         image = self._geometry(image, TF.InterpolationMode.BILINEAR)
         low, high = self.value_range
         tensor = TF.to_tensor(image) * (high - low) + low
+        if self.pad > 0:
+            tensor = torch.nn.functional.pad(tensor, (self.pad,) * 4, value=float(low))
         return TF.normalize(tensor, list(self.mean), list(self.std))
 
     def mask(self, mask: Image.Image) -> torch.Tensor:
         """PIL mask -> uint8 tensor ``(H, W)``: 0 background, 1 foreground, 255 unlabelled.
 
-        Pixels that a crop pads (outside the original image) are unlabelled.
+        Pixels that a crop or :attr:`pad` adds (outside the original image) are unlabelled.
         """
         labels = (np.asarray(mask) > 0).astype(np.uint8)
         labelled = Image.fromarray(np.where(labels > 0, 1, 0).astype(np.uint8) + 1)
         labelled = self._geometry(labelled, TF.InterpolationMode.NEAREST)
         array = torch.from_numpy(np.array(labelled, dtype=np.int16)) - 1
+        if self.pad > 0:
+            array = torch.nn.functional.pad(array, (self.pad,) * 4, value=-1)
         return torch.where(array < 0, torch.tensor(255, dtype=torch.int16), array).to(torch.uint8)
 
     def _geometry(self, image: Image.Image, interpolation) -> Image.Image:

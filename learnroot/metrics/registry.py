@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from learnroot.registry import Registry
+
 __all__ = ["DIRECTIONS", "KINDS", "Score", "Metric", "REGISTRY", "register", "score", "scores", "direction"]
 
 DIRECTIONS = ("higher", "lower", None)
@@ -80,18 +82,16 @@ class Metric:
 
 
 #: name -> Metric, in registration (and evaluation) order.
-REGISTRY: dict[str, Metric] = {}
+REGISTRY: Registry[Metric] = Registry("metric")
 
 
 def register(metric: Metric) -> Metric:
-    """Add a metric; its score names must be new."""
-    if metric.name in REGISTRY:
-        raise ValueError(f"metric {metric.name!r} is registered twice")
+    """Add a metric; its name and its score names must be new."""
     taken = {item.name for known in REGISTRY.values() for item in known.scores}
     clash = [item.name for item in metric.scores if item.name in taken]
     if clash:
         raise ValueError(f"metric {metric.name!r}: score(s) {', '.join(clash)} already registered")
-    REGISTRY[metric.name] = metric
+    REGISTRY.register(metric)
     return metric
 
 

@@ -69,7 +69,8 @@ def load_state_dict(model: nn.Module, path: str, name: str, prefix: str = "") ->
     if prefix:
         state = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
     own = model.state_dict()
-    missing = [key for key in own if key not in state]
+    # BatchNorm's step counter is absent from checkpoints of old torch versions (BatchNorm fills it in)
+    missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]
     unexpected = [key for key in state if key not in own]
     mismatched = [f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
                   for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape]

@@ -48,6 +48,7 @@ from zennit.rules import ZPlus
 
 from ..options import LayerRootOptions, RootOptOptions
 from .affine import ParamCache, affine_response, affine_vjp, grad_input_like, stabilize_fast
+from .empty import spread_empty
 from .fast import FastRule
 from .losses import RootLoss
 
@@ -324,6 +325,10 @@ class LearnedRoot(BasicHook):
         ``none``, ``threshold``, ``shuffled`` or ``uniform`` (see the module docstring).
     control_seed : int
         Seed of the ``shuffled`` control.
+    fallback : bool
+        Redistribute the relevance of neurons whose response at the start is exactly zero (z+'s empty
+        neurons, which no signal on the segment can explain) by w^2 (:mod:`learnroot.rules.empty`)
+        instead of dropping it.
 
     Notes
     -----
@@ -336,7 +341,8 @@ class LearnedRoot(BasicHook):
     def __init__(self, loss: Callable = None, steps: int = 5, lr: float = 1.0, clip: float = 1.0,
                  weights: str = "plus", project: bool = True, normalise: bool = True, box=None,
                  stabilizer: float = 1e-6, log: Optional[RootLog] = None, cache: Optional[ParamCache] = None,
-                 step: str = "additive", tol: float = 0.0, control: str = "none", control_seed: int = 0):
+                 step: str = "additive", tol: float = 0.0, control: str = "none", control_seed: int = 0,
+                 fallback: bool = False):
         super().__init__()
         if weights not in ("plus", "all"):
             raise ValueError(f"unknown root weights {weights!r}; choose plus or all")
@@ -359,25 +365,27 @@ class LearnedRoot(BasicHook):
         self.tol = float(tol)
         self.control = control
         self.control_seed = int(control_seed)
+        self.fallback = bool(fallback)
         self.zplus = FastRule(ZPlus(stabilizer=stabilizer, zero_params=["bias"]), cache=self.cache,
-                              stabilizer=stabilizer)
+                              stabilizer=stabilizer, fallback=self.fallback)
 
     @classmethod
     def from_options(cls, layer: LayerRootOptions, options: RootOptOptions, box=None,
-                     log: Optional[RootLog] = None, cache: Optional[ParamCache] = None) -> "LearnedRoot":
+                     log: Optional[RootLog] = None, cache: Optional[ParamCache] = None,
+                     fallback: bool = False) -> "LearnedRoot":
         """Build the rule from one layer type's options and the shared root options."""
         loss = RootLoss(layer.loss, softmax=options.softmax, paper_quirks=options.paper_quirks)
         return cls(loss=loss, steps=layer.steps, lr=layer.lr, clip=layer.clip, weights=options.weights,
                    project=options.project, normalise=options.normalise, box=box,
                    stabilizer=options.stabilizer, log=log, cache=cache, step=options.step, tol=options.tol,
-                   control=options.control, control_seed=options.control_seed)
+                   control=options.control, control_seed=options.control_seed, fallback=fallback)
 
     def copy(self) -> "LearnedRoot":
         """A copy with the same configuration, sharing the log and the cache."""
         return type(self)(loss=self.loss, steps=self.steps, lr=self.lr, clip=self.clip, weights=self.weights,
                           project=self.project, normalise=self.normalise, box=self.box,
                           stabilizer=self.stabilizer, log=self.log, cache=self.cache, step=self.step,
-                          tol=self.tol, control=self.control, control_seed=self.control_seed)
+                          tol=self.tol, control=self.control, control_seed=self.control_seed, fallback=self.fallback)
 
     @property
     def is_zplus(self) -> bool:
@@ -449,6 +457,9 @@ class LearnedRoot(BasicHook):
             result = layer.spread(signal, relevance, response, self.stabilizer)
             if bool((rescued != 0).any()):
                 result = result + layer.spread(start, rescued, first, self.stabilizer)
+        if self.fallback:  # neurons without a response at the start: w^2
+            extra = spread_empty(module, x, relevance, first, self.cache, self.stabilizer)
+            result = result if extra is None else result + extra
         if self.log is not None:
             self.log.add(failed, rescued=rescued.flatten(1).sum(dim=1), input=x, signal=signal, low=low, high=high)
         return grad_input_like(result, grad_input)
@@ -485,6 +496,11 @@ class LearnedRoot(BasicHook):
             result = redistribute(signal, relevance)
             if bool((rescued != 0).any()):  # give what the learned root would lose to the start's root
                 result = result + redistribute(start, rescued)
+        if self.fallback:  # neurons without a response at the start: w^2
+            with torch.no_grad():
+                first = layer(start)
+            extra = spread_empty(module, x, relevance, first, self.cache, self.stabilizer)
+            result = result if extra is None else result + extra
         if self.log is not None:
             self.log.add(failed, rescued=rescued.detach().flatten(1).sum(dim=1), input=x, signal=signal,
                          low=low, high=high)
