@@ -24,9 +24,10 @@ from .options import CHOICES, CIFAR_RESNET_DEPTHS, RunOptions
 CONFIG_MODULE = "learnroot.conf"
 
 POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "metrics.aopc_steps", "dataset.image_size",
-            "method.ig_steps")
+            "method.ig_steps", "metrics.attack_k", "metrics.attack_epsilon", "metrics.attack_step",
+            "metrics.attack_steps")
 NON_NEGATIVE = ("root_opt.conv.steps", "root_opt.dense.steps", "root_opt.pixel.steps", "root_opt.k",
-                "dataset.num_workers", "metrics.aopc_patch")
+                "dataset.num_workers", "metrics.aopc_patch", "metrics.randomisation_layers")
 #: Keys that must lie in (0, 1].
 FRACTIONS = ("metrics.pf_log_start", "metrics.aopc_fraction")
 
@@ -201,6 +202,9 @@ def check_choices(options: RunOptions) -> None:
         raise ConfigError(f"model.pad must be >= 0, got {options.model.pad}")
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
+    if options.metrics.class_other < -1:
+        raise ConfigError(f"metrics.class_other must be -1 (the runner-up class) or an output index, "
+                          f"got {options.metrics.class_other}")
 
 
 def jobs_run_here(overrides) -> bool:

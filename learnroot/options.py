@@ -46,6 +46,7 @@ CHOICES = {
     "metrics.pf_schedule": PF_SCHEDULES,
     "metrics.aopc_baseline": PF_BASELINES,
     "metrics.localisation": ("auto", "on", "off"),
+    "metrics.attack_norm": ("linf", "l2"),
 }
 
 
@@ -377,7 +378,39 @@ class MetricsOptions:
     cost : bool
         Seconds per image and peak memory.
     seed : int
-        Seed of random baselines.
+        Seed of random baselines (and of the attack's random ranking and the randomised weights).
+    attack : bool
+        Explanation-guided sparse attack (:mod:`learnroot.metrics.attack`): perturb the ``attack_k``
+        top-ranked positions by gradient steps until the label flips.
+    attack_k : int
+        Positions perturbed per step at 224 x 224 pixels; scaled with the image area,
+        ``max(1, round(attack_k * H * W / 224^2))`` (the paper: 500).
+    attack_norm : str
+        ``linf`` (sign steps, box ``|delta| <= epsilon`` per value) or ``l2`` (steps along the
+        L2-normalised gradient, ball ``||delta||_2 <= epsilon`` over the image).
+    attack_epsilon : float
+        Perturbation budget as a fraction of the raw value range ``model.value_range`` (the paper:
+        0.05 on its [-1, 1] scale, i.e. 0.025).
+    attack_step : float
+        Length of one step in the same units (``linf``: per value; ``l2``: of the step).
+    attack_steps : int
+        Most steps (the paper: 30).
+    attack_reexplain : bool
+        Explain the perturbed image again before every step (the paper) or rank once, on the clean image.
+    attack_random : bool
+        Run the same attack with a random ranking of the positions as a control.
+    signal_noise : bool
+        Signal / root test (:mod:`learnroot.metrics.signal_noise`): ``f_c(x - r)`` and ``f_c(r)`` for a
+        method with one pixel-level root ``r``.
+    class_sensitivity : bool
+        Explain a second class and compare the maps (:mod:`learnroot.metrics.class_sensitivity`).
+    class_other : int
+        The second class: ``-1`` the best-scoring class other than the explained one (on multi-object
+        datasets: the second object's class), or a fixed output index.
+    randomisation : bool
+        Cascading model parameter randomisation (:mod:`learnroot.metrics.randomisation`).
+    randomisation_layers : int
+        Randomise this many Linear/Conv layers from the top, one more per step; ``0``: all of them.
     """
 
     pixel_flipping: bool = True
@@ -401,6 +434,19 @@ class MetricsOptions:
     conservation: bool = True
     cost: bool = True
     seed: int = 0
+    attack: bool = False
+    attack_k: int = 500
+    attack_norm: str = "linf"
+    attack_epsilon: float = 0.025
+    attack_step: float = 0.005
+    attack_steps: int = 30
+    attack_reexplain: bool = True
+    attack_random: bool = True
+    signal_noise: bool = False
+    class_sensitivity: bool = False
+    class_other: int = -1
+    randomisation: bool = False
+    randomisation_layers: int = 0
 
 
 @dataclass
@@ -438,6 +484,9 @@ class RunOptions:
         Seed of everything random in the run.
     save_heatmaps, save_relevance : bool
         Write ``heatmaps/*.png`` and ``relevance/*.npz``.
+    save_layers : list of str
+        Module names (``model.named_modules()``) whose input relevance, summed over channels, is
+        also written into ``relevance/<id>.npz`` (as ``layer_<name>``); rule-based methods only.
     resume : str, optional
         Run folder to complete (its saved config is used).
     """
@@ -453,4 +502,5 @@ class RunOptions:
     seed: int = 0
     save_heatmaps: bool = True
     save_relevance: bool = True
+    save_layers: List[str] = field(default_factory=list)
     resume: Optional[str] = None

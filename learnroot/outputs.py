@@ -9,7 +9,9 @@ A run folder holds::
     heatmaps/<id>.png       colour-mapped relevance (red positive, blue negative)
     heatmaps/<id>_overlay.png   the same over the input image
     relevance/<id>.npz      arrays ``relevance`` and ``input`` (as fed to the model), scalars
-                            ``target`` and ``logit``
+                            ``target`` and ``logit``; with ``save_layers`` also ``layer_<name>``
+                            (channel-summed input relevance of that layer); with the class
+                            sensitivity check ``relevance_other`` and ``target_other``
     parts/batch-<k>.json    one file per finished batch (rows of the tables below, the batch's sample
                             ids, a row count and a SHA-256 checksum of the rows)
     per_sample.csv          one row per sample            (merged from parts at the end)
@@ -250,7 +252,7 @@ class RunFolder:
         return done
 
     def write_sample_files(self, sample_id: str, relevance: np.ndarray, model_input: np.ndarray, display: np.ndarray,
-                           target: int, logit: float, heatmaps: bool, arrays: bool) -> None:
+                           target: int, logit: float, heatmaps: bool, arrays: bool, extra: dict | None = None) -> None:
         """Write one sample's heatmap PNGs and relevance ``.npz``.
 
         Parameters
@@ -259,10 +261,15 @@ class RunFolder:
             ``(C, H, W)`` relevance and input exactly as fed to the model.
         display : numpy.ndarray
             ``(H, W, 3)`` or ``(H, W)`` input in ``[0, 1]`` for the overlay.
+        extra : dict, optional
+            Further arrays for the ``.npz`` (``layer_<name>``, ``relevance_other``, ...); floats are
+            stored as float32.
         """
         if arrays:
+            more = {name: (value.astype(np.float32) if np.asarray(value).dtype.kind == "f" else np.asarray(value))
+                    for name, value in (extra or {}).items()}
             write_npz(self.path / "relevance" / f"{sample_id}.npz", relevance=relevance.astype(np.float32),
-                      input=model_input.astype(np.float32), target=np.int64(target), logit=np.float64(logit))
+                      input=model_input.astype(np.float32), target=np.int64(target), logit=np.float64(logit), **more)
         if heatmaps:
             heat, overlay = heatmap_images(relevance.sum(0), display)
             write_png(self.path / "heatmaps" / f"{sample_id}.png", heat)

@@ -27,7 +27,7 @@ from . import conservation, manifest
 from .data import REGISTRY as DATASETS
 from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list
 from .data.folder import check_sample_ids
-from .attribution import make_attributor
+from .attribution import make_attributor, recordable_layers
 from .memory import chunk_size
 from .metrics.evaluate import evaluate
 from .models import build_model, num_outputs, preprocess_of
@@ -82,6 +82,29 @@ def _peak_memory_mb(device: torch.device) -> dict:
     return peak
 
 
+def check_layers(model, options: RunOptions) -> None:
+    """``save_layers`` must name layers whose relevance the (rule-based) method records.
+
+    Raises
+    ------
+    RunError
+        A gradient-type method, or an unknown or unrecorded module name (one line, with examples).
+    """
+    if not options.save_layers:
+        return
+    from .methods import get
+    if get(options.method.name).kind != "rule":
+        raise RunError(f"save_layers needs a rule-based method (method={options.method.name} propagates no "
+                       "relevance through the layers)")
+    known = recordable_layers(model)
+    unknown = [name for name in options.save_layers if name not in known]
+    if unknown:
+        raise RunError(f"save_layers: {', '.join(unknown)} is not a layer with a relevance rule in "
+                       f"model={options.model.name} (e.g. {', '.join(known[:6])})")
+    if not options.save_relevance:
+        log.warning("save_layers is set but save_relevance=false: the layer maps are not written")
+
+
 class Pipeline:
     """Everything a run needs, built (and validated) before any work starts."""
 
@@ -100,7 +123,9 @@ class Pipeline:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         box = self.preprocess.box(self.device)
-        self.attributor = make_attributor(self.model, options.method, options.root_opt, box)
+        check_layers(self.model, options)
+        self.attributor = make_attributor(self.model, options.method, options.root_opt, box,
+                                          keep_layers=options.save_layers)
         self.norm = self.preprocess.norm
         self.metrics_options = options.metrics  # pf_chunk: set by size_chunk
         self.memory: dict = {}
@@ -152,7 +177,8 @@ class Pipeline:
         samples, layers, curves : list of dict
             Table rows.
         files : list of tuple
-            ``(id, relevance, input, display, target, logit)`` per sample for the run folder.
+            ``(id, relevance, input, display, target, logit, extra)`` per sample for the run folder, ``extra``
+            a dict of further arrays for its ``.npz`` (layer maps, a second class's map).
         """
         x = batch["image"].to(self.device)
         label = batch["label"].to(self.device)
@@ -161,7 +187,9 @@ class Pipeline:
         relevance = attribution.relevance.detach()
         bad_logits = ~torch.isfinite(logits).all(1)
         bad = conservation.nonfinite(relevance) | bad_logits
-        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"])
+        other = self.other_object(logits, batch)
+        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"],
+                                                 attribution=attribution, other=other)
         columns = self.sample_columns(batch, logits, target, label, attribution, bad & ~bad_logits, bad_logits)
         if self.options.metrics.cost:
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
@@ -174,8 +202,23 @@ class Pipeline:
         layers = self.layer_rows(batch["id"], attribution) if self.options.metrics.conservation else []
         curves = [{"id": batch["id"][row["sample"]], **{key: value for key, value in row.items() if key != "sample"}}
                   for row in evaluation.curves]
-        files = self.files(batch["id"], x, relevance, columns["target"], columns["target_logit"])
+        extra = {f"layer_{name}": value for name, value in attribution.layer_maps().items()}
+        extra.update(evaluation.arrays)
+        files = self.files(batch["id"], x, relevance, columns["target"], columns["target_logit"], extra)
         return samples, layers, curves, files
+
+    def other_object(self, logits: torch.Tensor, batch: dict):
+        """``(other_target, other_mask)`` of a dataset that names a second object per sample
+        (``other_candidates``, ``other_mask``: coco_seg), or ``None``: the second object's best-scoring output
+        (``-1`` where a sample has none) and its mask."""
+        candidates = batch.get("other_candidates")
+        if candidates is None or batch.get("other_mask") is None:
+            return None
+        candidates = candidates.to(self.device)
+        has = candidates.any(1)
+        safe = torch.where(has[:, None], candidates, torch.ones_like(candidates))
+        other = torch.where(has, candidate_labels(logits, safe), torch.full_like(has, -1, dtype=torch.long))
+        return other, batch["other_mask"].to(self.device)
 
     def targets(self, x: torch.Tensor, label: torch.Tensor, candidates=None):
         """Logits ``(B, K)``, labels ``(B,)`` and the class to explain ``(B,)``: the label
@@ -199,17 +242,17 @@ class Pipeline:
         _sync(self.device)
         return attribution, (time.perf_counter() - start) / len(x)
 
-    def evaluate(self, x, relevance, bad, target, label, mask, ids=None):
+    def evaluate(self, x, relevance, bad, target, label, mask, ids=None, attribution=None, other=None):
         """The metrics of the batch (non-finite relevance replaced by zeros, its metrics NaN later) and
-        their seconds per image."""
+        their seconds per image; ``other``: a second object's ``(target, mask)`` (:meth:`other_object`)."""
         safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
-        if mask is not None and self.options.metrics.localisation != "off":
-            mask = mask.to(self.device)
-        else:
-            mask = None
+        masks_on = mask is not None and self.options.metrics.localisation != "off"
+        mask = mask.to(self.device) if masks_on else None
+        other_target, other_mask = other if other is not None else (None, None)
         start = time.perf_counter()
         evaluation = evaluate(self.model, x, safe, target, label, mask, self.metrics_options, self.norm,
-                              attributor=self.attributor, ids=ids)
+                              attributor=self.attributor, ids=ids, attribution=attribution,
+                              other_target=other_target, other_mask=other_mask if masks_on else None)
         _sync(self.device)
         return evaluation, (time.perf_counter() - start) / len(x)
 
@@ -240,14 +283,17 @@ class Pipeline:
                      zip(ids, sums.r_out.tolist(), sums.r_in.tolist(), errors.tolist())]
         return rows
 
-    def files(self, ids, x, relevance, targets, logits) -> list[tuple]:
-        """``(id, relevance, input, display image, target, logit)`` per sample, as numpy arrays."""
+    def files(self, ids, x, relevance, targets, logits, extra=None) -> list[tuple]:
+        """``(id, relevance, input, display image, target, logit, extra)`` per sample, as numpy arrays
+        (``extra``: name -> the sample's slice of each ``(B, ...)`` array of ``extra``)."""
         display = self.preprocess.unnormalise(x) if x.shape[1] in (1, 3) else x
         display = display.permute(0, 2, 3, 1)
         display = display[..., 0] if display.shape[-1] == 1 else display
         arrays = zip(relevance.cpu().numpy(), x.cpu().numpy(), display.cpu().numpy())
-        return [(sample_id, r, model_input, image, target, logit)
-                for sample_id, (r, model_input, image), target, logit in zip(ids, arrays, targets, logits)]
+        extra = {name: value.detach().cpu().numpy() for name, value in (extra or {}).items()}
+        return [(sample_id, r, model_input, image, target, logit, {name: value[row] for name, value in extra.items()})
+                for row, (sample_id, (r, model_input, image), target, logit)
+                in enumerate(zip(ids, arrays, targets, logits))]
 
 
 def summarise(frames: dict, options: RunOptions) -> dict:
@@ -273,8 +319,13 @@ def summarise(frames: dict, options: RunOptions) -> dict:
     if len(frames["curves"]):
         good = frames["curves"][frames["curves"]["id"].isin(set(ok["id"]))]
         good = good.assign(correct=good["correct"].astype(float))
+        values = [column for column in ("x", "prob", "logit", "correct", "value") if column in good.columns]
         for kind, group in good.groupby("kind"):
-            mean = group.groupby("step")[["x", "prob", "logit", "correct"]].mean()
+            mean = group.groupby("step")[values].mean()
+            if "value" in mean.columns and bool(mean["value"].notna().any()):  # a curve of another quantity
+                mean = mean[["x", "value"]]
+            else:
+                mean = mean.drop(columns="value", errors="ignore")
             curves[kind] = {column: mean[column].tolist() for column in mean.columns}
     layers = {}
     if len(frames["layers"]):
@@ -384,9 +435,9 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
         samples, layers, curves = [], [], []
         if batch["id"]:
             samples, layers, curves, files = pipeline.process(batch)
-            for sample_id, relevance, model_input, display, target, logit in files:
+            for sample_id, relevance, model_input, display, target, logit, extra in files:
                 folder.write_sample_files(sample_id, relevance, model_input, display, target, logit,
-                                          options.save_heatmaps, options.save_relevance)
+                                          options.save_heatmaps, options.save_relevance, extra=extra)
         folder.write_part(index, ids=saved["batches"][index], samples=samples, layers=layers, curves=curves,
                           skipped=batch["errors"])
         committed += 1

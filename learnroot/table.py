@@ -52,8 +52,8 @@ NOT_STARTED = "failed before start"
 UNREADABLE = "unreadable"
 
 #: Config keys (and key prefixes) that do not define a configuration's numbers.
-IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "dataset.num_workers", "metrics.pf_chunk",
-                "hydra", "batch_size", "device")
+IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "save_layers", "dataset.num_workers",
+                "metrics.pf_chunk", "hydra", "batch_size", "device")
 #: Override keys that select presets rather than values (their effect is in the composed config).
 PRESET_KEYS = ("experiment", "cluster")
 FORMATS = ("md", "csv", "tex")

@@ -233,7 +233,8 @@ def collate(items: list[dict]) -> dict:
     dict
         ``image`` ``(B, C, H, W)``, ``label`` ``(B,)`` long, ``id`` and ``path`` lists, ``mask``
         ``(B, H, W)`` uint8 or ``None``, ``candidates`` ``(B, K)`` bool or ``None`` (see
-        :func:`candidate_labels`), and ``errors``: list of ``{"id", "path", "reason"}``.
+        :func:`candidate_labels`), ``other_candidates`` and ``other_mask`` (a second object, or
+        ``None``), and ``errors``: list of ``{"id", "path", "reason"}``.
     """
     good = [item for item in items if "error" not in item]
     errors = [{"id": item["id"], "path": item["path"], "reason": item["error"]} for item in items if "error" in item]
@@ -241,8 +242,8 @@ def collate(items: list[dict]) -> dict:
     if good:
         batch["image"] = torch.stack([item["image"] for item in good])
         batch["label"] = torch.tensor([item["label"] for item in good], dtype=torch.long)
-        batch["mask"] = torch.stack([item["mask"] for item in good]) if "mask" in good[0] else None
-        batch["candidates"] = torch.stack([item["candidates"] for item in good]) if "candidates" in good[0] else None
+        for key in ("mask", "candidates", "other_candidates", "other_mask"):
+            batch[key] = torch.stack([item[key] for item in good]) if key in good[0] else None
     return batch
 
 

@@ -32,8 +32,11 @@ Images set aside
     that :func:`~learnroot.data.collate` sets aside) and the runner reports them as skipped.
     ``dataset.limit`` picks images first, so it counts the set-aside ones too.
 Every mapped object
-    :meth:`CocoSegmentation.objects` gives, for a later multi-object evaluation, every mapped
-    class of a sample with its ImageNet set and its own preprocessed mask.
+    :meth:`CocoSegmentation.objects` gives every mapped class of a sample with its ImageNet set and
+    its own preprocessed mask. Each item also names the *second* mapped class (the next largest by
+    area), for the multi-object class-sensitivity check: ``other_candidates`` (its ImageNet indices;
+    all False when the image has one mapped class) and ``other_mask`` (its instances; all 255,
+    unlabelled, when there is none).
 """
 from __future__ import annotations
 
@@ -258,7 +261,8 @@ class CocoSegmentation(Dataset):
     Notes
     -----
     Items are dicts: ``image`` (float32 ``(3, H, W)``), ``label`` (``-1``), ``candidates`` (bool
-    ``(num_outputs,)``), ``mask`` (uint8 ``(H, W)``), ``coco_class`` (name), ``id``, ``path``; an
+    ``(num_outputs,)``), ``mask`` (uint8 ``(H, W)``), ``other_candidates`` and ``other_mask`` (the
+    second mapped class, see the module documentation), ``coco_class`` (name), ``id``, ``path``; an
     unreadable image gives ``{"id", "path", "error"}``.
     """
 
@@ -295,9 +299,16 @@ class CocoSegmentation(Dataset):
             tensor = self.preprocess.image(image)
         except BadImage as error:
             return {"id": sample.id, "path": sample.path, "error": str(error)}
+        mask = self._mask(sample, sample.coco, image.size)
+        others = [coco for coco in class_areas(sample.objects) if coco != sample.coco]
+        if others:
+            other_candidates, other_mask = self.candidates(others[0]), self._mask(sample, others[0], image.size)
+        else:
+            other_candidates = torch.zeros(self.num_outputs, dtype=torch.bool)
+            other_mask = torch.full_like(mask, 255)
         return {"image": tensor, "label": -1, "candidates": self.candidates(sample.coco),
-                "mask": self._mask(sample, sample.coco, image.size), "coco_class": sample.name,
-                "id": sample.id, "path": sample.path}
+                "mask": mask, "other_candidates": other_candidates, "other_mask": other_mask,
+                "coco_class": sample.name, "id": sample.id, "path": sample.path}
 
     def objects(self, index: int) -> dict[str, MappedObject]:
         """Every mapped COCO class of a sample, largest total area first.

@@ -95,9 +95,11 @@ class RuleBook:
         """zB whose box is ``[min, max]`` of each sample's own layer input."""
         return LayerBox(stabilizer=self.method.stabilizer, zero_params=self.zero_params, fast=self.fast)
 
-    def learned(self, layer: LayerRootOptions, box=None) -> LearnedRoot:
-        """The learned root with one layer type's settings (``box``: the pixel layer's)."""
-        return LearnedRoot.from_options(layer, self.root_opt, box=box, log=self.log, fallback=self.fallback)
+    def learned(self, layer: LayerRootOptions, box=None, log: Optional[RootLog] = None) -> LearnedRoot:
+        """The learned root with one layer type's settings (``box``: the pixel layer's; ``log``: instead of
+        the book's)."""
+        return LearnedRoot.from_options(layer, self.root_opt, box=box, log=self.log if log is None else log,
+                                        fallback=self.fallback)
 
     def pixel(self, box: tuple[torch.Tensor, torch.Tensor]):
         """The classic pixel-layer rule chosen by ``method.pixel_rule``."""

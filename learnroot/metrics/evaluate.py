@@ -9,12 +9,18 @@ the batch and its 2-D relevance map (channel sum), batched on the input's device
 A sample whose relevance contains NaN or infinity gets NaN for every metric (and NaN curve values),
 with a warning; the other samples of the batch are unaffected. Results never depend on the batch
 a sample is evaluated in, nor on the chunk size (up to floating-point differences of the model).
+
+Metrics that explain again (the sanity checks) use the context's ``attributor``; the batch's own
+:class:`~learnroot.attribution.Attribution` (``attribution``: its pixel root, ...), a second class
+per sample with its mask (``other_target``, ``other_mask``: multi-object images) are optional.
+A metric may put per-sample arrays for the run folder's ``relevance/<id>.npz`` into
+``context.arrays`` (e.g. the second class's map); they come back in :attr:`Evaluation.arrays`.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -44,11 +50,14 @@ class Evaluation:
         ``aopc_random``), ``step`` (int, index of the point), ``x`` (float, fraction of pixels
         removed; of patches for the ``aopc_*`` kinds), ``prob`` and ``logit`` (float, target class),
         ``correct`` (bool top-1 correctness against the label; ``None`` when the label is
-        unknown).
+        unknown); curves of other quantities (``randomisation``) also have ``value``.
+    arrays : dict of str to torch.Tensor
+        Per-sample arrays for the run folder, ``(B, ...)`` CPU tensors (see ``Context.arrays``).
     """
 
     per_sample: dict[str, torch.Tensor]
     curves: list[dict]
+    arrays: dict = field(default_factory=dict)
 
 
 def _check(x, relevance, target, label, mask, options: MetricsOptions) -> None:
@@ -114,21 +123,24 @@ def curve_rows(curves: dict[str, Curve], valid: Optional[torch.Tensor] = None) -
         prob = curve.prob.cpu().masked_fill(~keep[:, None], math.nan).tolist()
         logit = curve.logit.cpu().masked_fill(~keep[:, None], math.nan).tolist()
         correct = curve.correct.cpu().masked_fill(~keep[:, None], math.nan).tolist()
+        value = getattr(curve, "value", None)
+        value = None if value is None else value.cpu().double().masked_fill(~keep[:, None], math.nan).tolist()
         x = curve.x.tolist()
         for sample in range(len(prob)):
             for step, fraction in enumerate(x):
                 hit = correct[sample][step]
-                rows.append(
-                    {
-                        "sample": sample,
-                        "kind": kind,
-                        "step": step,
-                        "x": fraction,
-                        "prob": prob[sample][step],
-                        "logit": logit[sample][step],
-                        "correct": None if math.isnan(hit) else bool(hit),
-                    }
-                )
+                row = {
+                    "sample": sample,
+                    "kind": kind,
+                    "step": step,
+                    "x": fraction,
+                    "prob": prob[sample][step],
+                    "logit": logit[sample][step],
+                    "correct": None if math.isnan(hit) else bool(hit),
+                }
+                if value is not None:
+                    row["value"] = value[sample][step]
+                rows.append(row)
     return rows
 
 
@@ -158,6 +170,14 @@ class Context:
         How ``x`` was normalised.
     attributor : callable, optional
         ``(x, target) -> Attribution`` of the explained method, for metrics that explain again.
+    attribution : Attribution, optional
+        The batch's own attribution (e.g. its ``pixel_root``).
+    other_target : torch.Tensor, optional
+        ``(B,)`` long: a second class per sample (``-1``: none), e.g. a second object's.
+    other_mask : torch.Tensor, optional
+        ``(B, H, W)`` uint8 mask of that second class's object (as ``mask``).
+    arrays : dict
+        Per-sample ``(B, ...)`` arrays a metric hands to the run folder (``relevance/<id>.npz``).
     ids : sequence of str, optional
         The samples' stable ids (seeds of per-sample random choices that must not depend on the batch).
     """
@@ -173,6 +193,10 @@ class Context:
     options: MetricsOptions
     norm: Normalisation
     attributor: Optional[Callable] = None
+    attribution: Optional[object] = None
+    other_target: Optional[torch.Tensor] = None
+    other_mask: Optional[torch.Tensor] = None
+    arrays: dict = field(default_factory=dict)
     ids: Optional[Sequence[str]] = None
     _baselines: Optional[dict] = None
 
@@ -202,6 +226,9 @@ def evaluate(
     options: MetricsOptions,
     norm: Normalisation,
     attributor: Optional[Callable] = None,
+    attribution=None,
+    other_target: Optional[torch.Tensor] = None,
+    other_mask: Optional[torch.Tensor] = None,
     ids: Optional[Sequence[str]] = None,
 ) -> Evaluation:
     """Evaluate the explanations of one batch.
@@ -226,6 +253,10 @@ def evaluate(
         How ``x`` was normalised (for the ``black`` and ``uniform`` baselines).
     attributor : callable, optional
         The explained method, for metrics that explain again.
+    attribution : Attribution, optional
+        The batch's attribution (the signal / root test reads its ``pixel_root``).
+    other_target, other_mask : torch.Tensor, optional
+        ``(B,)`` long second class (``-1``: none) and ``(B, H, W)`` uint8 mask of its object.
     ids : sequence of str, optional
         The samples' stable ids: seeds of the random region order (``aopc``), so that it does not
         depend on the batch; without them the input's bytes are hashed instead.
@@ -251,7 +282,10 @@ def evaluate(
         map2d, finite = _finite_map(relevance.detach().to(x.device))
         context = Context(model=model, x=x, relevance=relevance.detach().to(x.device), map2d=map2d, finite=finite,
                           target=target.to(x.device), label=label.to(x.device), mask=mask, options=options,
-                          norm=norm, attributor=attributor, ids=None if ids is None else list(ids))
+                          norm=norm, attributor=attributor, ids=None if ids is None else list(ids),
+                          attribution=attribution,
+                          other_target=None if other_target is None else other_target.to(x.device),
+                          other_mask=None if other_mask is None else other_mask.to(x.device))
         per_sample: dict[str, torch.Tensor] = {}
         curves: dict[str, Curve] = {}
         for metric in REGISTRY.values():
@@ -264,4 +298,5 @@ def evaluate(
             name: value.double().to(finite.device).masked_fill(~finite, math.nan).cpu()
             for name, value in per_sample.items()
         }
-        return Evaluation(per_sample=per_sample, curves=curve_rows(curves, finite))
+        arrays = {name: value.detach().cpu() for name, value in context.arrays.items()}
+        return Evaluation(per_sample=per_sample, curves=curve_rows(curves, finite), arrays=arrays)
