@@ -28,11 +28,27 @@ resident-set high-water mark of each timed call (reset through ``/proc/self/clea
 process maximum) and its increase over the memory in use before the call; CUDA,
 ``max_memory_allocated``. A configuration that runs out of memory gives a row noting it.
 
-A sweep of ``root_opt`` steps (``--sweep-steps``, on every layer type of ``--sweep-preset``) shows
+A sweep of ``root_opt`` steps (``--sweep-steps``, on every layer type of ``--sweep-preset``, with
+``--sweep-overrides`` such as ``step=relative,conv.loss=cosine,dense.loss=cosine`` on top) shows
 how the cost of ``ours`` grows, and ``--runner-check`` times whole runs
 (:func:`learnroot.runner.run`: small CNN, shapes benchmark, default metrics) of several sizes, each
 in a fresh process, for the per-image time, the marginal time of the extra images and the peak
 memory of a whole run. ``--tune-malloc`` calls :func:`learnroot.allocator.tune_allocator` first.
+
+``--paper-code DIR`` adds the paper's own code as a reference of ``ours`` with ``root_opt=paper``:
+``DTDOpt`` and ``ActivationStoringNet`` of ``modules/layers_cnn.py`` in a work tree of the public
+repository meetxinzhang/XAI-RootInference, imported from ``DIR`` (never copied; stand-ins for the
+modules it imports but never calls on this path, ``cv2``, ``scipy.ndimage`` and ``einops``, are
+put in ``sys.modules`` only when they are not installed). It runs on a copy of the same
+random-weight model in torchvision's VGG layout (``model_archi='vgg'``: ``vgg16``, ``vgg19`` and the
+tiny model; its code handles no other torchvision model: ResNet blocks only of its own ResNet class,
+no ReLU6, no inverted residuals, so no MobileNetV2), on the same batch, explaining the same targets,
+timed in the same rounds; the ``ours`` row gets ``x_paper_code`` (its time in units of the paper
+code's) and a ``paper_code`` row is added. Both rows carry the relevance sum over the pixels
+(``relevance_sum``, mean over the batch), the relevance put on the output (``r_top``: the target
+logit for ``ours``, its absolute value for the paper's code) and the worst conservation error of
+the batch, ``max |sum R - r_top| / |r_top|`` (every ``ours`` row carries these three, taken from its
+last timed call).
 
 Writes a CSV (``--csv``) and prints a table. ``--tiny`` runs a tiny configuration in seconds (used
 by ``tests/test_bench.py``). The torch thread count (``--threads``, default: every core this process
@@ -45,12 +61,19 @@ Examples
     python scripts/bench.py --models small_cnn --runner-check --runner-sizes 16,64,128
     python scripts/bench.py --models resnet50 --threads 2 --no-metrics --csv bench.csv
     python scripts/bench.py --tiny --csv /tmp/tiny.csv
+    python scripts/bench.py --models vgg16 --batch-sizes 1 --methods ours --root-opt paper --no-metrics \
+        --no-zennit --sweep-steps '' --threads 2 --tune-malloc --paper-code ../XAI-RootInference
+    python scripts/bench.py --models vgg16,mobilenet_v2 --batch-sizes 1 --methods ours --root-opt '' \
+        --no-metrics --no-zennit --sweep-steps 1,2,3,5 --sweep-preset default \
+        --sweep-overrides step=relative,conv.loss=cosine,dense.loss=cosine --threads 2 --tune-malloc
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import csv
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -61,6 +84,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -91,9 +116,14 @@ GRADIENT_METHODS = names("gradient")
 
 COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",
            "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
-           "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "note")
-SIZES = {"vgg16": 224, "vgg19": 224, "resnet18": 224, "resnet50": 224, "small_cnn": 64, "tiny": 32}
-TORCHVISION = ("vgg16", "vgg19", "resnet18", "resnet50")
+           "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
+           "relevance_sum", "r_top", "conservation", "note")
+SIZES = {"vgg16": 224, "vgg19": 224, "resnet18": 224, "resnet50": 224, "mobilenet_v2": 224, "small_cnn": 64,
+         "tiny": 28}
+TORCHVISION = ("vgg16", "vgg19", "resnet18", "resnet50", "mobilenet_v2")
+#: Models in torchvision's VGG layout (``features``, ``avgpool`` to 7 x 7, ``classifier``): what the
+#: paper's ``DTDOpt`` handles as ``model_archi='vgg'``.
+PAPER_CODE_MODELS = ("vgg16", "vgg19", "tiny")
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -121,7 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options (``--tiny`` replaces the defaults by a seconds-long configuration)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="vgg16", help="comma list of vgg16, vgg19, resnet18, resnet50, small_cnn")
+    parser.add_argument("--models", default="vgg16",
+                        help="comma list of vgg16, vgg19, resnet18, resnet50, mobilenet_v2, small_cnn")
     parser.add_argument("--size", type=int, default=0, help="image side in pixels (0: 224, small_cnn 64)")
     parser.add_argument("--methods", default="all", help="comma list of methods, or 'all'")
     parser.add_argument("--root-opt", default="default,paper", help="root_opt presets timed for ours")
@@ -138,6 +169,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-zennit", dest="zennit", action="store_false", help="skip the raw zennit baselines")
     parser.add_argument("--sweep-steps", default="0,1,2,5,10", help="root_opt steps swept for ours ('' to skip)")
     parser.add_argument("--sweep-preset", default="default", help="root_opt preset of the sweep")
+    parser.add_argument("--sweep-overrides", default="",
+                        help="root_opt keys set on top of the sweep preset, e.g. step=relative,conv.loss=cosine")
     parser.add_argument("--sweep-batch", type=int, default=0, help="batch size of the sweep (0: the first one)")
     parser.add_argument("--runner-check", action="store_true", help="time whole runs of the small CNN")
     parser.add_argument("--runner-sizes", default="16,64", help="images per whole run")
@@ -145,6 +178,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runner-method", default="ours", help="method of the whole runs")
     parser.add_argument("--cache-dir", default=os.environ.get("LEARNROOT_CACHE", "~/.cache/learnroot"),
                         help="learnroot cache with the shapes benchmark (whole runs)")
+    parser.add_argument("--paper-code", default="", metavar="DIR",
+                        help="work tree of meetxinzhang/XAI-RootInference: time its DTDOpt next to ours root_opt=paper")
     parser.add_argument("--tune-malloc", action="store_true",
                         help="call learnroot.allocator.tune_allocator() first (glibc keeps freed memory for reuse)")
     parser.add_argument("--seed", type=int, default=0)
@@ -174,9 +209,28 @@ def method_options(name: str) -> MethodOptions:
     return MethodOptions(**conf_values("method", name))
 
 
-def root_options(preset: str, steps: Optional[int] = None, tiny: bool = False) -> RootOptOptions:
-    """``conf/root_opt/<preset>.yaml``, optionally with ``steps`` on every layer type (tiny: at most 2)."""
+def parse_overrides(text: str) -> dict:
+    """``key=value`` items of a comma list (values read as YAML scalars), e.g. ``step=relative,conv.lr=0.5``."""
+    overrides = {}
+    for item in split(text):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--sweep-overrides: {item!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(value.strip())
+    return overrides
+
+
+def root_options(preset: str, steps: Optional[int] = None, tiny: bool = False, overrides: str = "") -> RootOptOptions:
+    """``conf/root_opt/<preset>.yaml`` with ``overrides`` (``key=value`` comma list, layer keys as
+    ``conv.loss``), optionally with ``steps`` on every layer type (tiny: at most 2)."""
     values = conf_values("root_opt", preset)
+    for key, value in parse_overrides(overrides).items():
+        group, _, name = key.rpartition(".")
+        target = values[group] if group else values
+        if group not in ("", "conv", "dense", "pixel") or (group and name not in LayerRootOptions.__dataclass_fields__) \
+                or (not group and name not in RootOptOptions.__dataclass_fields__):
+            raise SystemExit(f"--sweep-overrides: unknown root_opt key {key!r}")
+        target[name] = value
     layers = {}
     for kind in ("conv", "dense", "pixel"):
         layer = LayerRootOptions(**values.pop(kind))
@@ -230,24 +284,36 @@ class Subject:
     norm: Normalisation
 
 
-def tiny_cnn(classes: int = 5) -> nn.Sequential:
-    """A two-conv network for seconds-long checks (32 px inputs)."""
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                         nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, classes))
+class TinyVGG(nn.Module):
+    """torchvision's VGG in miniature for seconds-long checks: two conv blocks, average pool to 7 x 7,
+    a dense head (28 px inputs; the layout the paper's code handles as ``model_archi='vgg'``)."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                      nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(nn.Linear(8 * 7 * 7, 16), nn.ReLU(inplace=True), nn.Dropout(),
+                                        nn.Linear(16, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 def build_subject(name: str, size: int, device: torch.device, seed: int) -> Subject:
     """A model with random weights, its pixel box and normalisation, on ``device``."""
     torch.manual_seed(seed)
-    options = ModelOptions(**conf_values("model", "small_cnn" if name == "tiny" else name))
+    conf = "small_cnn" if name == "tiny" else name
+    if not (resources.files("learnroot.conf") / "model" / f"{conf}.yaml").is_file():
+        conf = "vgg16"  # a torchvision model without a preset of its own: ImageNet preprocessing
+    options = ModelOptions(**conf_values("model", conf))
     if name in TORCHVISION:
         import torchvision
         model, classes = getattr(torchvision.models, name)(weights=None, num_classes=1000), 1000
     elif name == "small_cnn":
         model, classes = small_cnn(6), 6
     elif name == "tiny":
-        model, classes = tiny_cnn(), 5
+        model, classes = TinyVGG(), 5
     else:
         raise SystemExit(f"unknown model {name!r}")
     model = model.eval().to(device)
@@ -464,9 +530,123 @@ def measure(fns: dict, x: torch.Tensor, target: torch.Tensor, warmup: int, repea
                     "memory": peaks[label][2]} for label in labels}
 
 
-def attribution_fn(attributor) -> Callable:
-    """The attribution alone."""
-    return lambda x, target: attributor(x, target).relevance
+class AttributionFn:
+    """The attribution alone; keeps the relevance sums of its last call (:func:`relevance_sums`)."""
+
+    def __init__(self, attributor):
+        self.attributor = attributor
+        self.sums: dict = {}
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        attribution = self.attributor(x, target)
+        self.sums = relevance_sums(attribution.relevance, attribution.r_top)
+        return attribution.relevance
+
+
+def attribution_fn(attributor) -> AttributionFn:
+    """The attribution alone (see :class:`AttributionFn`)."""
+    return AttributionFn(attributor)
+
+
+def relevance_sums(relevance: torch.Tensor, r_top: torch.Tensor) -> dict:
+    """``relevance_sum`` (pixel sum, mean over the batch), ``r_top`` (mean) and ``conservation``
+    (worst ``|sum R - r_top| / |r_top|`` of the batch)."""
+    total = relevance.detach().flatten(1).sum(dim=1).double().cpu()
+    top = r_top.detach().double().cpu()
+    return {"relevance_sum": float(total.mean()), "r_top": float(top.mean()),
+            "conservation": float(((total - top).abs() / top.abs()).max())}
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper's code (optional reference of ours with root_opt=paper)
+
+
+def _stand_in(name: str, **attributes) -> None:
+    """Put an empty module ``name`` into ``sys.modules`` unless the real one is installed."""
+    if name in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec(name) is not None:
+            return
+    except (ImportError, ValueError):  # a parent that is itself a stand-in
+        pass
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+
+
+def _not_available(*args, **kwargs):
+    raise RuntimeError("a stand-in of bench.py (the module is not installed): not for use")
+
+
+def load_paper_code(folder: str) -> types.ModuleType:
+    """The paper's ``modules/layers_cnn.py`` (``DTDOpt``, ``ActivationStoringNet``, ``model_flattening``),
+    imported from a work tree of meetxinzhang/XAI-RootInference.
+
+    Its scripts import it as ``CNNs.dtd_opt``, a package the repository lacks; the module itself
+    imports ``models.resnet``, ``modules.root_infer`` (which imports ``einops`` and its vendored
+    ``pytorch_ssim``) and ``utils.visualization`` (``cv2``, ``scipy.ndimage``). Those three
+    third-party modules are used only by functions this benchmark never calls, so stand-ins are
+    registered for the ones that are not installed. Its top-level package names (``models``,
+    ``modules``, ``utils``) must not be taken by other imports.
+    """
+    root = Path(folder).expanduser().resolve()
+    if not (root / "modules" / "layers_cnn.py").is_file():
+        raise SystemExit(f"--paper-code {folder}: no modules/layers_cnn.py there "
+                         "(a work tree of github.com/meetxinzhang/XAI-RootInference is expected)")
+    for name in ("models", "modules", "utils", "pytorch_ssim"):
+        loaded = sys.modules.get(name)
+        where = loaded and (getattr(loaded, "__file__", None) or next(iter(getattr(loaded, "__path__", [])), ""))
+        if loaded is not None and not str(where).startswith(str(root)):
+            raise SystemExit(f"--paper-code: a module named {name!r} is already imported from elsewhere")
+    _stand_in("cv2")
+    _stand_in("scipy")
+    _stand_in("scipy.ndimage", gaussian_filter=_not_available)
+    _stand_in("einops", rearrange=_not_available)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("modules.layers_cnn")
+
+
+class PaperCode:
+    """The paper's ``DTDOpt`` on a private copy of a VGG-layout model: ``(x, target) -> relevance``.
+
+    ``ActivationStoringNet`` runs the flattened model and stores every module's input on the module;
+    ``DTDOpt(...)(stack, output, classes, 'vgg', index=target)`` propagates ``|onehot * logits|``
+    back to the pixels. Its SSIM losses average over the whole batch, so at batch sizes above 1 the
+    samples' roots depend on each other (the timing is still that of the code as published).
+
+    Parameters
+    ----------
+    code : module
+        :func:`load_paper_code`.
+    model : torch.nn.Module
+        Copied (the paper's code writes attributes onto the modules).
+    classes : int
+        Number of outputs.
+    """
+
+    def __init__(self, code: types.ModuleType, model: nn.Module, classes: int):
+        self.code = code
+        self.model = copy.deepcopy(model).eval()
+        self.net = code.ActivationStoringNet(code.model_flattening(self.model))
+        self.classes = classes
+        self.sums: dict = {}
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            inputs = x.detach().clone().requires_grad_(True)
+            stack, output = self.net(inputs)
+            relevance = self.code.DTDOpt()(stack, output, self.classes, "vgg", index=target).detach()
+            r_top = output.detach().gather(1, target.view(-1, 1))[:, 0].abs()
+        for module in self.model.modules():  # drop the stored activations and their graphs
+            for name in ("activation", "identity"):
+                module.__dict__.pop(name, None)
+        self.sums = relevance_sums(relevance, r_top)
+        return relevance
 
 
 def evaluation_fn(attributor, model: nn.Module, norm: Normalisation, chunk: int = 0) -> Callable:
@@ -484,7 +664,8 @@ def evaluation_fn(attributor, model: nn.Module, norm: Normalisation, chunk: int 
 
 
 #: Roles of the callables of a group; the references give the ratio columns of the ``main`` row.
-RATIOS = {"forward": "x_forward", "floor": "x_floor", "zennit": "x_zennit", "dtd_zplus": "x_dtd_zplus"}
+RATIOS = {"forward": "x_forward", "floor": "x_floor", "zennit": "x_zennit", "dtd_zplus": "x_dtd_zplus",
+          "paper_code": "x_paper_code"}
 
 
 @dataclass
@@ -537,8 +718,16 @@ class Bench:
                 torch.cuda.empty_cache()
         if spec["measure"] in RATIOS:  # a reference is its own unit
             results[spec["measure"]] = results["main"]
-        self.add(context, result=_with_ratios(results["main"], results), **spec)
+        if "paper_code" in results:
+            spec = {**spec, "note": " ".join(filter(None, (spec.get("note", ""), "paper code takes {:.1f} x as long".format(
+                results["paper_code"]["s_per_image"] / results["main"]["s_per_image"]))))}
+        self.add(context, result={**_with_ratios(results["main"], results), **getattr(fn, "sums", {})}, **spec)
         for role in emit:
+            if role == "paper_code":
+                self.add(context, "paper_code", "attribution",
+                         {**_with_ratios(results[role], results), **references[role].sums},
+                         note="DTDOpt of XAI-RootInference (model_archi=vgg)")
+                continue
             method = spec["method"] if role == "zennit" else "-"
             self.add(context, method, role, _with_ratios(results[role], results) if role in ("forward", "floor")
                      else results[role])
@@ -556,6 +745,10 @@ def _with_ratios(result: dict, results: dict) -> dict:
 def _out_of_memory(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _sci(value) -> str:
+    return "-" if value == "" or value is None else f"{value:.3g}"
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -583,11 +776,12 @@ def run_batch(bench: Bench, subject: Subject, device: torch.device, batch: int, 
         else:
             run_baseline(bench, context, subject, x, target, units, name, zplus)
     if sweep:
+        note = " ".join(filter(None, ("sweep", args.sweep_overrides.replace(",", " "))))
         for steps in (int(value) for value in split(args.sweep_steps)):
-            attributor = make_attributor(model, method_options("ours"), root_options(args.sweep_preset, steps=steps),
-                                         subject.box)
+            options = root_options(args.sweep_preset, steps=steps, overrides=args.sweep_overrides)
+            attributor = make_attributor(model, method_options("ours"), options, subject.box)
             bench.group(context, x, target, ({"method": "ours", "preset": args.sweep_preset, "steps": steps,
-                                              "measure": "attribution", "note": "sweep"},
+                                              "measure": "attribution", "note": note},
                                              attribution_fn(attributor)),
                         {**units, "dtd_zplus": attribution_fn(zplus)})
 
@@ -619,13 +813,21 @@ def run_baseline(bench: Bench, context: dict, subject: Subject, x, target, units
 
 
 def run_ours(bench: Bench, context: dict, subject: Subject, x, target, units: dict, zplus) -> None:
-    """``ours`` with each root_opt preset against our ``dtd_zplus`` (and with the metrics)."""
+    """``ours`` with each root_opt preset against our ``dtd_zplus`` (and with the metrics); ``paper``
+    also against the paper's code when ``--paper-code`` is given."""
     args = bench.args
     for preset in split(args.root_opt):
         attributor = make_attributor(subject.model, method_options("ours"), root_options(preset, tiny=args.tiny),
                                      subject.box)
+        references, emit = {**units, "dtd_zplus": attribution_fn(zplus)}, ()
+        if preset == "paper" and args.paper_code:
+            if subject.name in PAPER_CODE_MODELS:
+                references["paper_code"], emit = PaperCode(args.code, subject.model, subject.classes), ("paper_code",)
+            else:
+                bench.add(context, "paper_code", "attribution", {},
+                          note=f"not run: the paper's code handles torchvision's VGG layout, not {subject.name}")
         bench.group(context, x, target, ({"method": "ours", "preset": preset, "measure": "attribution"},
-                                         attribution_fn(attributor)), {**units, "dtd_zplus": attribution_fn(zplus)})
+                                         attribution_fn(attributor)), references, emit=emit)
         if args.metrics:
             bench.group(context, x, target, ({"method": "ours", "preset": preset, "measure": "attribution+metrics",
                                               "note": _chunk_note(args)},
@@ -712,13 +914,14 @@ def write_csv(rows: list[dict], path: str) -> None:
 def print_table(rows: list[dict]) -> None:
     """The rows as a fixed-width table."""
     header = ("device", "model", "batch", "images", "method", "preset", "steps", "measure", "s/img", "x_fwd",
-              "x_floor", "x_zennit", "x_z+", "peak_MB", "+MB", "note")
+              "x_floor", "x_zennit", "x_z+", "x_paper", "sum_R", "r_top", "conservation", "peak_MB", "+MB", "note")
     lines = [header]
     for row in rows:
         lines.append((row["device"], row["model"], str(row["batch"]), str(row["images"]), row["method"],
                       row["preset"], str(row["steps"]), row["measure"], _fmt(row["s_per_image"]),
                       _fmt(row["x_forward"], 1), _fmt(row["x_floor"], 2), _fmt(row["x_zennit"], 2),
-                      _fmt(row["x_dtd_zplus"], 2), _fmt(row["peak_mb"], 0), _fmt(row["peak_delta_mb"], 0),
+                      _fmt(row["x_dtd_zplus"], 2), _fmt(row["x_paper_code"], 3), _sci(row["relevance_sum"]),
+                      _sci(row["r_top"]), _sci(row["conservation"]), _fmt(row["peak_mb"], 0), _fmt(row["peak_delta_mb"], 0),
                       row["note"]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
@@ -734,6 +937,8 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.threads or cores)
     args.malloc = tune_malloc() if args.tune_malloc else "default"
+    args.code = load_paper_code(args.paper_code) if args.paper_code else None
+    root_options(args.sweep_preset, overrides=args.sweep_overrides)  # bad keys fail now, not after an hour
     methods = list(METHODS) if args.methods == "all" else split(args.methods)
     unknown = [name for name in methods if name not in METHODS]
     if unknown:

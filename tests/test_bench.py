@@ -13,7 +13,8 @@ METHODS = names()
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 COLUMNS = ["device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",
            "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
-           "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "note"]
+           "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
+           "relevance_sum", "r_top", "conservation", "note"]
 
 
 def test_tiny_benchmark_writes_every_row(tmp_path, test_cache):
