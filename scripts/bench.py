@@ -114,7 +114,7 @@ from learnroot.rules.layers import generic_rule
 METHODS = names()
 GRADIENT_METHODS = names("gradient")
 
-COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",
+COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "model", "weights", "size", "batch", "images",
            "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
            "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
            "relevance_sum", "r_top", "conservation", "note")
@@ -153,9 +153,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg16",
                         help="comma list of vgg16, vgg19, resnet18, resnet50, mobilenet_v2, small_cnn")
+    parser.add_argument("--weights", default="",
+                        help="comma list of MODEL=PATH: a torchvision state dict instead of random weights")
     parser.add_argument("--size", type=int, default=0, help="image side in pixels (0: 224, small_cnn 64)")
     parser.add_argument("--methods", default="all", help="comma list of methods, or 'all'")
-    parser.add_argument("--root-opt", default="default,paper", help="root_opt presets timed for ours")
+    parser.add_argument("--root-opt", default="default,paper",
+                        help="root_opt presets timed for ours; 'paper+tol=0+conv.steps=2' sets keys on a preset")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma list")
     parser.add_argument("--devices", default="auto", help="comma list of cpu, cuda; auto: cpu and cuda if present")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores of this process)")
@@ -215,7 +218,7 @@ def parse_overrides(text: str) -> dict:
     for item in split(text):
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--sweep-overrides: {item!r} is not key=value")
+            raise SystemExit(f"root_opt overrides: {item!r} is not key=value")
         overrides[key.strip()] = yaml.safe_load(value.strip())
     return overrides
 
@@ -229,7 +232,7 @@ def root_options(preset: str, steps: Optional[int] = None, tiny: bool = False, o
         target = values[group] if group else values
         if group not in ("", "conv", "dense", "pixel") or (group and name not in LayerRootOptions.__dataclass_fields__) \
                 or (not group and name not in RootOptOptions.__dataclass_fields__):
-            raise SystemExit(f"--sweep-overrides: unknown root_opt key {key!r}")
+            raise SystemExit(f"root_opt overrides: unknown root_opt key {key!r}")
         target[name] = value
     layers = {}
     for kind in ("conv", "dense", "pixel"):
@@ -279,6 +282,7 @@ class Subject:
     name: str
     model: nn.Module
     size: int
+    weights: str
     classes: int
     box: tuple
     norm: Normalisation
@@ -300,8 +304,9 @@ class TinyVGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def build_subject(name: str, size: int, device: torch.device, seed: int) -> Subject:
-    """A model with random weights, its pixel box and normalisation, on ``device``."""
+def build_subject(name: str, size: int, device: torch.device, seed: int, weights: str = "") -> Subject:
+    """A model with random weights (or the state dict at ``weights``), its pixel box and normalisation,
+    on ``device``."""
     torch.manual_seed(seed)
     conf = "small_cnn" if name == "tiny" else name
     if not (resources.files("learnroot.conf") / "model" / f"{conf}.yaml").is_file():
@@ -316,12 +321,15 @@ def build_subject(name: str, size: int, device: torch.device, seed: int) -> Subj
         model, classes = TinyVGG(), 5
     else:
         raise SystemExit(f"unknown model {name!r}")
+    if weights:
+        model.load_state_dict(torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True))
     model = model.eval().to(device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     preprocess = preprocess_of(options)
     norm = Normalisation(mean=list(options.mean), std=list(options.std), value_range=tuple(options.value_range))
-    return Subject(name, model, size or SIZES[name], classes, preprocess.box(device), norm)
+    return Subject(name, model, size or SIZES[name], Path(weights).name if weights else "random", classes,
+                   preprocess.box(device), norm)
 
 
 def inputs(subject: Subject, batch: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -764,7 +772,8 @@ def run_batch(bench: Bench, subject: Subject, device: torch.device, batch: int, 
     x, target = inputs(subject, batch, device, args.seed)
     context = {"device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
                "malloc": args.malloc, "torch": torch.__version__, "zennit": ZENNIT_VERSION,
-               "model": subject.name, "size": subject.size, "batch": batch, "images": batch}
+               "model": subject.name, "weights": subject.weights, "size": subject.size, "batch": batch,
+               "images": batch}
     model, norm = subject.model, subject.norm
     units = {"forward": forward_fn(model), "floor": floor_fn(model)}
     bench.group(context, x, target, ({"method": "-", "measure": "floor"}, units["floor"]),
@@ -817,7 +826,9 @@ def run_ours(bench: Bench, context: dict, subject: Subject, x, target, units: di
     also against the paper's code when ``--paper-code`` is given."""
     args = bench.args
     for preset in split(args.root_opt):
-        attributor = make_attributor(subject.model, method_options("ours"), root_options(preset, tiny=args.tiny),
+        name, _, overrides = preset.partition("+")
+        attributor = make_attributor(subject.model, method_options("ours"),
+                                     root_options(name, tiny=args.tiny, overrides=overrides.replace("+", ",")),
                                      subject.box)
         references, emit = {**units, "dtd_zplus": attribution_fn(zplus)}, ()
         if preset == "paper" and args.paper_code:
@@ -879,7 +890,7 @@ def runner_check(bench: Bench) -> None:
         lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
         context = {"device": "cpu", "device_name": device_name(torch.device("cpu")),
                    "threads": torch.get_num_threads(), "malloc": args.malloc, "torch": torch.__version__,
-                   "zennit": ZENNIT_VERSION, "model": "small_cnn", "size": 64,
+                   "zennit": ZENNIT_VERSION, "model": "small_cnn", "weights": "random", "size": 64,
                    "batch": args.runner_batch, "images": images}
         if process.returncode != 0 or not lines:
             tail = (process.stderr or process.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -938,7 +949,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or cores)
     args.malloc = tune_malloc() if args.tune_malloc else "default"
     args.code = load_paper_code(args.paper_code) if args.paper_code else None
-    root_options(args.sweep_preset, overrides=args.sweep_overrides)  # bad keys fail now, not after an hour
+    for preset in split(args.root_opt):  # bad keys fail now, not after an hour
+        name, _, overrides = preset.partition("+")
+        root_options(name, overrides=overrides.replace("+", ","))
+    root_options(args.sweep_preset, overrides=args.sweep_overrides)
     methods = list(METHODS) if args.methods == "all" else split(args.methods)
     unknown = [name for name in methods if name not in METHODS]
     if unknown:
@@ -946,12 +960,13 @@ def main(argv=None) -> int:
     if "ours" in methods and "dtd_zplus" not in methods:
         methods.insert(methods.index("ours"), "dtd_zplus")  # the reference of ours
     batches = [int(value) for value in split(args.batch_sizes)]
+    weights = dict(item.split("=", 1) for item in split(args.weights))
     print(f"learnroot {learnroot.__file__}; torch {torch.__version__}; zennit {ZENNIT_VERSION}; "
           f"torch threads: {torch.get_num_threads()}; malloc: {args.malloc}; methods: {', '.join(methods)}", flush=True)
     bench = Bench(args)
     for device in devices(args.devices):
         for model_name in split(args.models):
-            subject = build_subject(model_name, args.size, device, args.seed)
+            subject = build_subject(model_name, args.size, device, args.seed, weights.get(model_name, ""))
             for batch in batches:
                 sweep = bool(split(args.sweep_steps)) and batch == (args.sweep_batch or batches[0])
                 run_batch(bench, subject, device, batch, methods, sweep)

@@ -14,7 +14,7 @@ from learnroot.methods import names
 METHODS = names()
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
-COLUMNS = ["device", "device_name", "threads", "malloc", "torch", "zennit", "model", "size", "batch", "images",
+COLUMNS = ["device", "device_name", "threads", "malloc", "torch", "zennit", "model", "weights", "size", "batch", "images",
            "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
            "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
            "relevance_sum", "r_top", "conservation", "note"]
