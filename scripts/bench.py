@@ -23,7 +23,11 @@ Each measurement is timed together with its references (forward, floor, raw zenn
 ``dtd_zplus`` for ``ours``, whose ratio is ``x_dtd_zplus``): after ``--warmup`` untimed calls each,
 rounds time every callable once in rotating order, at least ``--repeats`` rounds and more (up to
 ``--max-repeats``) while the slowest callable has run less than ``--min-time`` seconds; the
-median is reported, so ratios stay fair when the machine's load changes. Peak memory: CPU, the
+median is reported, so ratios stay fair when the machine's load changes. The CPU time the process
+used in each call is recorded too (``cpu_s_per_image``); ``--ratio-clock cpu`` computes the ratio
+columns from it instead of the wall clock: on a machine shared with other work and one torch
+thread it is the steadier measure (time spent waiting for a core does not count), with several
+threads OpenMP's spin-waiting counts as CPU time. Peak memory: CPU, the
 resident-set high-water mark of each timed call (reset through ``/proc/self/clear_refs``; else the
 process maximum) and its increase over the memory in use before the call; CUDA,
 ``max_memory_allocated``. A configuration that runs out of memory gives a row noting it.
@@ -115,9 +119,9 @@ METHODS = names()
 GRADIENT_METHODS = names("gradient")
 
 COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "model", "weights", "size", "batch", "images",
-           "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
+           "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "cpu_s_per_image", "repeats", "peak_mb",
            "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
-           "relevance_sum", "r_top", "conservation", "note")
+           "ratio_clock", "relevance_sum", "r_top", "conservation", "note")
 SIZES = {"vgg16": 224, "vgg19": 224, "resnet18": 224, "resnet50": 224, "mobilenet_v2": 224, "small_cnn": 64,
          "tiny": 28}
 TORCHVISION = ("vgg16", "vgg19", "resnet18", "resnet50", "mobilenet_v2")
@@ -167,6 +171,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-time", type=float, default=3.0,
                         help="more runs while the slowest callable of a group has run less than this (s)")
     parser.add_argument("--max-repeats", type=int, default=15, help="at most this many timed runs")
+    parser.add_argument("--ratio-clock", choices=("wall", "cpu"), default="wall",
+                        help="ratios of wall-clock medians, or of the process's CPU time (steadier on a shared "
+                             "machine with one thread; with several, OpenMP's spin-waits count)")
     parser.add_argument("--no-metrics", dest="metrics", action="store_false", help="skip attribution+metrics")
     parser.add_argument("--pf-chunk", type=int, default=0, help="metrics.pf_chunk (0: the MetricsOptions default)")
     parser.add_argument("--no-zennit", dest="zennit", action="store_false", help="skip the raw zennit baselines")
@@ -507,7 +514,8 @@ def measure(fns: dict, x: torch.Tensor, target: torch.Tensor, warmup: int, repea
     Returns
     -------
     dict
-        Label to ``s_per_image`` (median), ``s_per_image_min``, ``repeats``, ``peak_mb`` (largest
+        Label to ``s_per_image`` (median), ``s_per_image_min``, ``cpu_s_per_image`` (median CPU time of
+        the process per call, all threads), ``repeats``, ``peak_mb`` (largest
         peak of a timed call), ``peak_delta_mb`` (over the memory in use before that call) and
         ``memory`` (the counter used).
     """
@@ -517,6 +525,7 @@ def measure(fns: dict, x: torch.Tensor, target: torch.Tensor, warmup: int, repea
             fn(x, target)
     labels = list(fns)
     times = {label: [] for label in labels}
+    cpu = {label: [] for label in labels}
     peaks = {label: (0.0, 0.0, "") for label in labels}
     round_ = 0
     while round_ < repeats or (round_ < max_repeats and max(sum(t) for t in times.values()) < min_time):
@@ -525,15 +534,17 @@ def measure(fns: dict, x: torch.Tensor, target: torch.Tensor, warmup: int, repea
         for label in labels[turn:] + labels[:turn]:
             _sync(device)
             kind, before = _reset_peak(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fns[label](x, target)
             _sync(device)
             times[label].append(time.perf_counter() - start)
+            cpu[label].append(time.process_time() - start_cpu)
             peak = _peak(device, kind)
             if peak >= peaks[label][0]:
                 peaks[label] = (peak, max(peak - before, 0.0), kind)
     return {label: {"s_per_image": statistics.median(times[label]) / batch,
-                    "s_per_image_min": min(times[label]) / batch, "repeats": len(times[label]),
+                    "s_per_image_min": min(times[label]) / batch,
+                    "cpu_s_per_image": statistics.median(cpu[label]) / batch, "repeats": len(times[label]),
                     "peak_mb": peaks[label][0] / 2**20, "peak_delta_mb": peaks[label][1] / 2**20,
                     "memory": peaks[label][2]} for label in labels}
 
@@ -683,6 +694,11 @@ class Bench:
     args: argparse.Namespace
     rows: list = field(default_factory=list)
 
+    @property
+    def clock(self) -> str:
+        """The time the ratio columns divide: ``s_per_image`` (wall) or ``cpu_s_per_image``."""
+        return "cpu_s_per_image" if self.args.ratio_clock == "cpu" else "s_per_image"
+
     def add(self, context: dict, method: str, measure: str, result: dict, preset: str = "", steps="",
             note: str = "") -> dict:
         """Append a row (and print it)."""
@@ -726,27 +742,32 @@ class Bench:
                 torch.cuda.empty_cache()
         if spec["measure"] in RATIOS:  # a reference is its own unit
             results[spec["measure"]] = results["main"]
+        for result in results.values():
+            result["ratio_clock"] = self.args.ratio_clock
         if "paper_code" in results:
             spec = {**spec, "note": " ".join(filter(None, (spec.get("note", ""), "paper code takes {:.1f} x as long".format(
-                results["paper_code"]["s_per_image"] / results["main"]["s_per_image"]))))}
-        self.add(context, result={**_with_ratios(results["main"], results), **getattr(fn, "sums", {})}, **spec)
+                results["paper_code"][self.clock] / results["main"][self.clock]))))}
+        self.add(context, result={**_with_ratios(results["main"], results, self.clock), **getattr(fn, "sums", {})},
+                 **spec)
         for role in emit:
             if role == "paper_code":
                 self.add(context, "paper_code", "attribution",
-                         {**_with_ratios(results[role], results), **references[role].sums},
+                         {**_with_ratios(results[role], results, self.clock), **references[role].sums},
                          note="DTDOpt of XAI-RootInference (model_archi=vgg)")
                 continue
             method = spec["method"] if role == "zennit" else "-"
-            self.add(context, method, role, _with_ratios(results[role], results) if role in ("forward", "floor")
+            self.add(context, method, role, _with_ratios(results[role], results, self.clock)
+                     if role in ("forward", "floor")
                      else results[role])
 
 
-def _with_ratios(result: dict, results: dict) -> dict:
-    """``result`` with its time in units of the references timed with it (forward, floor, ...)."""
+def _with_ratios(result: dict, results: dict, clock: str = "s_per_image") -> dict:
+    """``result`` with its time in units of the references timed with it (forward, floor, ...), on the
+    wall clock (``s_per_image``) or the process's CPU time (``cpu_s_per_image``)."""
     result = dict(result)
     for role, column in RATIOS.items():
-        if role in results and results[role]["s_per_image"] > 0:
-            result[column] = result["s_per_image"] / results[role]["s_per_image"]
+        if role in results and results[role][clock] > 0:
+            result[column] = result[clock] / results[role][clock]
     return result
 
 

@@ -15,9 +15,10 @@ METHODS = names()
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 COLUMNS = ["device", "device_name", "threads", "malloc", "torch", "zennit", "model", "weights", "size", "batch", "images",
-           "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "repeats", "peak_mb",
+           "method", "preset", "steps", "measure", "s_per_image", "s_per_image_min", "cpu_s_per_image", "repeats",
+           "peak_mb",
            "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
-           "relevance_sum", "r_top", "conservation", "note"]
+           "ratio_clock", "relevance_sum", "r_top", "conservation", "note"]
 
 
 def test_tiny_benchmark_writes_every_row(tmp_path, test_cache):
@@ -90,12 +91,15 @@ def test_paper_code_is_timed_next_to_ours(tmp_path):
     if not (PAPER_CODE / "modules" / "layers_cnn.py").is_file():
         pytest.skip(f"the paper's code is not at {PAPER_CODE} (set LEARNROOT_PAPER_CODE)")
     rows = bench_rows(tmp_path, "--models", "tiny,small_cnn", "--batch-sizes", "1", "--methods", "ours",
-                      "--root-opt", "paper", "--sweep-steps", "", "--paper-code", str(PAPER_CODE))
+                      "--root-opt", "paper", "--sweep-steps", "", "--ratio-clock", "cpu", "--paper-code", str(PAPER_CODE))
     ours = [row for row in rows if row["model"] == "tiny" and row["method"] == "ours"]
     paper = [row for row in rows if row["model"] == "tiny" and row["method"] == "paper_code"]
     assert len(ours) == len(paper) == 1
     ours, paper = ours[0], paper[0]
     assert float(ours["x_paper_code"]) > 0 and float(paper["x_paper_code"]) == 1.0
+    assert ours["ratio_clock"] == paper["ratio_clock"] == "cpu"
+    assert float(ours["x_paper_code"]) == pytest.approx(float(ours["cpu_s_per_image"]) / float(paper["cpu_s_per_image"]),
+                                                       rel=1e-4)
     assert float(paper["x_dtd_zplus"]) > 0 and "paper code takes" in ours["note"]
     # same model, input and target: the paper's code starts from |logit|, ours from the logit
     assert abs(float(paper["r_top"])) == pytest.approx(abs(float(ours["r_top"])), rel=1e-5)
