@@ -11,12 +11,13 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from zennit.core import Composite
 
 from learnroot.attribution import make_attributor
 from learnroot.config import ConfigError, compose_options
 from learnroot.options import MethodOptions
 from learnroot.rules import learned
-from learnroot.rules.learned import AffineMap, descend
+from learnroot.rules.learned import RESCUE_FLOOR, AffineMap, LearnedRoot, RootLog, descend
 from learnroot.rules.losses import RootLoss
 
 try:
@@ -121,6 +122,44 @@ def test_unknown_tol_mode_is_refused():
         run(layer_map, x, relevance, loss, 0.1, tol_mode="sometimes")
     with pytest.raises(ConfigError, match="tol_mode"):
         compose_options("root_opt.tol_mode=sometimes")
+
+
+# ----------------------------------------------------------------------------------------------
+# the rescue pull-back
+
+
+def relevance_through(hook, layer, x, r_out):
+    composite = Composite(module_map=lambda ctx, name, module: hook if module is layer else None)
+    composite.register(layer)
+    try:
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            relevance, = torch.autograd.grad(layer(x), x, r_out)
+    finally:
+        composite.remove()
+    return relevance
+
+
+@pytest.mark.parametrize("lr, rescues", [(0.02, False), (0.9, True)])
+def test_rescue_pullback_only_for_samples_that_would_lose_relevance(monkeypatch, lr, rescues):
+    # conv layer, relevance where the start responds; small relative steps barely lower any response (the excess
+    # eps / |z| differences are far below the floor), steps of 90 % switch responses off (a real rescue)
+    torch.manual_seed(4)
+    layer = nn.Conv2d(3, 4, 3, padding=1, bias=False).double()
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        r_out = nn.functional.conv2d(x, layer.weight.clamp(min=0), padding=1) * torch.rand(2, 4, 6, 6,
+                                                                                          dtype=torch.float64)
+    calls = []
+    original = AffineMap.pullback
+    monkeypatch.setattr(AffineMap, "pullback", lambda self, s, d: calls.append(1) or original(self, s, d))
+    hook = LearnedRoot(loss=RootLoss("cosine"), steps=2, lr=lr, step="relative", stabilizer=1e-6, log=RootLog())
+    got = relevance_through(hook, layer, x, r_out)
+    rescued = hook.log.records[0]["rescued"]
+    assert len(calls) == 2 + 1 + rescues  # descent, redistribution, rescue
+    assert bool((rescued > 0).all()) == rescues and bool((rescued == 0).all()) != rescues
+    error = (got.flatten(1).sum(1) - r_out.flatten(1).sum(1)).abs() / r_out.flatten(1).abs().sum(1)
+    assert bool((error <= RESCUE_FLOOR + 1e-12).all())
 
 
 # ----------------------------------------------------------------------------------------------
