@@ -41,6 +41,7 @@ CHOICES = {
     "root_opt.layers": ("all", "conv", "dense", "first_k"),
     "root_opt.pixel_layer": ("zb", "learned"),
     "root_opt.step": ("additive", "relative"),
+    "root_opt.tol_mode": ("stop", "extrapolate"),
     "root_opt.control": ("none", "threshold", "shuffled", "uniform"),
     "metrics.pf_baseline": PF_BASELINES,
     "metrics.pf_schedule": PF_SCHEDULES,
@@ -303,6 +304,10 @@ class RootOptOptions:
     tol : float
         Stop the descent early once no sample's signal moves by more than ``tol`` (relative, in the
         max norm) in a step; ``0`` takes every step.
+    tol_mode : str
+        What the descent does once a step moved no signal by more than ``tol``: ``stop``, or
+        ``extrapolate`` (take the steps left as repeats of that step, in one move, then stop: the
+        plain descent's result whenever the gradient stays constant over those steps).
     control : str
         Controls that keep the method honest: ``none``; ``threshold`` (no descent: the root that the
         additive MSE descent reaches when every gradient is clipped, ``s = P(x - steps lr clip)``);
@@ -327,6 +332,7 @@ class RootOptOptions:
     stabilizer: float = 1e-6
     step: str = "relative"
     tol: float = 0.0
+    tol_mode: str = "stop"
     control: str = "none"
     control_seed: int = 0
 

@@ -219,7 +219,7 @@ def test_resume_ignores_hydra_keys_in_the_run_folder(run_cli, tmp_path, test_cac
     _interrupt_after(run_dir, 1)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    evil = [f"+hydra.callbacks.evil._target_=builtins.open", f"+hydra.callbacks.evil.file={victim}",
+    evil = ["+hydra.callbacks.evil._target_=builtins.open", f"+hydra.callbacks.evil.file={victim}",
             "+hydra.callbacks.evil.mode=w"]
     overrides = run_dir / ".hydra" / "overrides.yaml"
     overrides.write_text(overrides.read_text() + "".join(f"- {item}\n" for item in evil))
