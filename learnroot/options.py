@@ -260,8 +260,8 @@ class LayerRootOptions:
     """
 
     loss: str = "cosine"
-    steps: int = 3
-    lr: float = 0.5
+    steps: int = 5
+    lr: float = 1.0
     clip: float = 0.0
 
 

@@ -23,9 +23,10 @@
 #      baselines in BASELINES; heatmap grid $RESULTS/figures/real_<setup>_heatmaps.{png,pdf}
 #   STAGES (default "search test"), SETUPS (default "lenet5_mnist resnet20_cifar10 resnet56_cifar10
 #   mobilenet_imagenet mobilenet_coco small_cnn_shapes"), SEARCH_SETUPS (default: SETUPS without
-#   resnet56_cifar10 and mobilenet_coco), TUNE_LIMIT (300), TEST_LIMIT (1000), METHODS (default: every CNN
-#   method), BASELINES (default "dtd_zplus lrp_gamma dtd_montavon"), SHARED (the shared data folder:
-#   weights/, mnist/, cifar10/, imagenet-samples/, coco128-seg/; default ../shared/data).
+#   resnet56_cifar10 and mobilenet_coco), TUNE_LIMIT (300), TEST_LIMIT (1000), METHODS (comma list;
+#   default: every CNN method), CONTROLS (comma list of root_opt presets; default: all five), BASELINES
+#   (default "dtd_zplus lrp_gamma dtd_montavon"), SHARED (the shared data folder: weights/, mnist/,
+#   cifar10/, imagenet-samples/, coco128-seg/; default ../shared/data).
 #
 # Environment:
 #   DATA         ImageNet-style validation folder (<DATA>/<wnid>/<image>); switches to ImageNet
@@ -96,6 +97,7 @@ if [[ $mode == real ]]; then
     read -r -a stages <<< "${STAGES:-search test}"
     read -r -a baselines <<< "${BASELINES:-dtd_zplus lrp_gamma dtd_montavon}"
     methods=${METHODS:-gradient,gradient_x_input,integrated_gradients,lrp_0,lrp_epsilon,lrp_gamma,dtd_zplus,dtd_zb,dtd_ww,dtd_montavon,ours}
+    controls=${CONTROLS:-shuffled_control,uniform_control,mse_threshold,threshold_control,paper}
     runs=$RESULTS/runs/real; tables=$RESULTS/tables; figures=$RESULTS/figures; status=0
     if [[ -n $dry_run ]]; then run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
     else run() { "$@"; }; mkdir -p "$runs" "$tables" "$figures"; fi
@@ -125,8 +127,7 @@ if [[ $mode == real ]]; then
                         "dataset.limit=${TEST_LIMIT:-1000}" "metrics=faithfulness" $(batch "$setup"))
                 echo "== test on $setup (test part)" >&2
                 run "$BIN/learnroot-run" -m "method=$methods" "${common[@]}" "hydra.sweep.dir=$out/methods" "$@" || status=1
-                run "$BIN/learnroot-run" -m method=ours \
-                    root_opt=shuffled_control,uniform_control,mse_threshold,threshold_control,paper \
+                run "$BIN/learnroot-run" -m method=ours "root_opt=$controls" \
                     "${common[@]}" "hydra.sweep.dir=$out/controls" "$@" || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_$setup" -q || status=1
                 for baseline in "${baselines[@]}"; do

@@ -185,8 +185,9 @@ def test_nan_in_one_sample_is_flagged_and_excluded(tmp_path, test_cache, monkeyp
 def test_diverging_root_optimisation_is_flagged(tmp_path, test_cache):
     from learnroot import runner
     options = _run_options(test_cache, tmp_path, name="ours")
-    options = replace(options, root_opt=replace(options.root_opt, project=False,
-                                                conv=replace(options.root_opt.conv, lr=1e38, clip=0.0)))
+    # additive MSE steps (the relative step clamps its fraction to [0, 1] and cannot diverge)
+    options = replace(options, root_opt=replace(options.root_opt, project=False, step="additive",
+                                                conv=replace(options.root_opt.conv, loss="mse", lr=1e38, clip=0.0)))
     summary = runner.run(options, tmp_path / "run")
     rows = pd.read_csv(tmp_path / "run" / "per_sample.csv")
     assert (rows["status"] == "flagged").all()
