@@ -260,7 +260,7 @@ class LayerRootOptions:
     """
 
     loss: str = "cosine"
-    steps: int = 5
+    steps: int = 3
     lr: float = 1.0
     clip: float = 0.0
 
