@@ -99,6 +99,7 @@ if [[ $mode == real ]]; then
     methods=${METHODS:-gradient,gradient_x_input,integrated_gradients,lrp_0,lrp_epsilon,lrp_gamma,dtd_zplus,dtd_zb,dtd_ww,dtd_montavon,ours}
     controls=${CONTROLS:-shuffled_control,uniform_control,mse_threshold,threshold_control,paper}
     runs=$RESULTS/runs/real; tables=$RESULTS/tables; figures=$RESULTS/figures; status=0
+    stamp=$(date +%Y-%m-%d_%H-%M-%S)  # each invocation sweeps into folders of its own: re-running adds, never overwrites
     if [[ -n $dry_run ]]; then run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
     else run() { "$@"; }; mkdir -p "$runs" "$tables" "$figures"; fi
     batch() {  # images per batch (small inputs go faster in larger ones) and per metric forward pass
@@ -113,11 +114,11 @@ if [[ $mode == real ]]; then
                 common=("setup=$setup" "paths.shared_data=$shared" "paths.output_root=$out" "dataset.part=tune"
                         "dataset.limit=${TUNE_LIMIT:-300}" "metrics=faithfulness" $(batch "$setup"))
                 echo "== search on $setup (tuning part)" >&2
-                run "$BIN/learnroot-run" -m experiment=root_search "${common[@]}" "hydra.sweep.dir=$out/grid" "$@" || status=1
+                run "$BIN/learnroot-run" -m experiment=root_search "${common[@]}" "hydra.sweep.dir=$out/grid/$stamp" "$@" || status=1
                 run "$BIN/learnroot-run" -m method=ours root_opt=mse_threshold,threshold_control,paper,shuffled_control \
-                    "${common[@]}" "hydra.sweep.dir=$out/references" "$@" || status=1
+                    "${common[@]}" "hydra.sweep.dir=$out/references/$stamp" "$@" || status=1
                 run "$BIN/learnroot-run" -m method=dtd_zplus,lrp_gamma,dtd_montavon "${common[@]}" \
-                    "hydra.sweep.dir=$out/baselines" "$@" || status=1
+                    "hydra.sweep.dir=$out/baselines/$stamp" "$@" || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_search_$setup" --paired dtd_zplus -q || status=1
             done ;;
         test)
@@ -126,9 +127,9 @@ if [[ $mode == real ]]; then
                 common=("setup=$setup" "paths.shared_data=$shared" "paths.output_root=$out" "dataset.part=test"
                         "dataset.limit=${TEST_LIMIT:-1000}" "metrics=faithfulness" $(batch "$setup"))
                 echo "== test on $setup (test part)" >&2
-                run "$BIN/learnroot-run" -m "method=$methods" "${common[@]}" "hydra.sweep.dir=$out/methods" "$@" || status=1
+                run "$BIN/learnroot-run" -m "method=$methods" "${common[@]}" "hydra.sweep.dir=$out/methods/$stamp" "$@" || status=1
                 run "$BIN/learnroot-run" -m method=ours "root_opt=$controls" \
-                    "${common[@]}" "hydra.sweep.dir=$out/controls" "$@" || status=1
+                    "${common[@]}" "hydra.sweep.dir=$out/controls/$stamp" "$@" || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_$setup" -q || status=1
                 for baseline in "${baselines[@]}"; do
                     run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_${setup}_vs_$baseline" \
