@@ -21,7 +21,12 @@
 #      METHODS) and the learned root's controls and presets (experiment=real_controls); tables
 #      $RESULTS/tables/real_<setup>.{md,csv,tex} and real_<setup>_vs_<baseline>_paired.* for the
 #      baselines in BASELINES; heatmap grid $RESULTS/figures/real_<setup>_heatmaps.{png,pdf}
-#   STAGES (default "search test"), SETUPS (default "lenet5_mnist resnet20_cifar10 resnet56_cifar10
+#   3. sanity: on the test part (SANITY_LIMIT images, default 100) of each of SANITY_SETUPS (default
+#      "lenet5_mnist small_cnn_shapes"): experiment=sanity (sparse attack, signal/root, class
+#      sensitivity, cascading randomisation for ours, dtd_zplus, lrp_gamma, dtd_montavon) and ours with
+#      the learned pixel root; tables $RESULTS/tables/real_sanity_<setup>{,_vs_dtd_zplus_paired}.*,
+#      figure $RESULTS/figures/real_sanity_<setup>_randomisation.{png,pdf}
+#   STAGES (default "search test sanity"), SETUPS (default "lenet5_mnist resnet20_cifar10 resnet56_cifar10
 #   mobilenet_imagenet mobilenet_coco small_cnn_shapes"), SEARCH_SETUPS (default: SETUPS without
 #   resnet56_cifar10 and mobilenet_coco), TUNE_LIMIT (300), TEST_LIMIT (1000), METHODS (comma list;
 #   default: every CNN method), CONTROLS (comma list of root_opt presets; default: all five), BASELINES
@@ -94,10 +99,12 @@ if [[ $mode == real ]]; then
     read -r -a setups <<< "${SETUPS:-lenet5_mnist resnet20_cifar10 resnet56_cifar10 mobilenet_imagenet mobilenet_coco small_cnn_shapes}"
     default_search=$(for s in "${setups[@]}"; do [[ $s != resnet56_cifar10 && $s != mobilenet_coco ]] && echo -n "$s "; done)
     read -r -a search_setups <<< "${SEARCH_SETUPS:-$default_search}"
-    read -r -a stages <<< "${STAGES:-search test}"
+    read -r -a stages <<< "${STAGES:-search test sanity}"
     read -r -a baselines <<< "${BASELINES:-dtd_zplus lrp_gamma dtd_montavon}"
     methods=${METHODS:-gradient,gradient_x_input,integrated_gradients,lrp_0,lrp_epsilon,lrp_gamma,dtd_zplus,dtd_zb,dtd_ww,dtd_montavon,ours}
     controls=${CONTROLS:-shuffled_control,uniform_control,mse_threshold,threshold_control,paper}
+    read -r -a sanity_setups <<< "${SANITY_SETUPS:-lenet5_mnist small_cnn_shapes}"
+    sanity_metrics=accuracy,attack_success,attack_iterations,attack_advantage,root_logit,root_kept,signal_kept,class_spearman,object_share,randomisation_spearman_top,randomisation_spearman_mean
     runs=$RESULTS/runs/real; tables=$RESULTS/tables; figures=$RESULTS/figures; status=0
     stamp=$(date +%Y-%m-%d_%H-%M-%S)  # each invocation sweeps into folders of its own: re-running adds, never overwrites
     if [[ -n $dry_run ]]; then run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
@@ -137,7 +144,24 @@ if [[ $mode == real ]]; then
                 done
                 run "$BIN/learnroot-figures" heatmaps "$out/methods" -o "$figures" --prefix "real_${setup}_" || status=1
             done ;;
-        *) echo "reproduce_tables: unknown stage $stage (search, test)" >&2; exit 2 ;;
+        sanity)
+            for setup in "${sanity_setups[@]}"; do
+                out=$runs/$setup/sanity
+                common=("setup=$setup" "paths.shared_data=$shared" "paths.output_root=$out" "dataset.part=test"
+                        "dataset.limit=${SANITY_LIMIT:-100}" $(batch "$setup"))
+                echo "== sanity checks on $setup (test part)" >&2
+                run "$BIN/learnroot-run" -m experiment=sanity "${common[@]}" "hydra.sweep.dir=$out/methods/$stamp" "$@" \
+                    || status=1
+                run "$BIN/learnroot-run" -m experiment=sanity method=ours root_opt.pixel_layer=learned "${common[@]}" \
+                    "hydra.sweep.dir=$out/pixel_root/$stamp" "$@" || status=1
+                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_sanity_$setup" --metrics "$sanity_metrics" -q \
+                    || status=1
+                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_sanity_${setup}_vs_dtd_zplus" \
+                    --metrics "$sanity_metrics" --paired dtd_zplus -q || status=1
+                run "$BIN/learnroot-figures" randomisation "$out/methods" -o "$figures" --prefix "real_sanity_${setup}_" \
+                    || status=1
+            done ;;
+        *) echo "reproduce_tables: unknown stage $stage (search, test, sanity)" >&2; exit 2 ;;
         esac
     done
     [[ -n $dry_run ]] && exit 0
