@@ -86,6 +86,12 @@ def check_choices(options: RunOptions) -> None:
     needs_root = DATASETS[options.dataset.name].needs_root
     if needs_root and not options.dataset.root:
         raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={needs_root}")
+    from .methods import get as get_method
+    from .models import architecture_of
+    try:
+        get_method(options.method.name).check(architecture_of(options.model.name), options.model.name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
 

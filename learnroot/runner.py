@@ -149,14 +149,14 @@ class Pipeline:
         if options.metrics.cost:
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
         metrics = dict(evaluation.per_sample)
-        if options.metrics.conservation:
+        if options.metrics.conservation and attribution.conserving:
             metrics["conservation_error"] = conservation.global_error(attribution)
         nan_where_bad = bad.cpu()
         for name, values in metrics.items():
             columns[name] = values.detach().double().cpu().masked_fill(nan_where_bad, math.nan).tolist()
         samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
         layers = []
-        if options.metrics.conservation:
+        if options.metrics.conservation and attribution.conserving:
             for sums, (name, kind, errors) in zip(attribution.layers, conservation.layer_errors(attribution)):
                 layers += [{"id": sample_id, "layer": name, "kind": kind, "r_out": r_out, "r_in": r_in, "error": error}
                            for sample_id, r_out, r_in, error in
@@ -256,6 +256,9 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
         folder.write_part(index, samples=samples, layers=layers, curves=curves, skipped=batch["errors"])
     frames = folder.merge()
     summary = summarise(frames, options)
+    if options.metrics.conservation and not getattr(pipeline.attributor, "conserving", True):
+        # a map, not a relevance decomposition (Chefer's attribution, rollouts): marked, never reported
+        summary["metrics"]["conservation_error"] = {"mean": None, "std": None, "n": 0, "applicable": False}
     if summary["curves"]:
         from .figures import plot_mean_curves
         plot_mean_curves({options.method.name: summary["curves"]}, Path(run_dir) / "curves.png",

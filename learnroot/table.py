@@ -36,7 +36,6 @@ from typing import Iterable, Optional
 import pandas as pd
 from omegaconf import OmegaConf
 
-from .options import METHODS
 
 PROG = "learnroot-table"
 
@@ -54,6 +53,8 @@ HIGHER_IS_BETTER = ("lerf_auc", "lerf_logit_auc", "negative_auc", "pf_auc_diff",
 DEFAULT_METRICS = ("morf_auc", "lerf_auc", "pf_auc_diff", "positive_auc", "negative_auc", "miou", "pixel_accuracy",
                    "average_precision", "pointing_game", "mass_inside", "conservation_error", "seconds_attribution")
 FORMATS = ("md", "csv", "tex")
+#: Cell text of a metric that does not apply to a run (``"applicable": false`` in its ``metrics.json``).
+NOT_APPLICABLE = "n/a"
 
 
 class TableError(Exception):
@@ -318,9 +319,16 @@ def label_value(run: Run, key: str):
     return "" if value is None else value
 
 
+def _method_order() -> tuple:
+    """Registered method names in registration order (imports the registry, hence torch, on first use)."""
+    from .methods import names
+    return names()
+
+
 def _sort_key(value):
-    if isinstance(value, str) and value in METHODS:
-        return (0, METHODS.index(value), "")
+    methods = _method_order()
+    if isinstance(value, str) and value in methods:
+        return (0, methods.index(value), "")
     try:
         return (1, float(value), "")
     except (TypeError, ValueError):
@@ -406,7 +414,7 @@ def tidy_frame(runs: list[Run], columns: list[tuple[str, str]]) -> pd.DataFrame:
 def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[str]) -> pd.DataFrame:
     """The numeric pivot: one row per configuration, label columns, ``n``, then per metric
     ``<m>_mean``, ``<m>_std``, ``<m>_n`` and ``<m>_best`` (bool), rows in :func:`sort_runs` order."""
-    rows = []
+    rows, not_applicable = [], []
     for run in sort_runs(used, columns):
         row = {title: label_value(run, key) for title, key in columns}
         row["n"] = run.n_ok if run.n_ok is not None else run.n_samples
@@ -414,9 +422,12 @@ def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[s
             stats = run.metrics.get(name) or {}
             row[f"{name}_mean"], row[f"{name}_std"] = _number(stats.get("mean")), _number(stats.get("std"))
             row[f"{name}_n"] = stats.get("n")
+            if stats.get("applicable") is False:
+                not_applicable.append((len(rows), name))
         rows.append(row)
     titles = [title for title, _ in columns]
     frame = pd.DataFrame(rows, columns=titles + ["n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")])
+    frame.attrs["not_applicable"] = not_applicable  # (row position, metric): shown as NOT_APPLICABLE
     for name in metrics:
         frame[f"{name}_best"] = best_mask(frame[f"{name}_mean"], metric_direction(name))
     return frame
@@ -448,10 +459,14 @@ def format_number(value: float) -> str:
 def _cells(frame: pd.DataFrame, metrics: list[str], pm: str) -> list[dict]:
     """Per row: ``{metric: (text, best)}`` with ``mean pm std`` and ``(n=k)`` when k differs from n."""
     rows = []
-    for _, row in frame.iterrows():
+    not_applicable = set(frame.attrs.get("not_applicable", ()))
+    for position, (_, row) in enumerate(frame.iterrows()):
         cells = {}
         for name in metrics:
             mean, std, count = row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"]
+            if (position, name) in not_applicable:  # e.g. the conservation error of a map that is no decomposition
+                cells[name] = (NOT_APPLICABLE, False)
+                continue
             text = format_number(mean)
             if math.isfinite(mean) and std is not None and math.isfinite(std):
                 text += f"{pm}{format_number(std)}"
@@ -460,6 +475,10 @@ def _cells(frame: pd.DataFrame, metrics: list[str], pm: str) -> list[dict]:
             cells[name] = (text, bool(row[f"{name}_best"]))
         rows.append(cells)
     return rows
+
+
+def _any_not_applicable(frame: pd.DataFrame, metrics: list[str]) -> bool:
+    return any(name in metrics for _, name in frame.attrs.get("not_applicable", ()))
 
 
 def _arrow(name: str, down: str, up: str) -> str:
@@ -486,6 +505,9 @@ def render_markdown(frame: pd.DataFrame, titles: list[str], metrics: list[str], 
     lines.append("Mean ± standard deviation over samples; n = samples averaged (a cell's own count in "
                  "parentheses where it differs); best value per column in bold (↓ lower is better, ↑ higher "
                  "is better).")
+    if _any_not_applicable(frame, metrics):
+        lines.append(f"{NOT_APPLICABLE}: the metric does not apply to the run (no conservation error for maps that "
+                     "are not relevance decompositions: Chefer's transformer attribution, attention rollouts).")
     if problems:
         lines += ["", f"**{len(problems)} run(s) without results:**", ""]
         lines += [f"- {run.status}: `{run.path}` ({escape(overrides_text(run)) or 'no overrides'}): "

@@ -16,7 +16,8 @@ METHODS = names()
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "dataset", "method", "root_opt", "metrics", "paths")
 NEEDS = {"dataset=imagenet": ["dataset.root=/data/val"],
-         "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"]}
+         "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"],
+         **{f"method={name}": ["model=small_vit"] for name in set(names(architecture="vit")) - set(names(architecture="cnn"))}}
 
 
 def compose_options(*overrides: str) -> RunOptions:
