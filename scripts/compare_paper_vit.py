@@ -20,7 +20,10 @@ there, never copied; they need ``einops``). The script
 3. does the same for the paper's "ours" (``models.vit_exp``, same weights) against learnroot's
    ``ours`` with the paper's settings (``root_opt.paper_quirks``: hinge loss with raw relevances,
    lr 1, no projection, Taylor term at the input, the 0.5 factors, the paper's GELU and softmax
-   code paths as they evaluate), for several root step counts.
+   code paths as they evaluate) for several root step counts of the Linear rule's two branches:
+   the paper's code takes 1 step on the positive-input branch and 50 on the negative one;
+   ``root_opt`` has one count per layer type (``root_opt=paper``: 1 on both), so the script sets
+   :attr:`~learnroot.transformers.ours.OursRules.branch_steps`.
 
 Shims (in this script only): the paper's ``ignite_relprop`` calls ``.cuda()``; its steps are done
 here on the CPU (forward pass, backward of the target logit, ``model.relprop`` of the one-hot
@@ -52,7 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=2, help="sample photos to explain (default 2)")
     parser.add_argument("--std", type=float, default=0.05, help="std of the redrawn weight matrices (default 0.05)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", default="0,1,50", help="root steps of learnroot's ours to compare (default 0,1,50)")
+    parser.add_argument("--steps", default="1/50,1/1,0/0",
+                        help="root steps (positive/negative-input branch) of learnroot's ours to compare; the paper's "
+                             "code takes 1/50, root_opt=paper 1/1 (default 1/50,1/1,0/0)")
     parser.add_argument("--skip-ours", action="store_true", help="compare chefer only (ours takes minutes on a CPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     return parser.parse_args(argv)
@@ -172,11 +177,14 @@ def main(argv=None) -> int:
     paper_seconds = time.perf_counter() - started
     print(f"paper ours (vit_exp) vs paper chefer: max relative difference {relative(paper_ours, reference):.3e} "
           f"(14 x 14); {paper_seconds / len(images):.1f} s/image")
-    for steps in (int(item) for item in args.steps.split(",")):
+    for item in args.steps.split(","):
+        positive, negative = (int(value) for value in item.split("/"))
+        rules = OursRules(ours_model, paper_ours_options(max(positive, negative)))
+        rules.branch_steps = (positive, negative)
         started = time.perf_counter()
-        mine, _ = chefer_map(ours_model, images, targets, OursRules(ours_model, paper_ours_options(steps)))
+        mine, _ = chefer_map(ours_model, images, targets, rules)
         seconds = time.perf_counter() - started
-        print(f"ours (paper settings, {steps} root steps) vs paper ours: max relative difference "
+        print(f"ours (paper settings, root steps {positive}/{negative}) vs paper ours: max relative difference "
               f"{relative(mine, paper_ours):.3e} (14 x 14), {relative(upsample(mine), upsample(paper_ours)):.3e} "
               f"(224 x 224); {seconds / len(images):.1f} s/image")
     return 0

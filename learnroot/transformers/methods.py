@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.registry import Method, attach, register
+from ..rules.affine import ParamCache
 from ..rules.learned import RootLog
 from .attnlrp import AttnLRPRules, attnlrp
 from .chefer import CheferRules, chefer_map
@@ -72,6 +73,9 @@ class TransformerAttributor:
             parameter.requires_grad_(False)
         self.log = RootLog()
         self._pixel_rules: dict = {}
+        self._cache = ParamCache()  # signed weight parts, made once per layer
+        self._chefer = CheferRules(self._cache)
+        self._attnlrp_rules = None
 
     @property
     def conserving(self) -> bool:
@@ -97,9 +101,10 @@ class TransformerAttributor:
     def _patch_map(self, x, target):
         name = self.method.name
         if name == "chefer":
-            return chefer_map(self.model, x, target, CheferRules())
+            return chefer_map(self.model, x, target, self._chefer)
         if name == "ours":
-            return chefer_map(self.model, x, target, OursRules(self.model, self.root_opt, log=self.log))
+            rules = OursRules(self.model, self.root_opt, log=self.log, output=self.method.output, cache=self._cache)
+            return chefer_map(self.model, x, target, rules)
         with torch.no_grad():
             trace = self.model.trace(x)
         if name == "attention_rollout":
@@ -121,8 +126,10 @@ class TransformerAttributor:
     def _attnlrp(self, x, target):
         from ..attribution import Attribution, output_relevance
         method = self.method
-        rules = AttnLRPRules(gamma=method.gamma, attention=method.attention, bias=method.bias,
-                             stabilizer=method.stabilizer)
+        if self._attnlrp_rules is None:  # made once: its cache keeps |W| of every layer
+            self._attnlrp_rules = AttnLRPRules(gamma=method.gamma, attention=method.attention, bias=method.bias,
+                                               stabilizer=method.stabilizer)
+        rules = self._attnlrp_rules
         with torch.no_grad():
             trace = self.model.trace(x)
         seed, r_top, logit = output_relevance(trace.logits, target, method.output)

@@ -19,6 +19,10 @@ same with the project's learned root (:func:`learnroot.rules.learned.descend`,
   the activation explained by moving from the root to ``h``); the relevance is scaled by that part,
   ``R_in = R (gelu(h) - gelu(r)) / gelu(h)``. An elementwise rule conserves only as the identity,
   so with ``root_opt.normalise`` (the default preset) the GELU keeps Chefer's identity rule.
+- Units: the propagation starts from the one-hot target as Chefer's (the rollout's ``+ I`` is not
+  scale invariant), while each descent fits the response to the relevance times the target logit
+  (``method.output``; times 1 with ``paper_quirks``, as the paper's code), the units in which a
+  layer's response and its relevance are comparable.
 - ``root_opt.layers``: ``all`` or ``dense`` learn every Linear layer and GELU, ``conv`` none (the
   patch embedding is not on Chefer's path), ``first_k`` the ``k`` operations nearest the output
   (``head``, then per block from the last: ``fc2``, ``act``, ``fc1``, ``proj``, ``qkv``).
@@ -40,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..options import LayerRootOptions, RootOptOptions
+from ..rules.affine import ParamCache
 from ..rules.learned import RootLog, descend
 from ..rules.losses import RootLoss
 from .chefer import CheferRules, safe_divide
@@ -96,26 +101,51 @@ class OursRules(CheferRules):
         ``k``, ``softmax``, ``paper_quirks``.
     log : RootLog, optional
         Receives the fallback flags of every descent.
+    output : str
+        ``method.output``: the units of the descent targets (see :meth:`begin`).
+    cache : ParamCache, optional
+        Signed weight parts, shared across calls.
     """
 
-    def __init__(self, model: VisionTransformer, options: RootOptOptions, log: Optional[RootLog] = None):
-        super().__init__()
+    def __init__(self, model: VisionTransformer, options: RootOptOptions, log: Optional[RootLog] = None,
+                 output: str = "logit", cache: Optional[ParamCache] = None):
+        super().__init__(cache)
         self.options = options
         self.layer: LayerRootOptions = options.dense
         self.loss = RootLoss(self.layer.loss, softmax=options.softmax, paper_quirks=options.paper_quirks)
         self.learned = _selected(model, options)
         self.log = log
         self.factor = 0.5 if options.paper_quirks else 1.0
+        self.output = "one" if options.paper_quirks else output
+        self.scale: Optional[torch.Tensor] = None
+        #: Descent steps of the positive- and negative-input branches of the Linear rule; both
+        #: ``root_opt.dense.steps`` by default (the paper's ViT code uses 1 and 50).
+        self.branch_steps = (self.layer.steps, self.layer.steps)
 
-    def _descend(self, response, x, relevance, low, high):
-        signal, failed = descend(response, x, relevance, self.loss, self.layer.steps, self.layer.lr, self.layer.clip,
+    def begin(self, logits, relevance):
+        """The units of the descent targets: the propagation starts from the one-hot target (Chefer's
+        rollout is not scale invariant), but the roots are fitted to the relevance in the units of
+        ``method.output`` (the target logit by default; 1 with ``paper_quirks``, as the paper's code)."""
+        total = relevance.sum(dim=1)
+        if self.output == "logit":
+            self.scale = (logits * relevance).sum(dim=1) / total
+        elif self.output == "abs_logit":
+            self.scale = ((logits * relevance).sum(dim=1) / total).abs()
+        else:
+            self.scale = torch.ones_like(total)
+
+    def _descend(self, response, x, relevance, low, high, steps=None):
+        if self.scale is not None:
+            relevance = relevance * self.scale.view((-1,) + (1,) * (relevance.dim() - 1))
+        steps = self.layer.steps if steps is None else steps
+        signal, failed = descend(response, x, relevance, self.loss, steps, self.layer.lr, self.layer.clip,
                                  low, high, self.options.project)
         if self.log is not None:
             self.log.add(failed)
         return signal
 
     def linear(self, name, module, x, relevance):
-        if name not in self.learned or self.layer.steps == 0:
+        if name not in self.learned or max(self.branch_steps) == 0:
             result = super().linear(name, module, x, relevance)
             return result if self.factor == 1.0 else self.factor * result
         positive, negative = self.signed_weights(module)
@@ -123,8 +153,10 @@ class OursRules(CheferRules):
         z_plus, z_minus = F.linear(x_plus, positive), F.linear(x_minus, negative)
         share = safe_divide(relevance, z_plus + z_minus)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        s_plus = self._descend(lambda s: F.linear(s, positive), x_plus, share * z_plus, zero, x_plus)
-        s_minus = self._descend(lambda s: F.linear(s, negative), x_minus, share * z_minus, x_minus, zero)
+        s_plus = self._descend(lambda s: F.linear(s, positive), x_plus, share * z_plus, zero, x_plus,
+                               self.branch_steps[0])
+        s_minus = self._descend(lambda s: F.linear(s, negative), x_minus, share * z_minus, x_minus, zero,
+                                self.branch_steps[1])
         if self.options.normalise:
             share = safe_divide(relevance, F.linear(s_plus, positive) + F.linear(s_minus, negative))
         return self.factor * (s_plus * (share @ positive) + s_minus * (share @ negative))

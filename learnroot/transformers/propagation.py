@@ -50,6 +50,10 @@ class Rules:
     ``name`` is the module's name in the model (``blocks.3.mlp.fc1``), for recording and logs.
     """
 
+    def begin(self, logits: torch.Tensor, relevance: torch.Tensor) -> None:
+        """Called by :func:`propagate` before anything else with the logits ``(B, K)`` and the output
+        relevance ``(B, K)``; nothing by default."""
+
     def linear(self, name: str, module: nn.Linear, x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         """Relevance of the input ``x`` of ``module`` given the relevance of its output."""
         raise NotImplementedError
@@ -155,6 +159,7 @@ def propagate(model: VisionTransformer, trace: Trace, relevance: torch.Tensor, r
     Propagation
     """
     record = _Recorder(sink)
+    rules.begin(trace.logits, relevance)
     pooled_relevance = rules.linear("head", model.head, trace.pooled, relevance)
     record("head", "dense", relevance, pooled_relevance)
     normed = model.norm(trace.final)

@@ -47,6 +47,10 @@ class ViTConfig:
         Whether the qkv projection has a bias (timm and torchvision: yes).
     eps : float
         LayerNorm epsilon (timm and torchvision: 1e-6).
+    patch_kernel : int
+        Kernel side of the patch-embedding convolution; ``0`` (timm, torchvision) means
+        ``patch_size`` (non-overlapping patches). A larger kernel ``k`` makes overlapping
+        patches: stride ``patch_size``, zero padding ``(k - patch_size) / 2``, the same token grid.
     """
 
     img_size: int = 224
@@ -59,6 +63,12 @@ class ViTConfig:
     mlp_dim: int = 3072
     qkv_bias: bool = True
     eps: float = 1e-6
+    patch_kernel: int = 0
+
+    def __post_init__(self):
+        kernel = self.patch_kernel or self.patch_size
+        if kernel < self.patch_size or (kernel - self.patch_size) % 2:
+            raise ValueError(f"patch_kernel {kernel} must be patch_size {self.patch_size} plus an even number")
 
     @property
     def grid(self) -> int:
@@ -156,7 +166,9 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, config: ViTConfig):
         super().__init__()
-        self.proj = nn.Conv2d(config.in_chans, config.embed_dim, config.patch_size, stride=config.patch_size)
+        kernel = config.patch_kernel or config.patch_size
+        self.proj = nn.Conv2d(config.in_chans, config.embed_dim, kernel, stride=config.patch_size,
+                              padding=(kernel - config.patch_size) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, P, D)``, patches in row-major order."""
