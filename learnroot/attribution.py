@@ -20,6 +20,13 @@ and reused by every call (about one more copy of the affine weights; see ``docs/
 Gradient-type methods differentiate the target logit on the unmodified copy, scaled by
 ``r_top / f_c(x)`` so that their relevance is on the scale of the output relevance (scale 1 for
 ``output=logit``).
+
+For the evaluations: layers named in ``keep_layers`` keep their channel-summed input relevance
+(:meth:`Attribution.layer_maps`), and a method with one root at the pixels (``ours`` with
+``root_opt.pixel_layer=learned``) returns it (:attr:`Attribution.pixel_root`); its rule alone
+keeps its signals (a :class:`~learnroot.rules.RootLog` of its own), so nothing else is stored.
+:meth:`Attributor.with_model` makes the same method's attributor for another model (the
+randomisation check).
 """
 from __future__ import annotations
 
@@ -38,7 +45,8 @@ from .options import MethodOptions, RootOptOptions
 from .rules import AFFINE, RootLog
 from .rules.layers import generic_rule, layer_kind
 
-__all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe", "architecture"]
+__all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe", "recordable_layers",
+           "architecture"]
 
 
 def architecture(model: nn.Module) -> str:
@@ -67,6 +75,10 @@ class Attribution:
     conserving : bool
         False for maps that are not relevance decompositions (Chefer's transformer attribution and
         the attention rollouts on vision transformers): no conservation error is reported for them.
+    pixel_root : torch.Tensor, optional
+        ``(B, *input_shape)`` the one root ``r`` of the pixel layer (signal ``x - r``), where the method
+        has one and that layer's input is the model input (``ours`` with
+        ``root_opt.pixel_layer=learned``); ``None`` otherwise.
     """
 
     relevance: torch.Tensor
@@ -75,6 +87,21 @@ class Attribution:
     layers: list = field(default_factory=list)
     root_fallback: Optional[torch.Tensor] = None
     conserving: bool = True
+    pixel_root: Optional[torch.Tensor] = None
+
+    def layer_maps(self) -> dict[str, torch.Tensor]:
+        """The kept layer-wise maps: module name -> ``(B, *S)`` channel-summed input relevance (``(B, F)``
+        for dense inputs); a module called more than once gets ``name#1``, ``name#2``, ... in forward order."""
+        kept = [layer for layer in reversed(self.layers) if layer.relevance is not None]  # forward order
+        counts: dict[str, int] = {}
+        for layer in kept:
+            counts[layer.name] = counts.get(layer.name, 0) + 1
+        maps, seen = {}, {}
+        for layer in kept:
+            seen[layer.name] = seen.get(layer.name, 0) + 1
+            key = layer.name if counts[layer.name] == 1 else f"{layer.name}#{seen[layer.name]}"
+            maps[key] = layer.relevance
+        return maps
 
 
 def output_relevance(logits: torch.Tensor, target: torch.Tensor,
@@ -174,20 +201,29 @@ def probe(model: nn.Module, box: tuple[torch.Tensor, torch.Tensor], input_shape:
     return Probe(affine=order, box=(torch.minimum(first[:1], first[1:]), torch.maximum(first[:1], first[1:])))
 
 
+def recordable_layers(model: nn.Module) -> list[str]:
+    """Names of the modules whose relevance a rule-based method records (and can keep as a layer map):
+    the Linear/Conv layers and the layers with a generic rule (pooling, activations, sums)."""
+    return [name for name, module in model.named_modules()
+            if name and (isinstance(module, AFFINE) or generic_rule(module, 1e-6) is not None)]
+
+
 class Attributor:
     """``attributor(x, target) -> Attribution`` for one method; see :func:`make_attributor`."""
 
     def __init__(self, model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,
-                 box: tuple[torch.Tensor, torch.Tensor]):
+                 box: tuple[torch.Tensor, torch.Tensor], keep_layers=()):
         validate(method, root_opt)
         self.spec = get(method.name)
         self.method = method
         self.root_opt = root_opt
         self.box = box
+        self.keep_layers = frozenset(keep_layers)
         self.model = copy.deepcopy(model).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.log = RootLog()
+        self.pixel_log = RootLog(keep_signals=True)  # the learned pixel root's signal, for Attribution.pixel_root
         self._probes: dict = {}
         self._templates: dict = {}
         self._canonized: list = []
@@ -222,6 +258,10 @@ class Attributor:
                 return self._gradient(x, target)
             return self._rules(x, target)
 
+    def with_model(self, model: nn.Module) -> "Attributor":
+        """The same method (options, box, kept layers) on another model (copied and canonized anew)."""
+        return type(self)(model, self.method, self.root_opt, self.box, self.keep_layers)
+
     def probe(self, x: torch.Tensor) -> Probe:
         """The (cached) :class:`Probe` for inputs shaped like ``x``."""
         key = (tuple(x.shape[1:]), x.dtype, x.device)
@@ -238,7 +278,7 @@ class Attributor:
             (pixel_name, _), hidden = found.affine[0], found.affine[1:]
             rules = self.spec.hidden(book, hidden)
             if self.spec.uses_root_opt and self.root_opt.pixel_layer == "learned":
-                rules[pixel_name] = book.learned(self.root_opt.pixel, box=found.box)
+                rules[pixel_name] = book.learned(self.root_opt.pixel, box=found.box, log=self.pixel_log)
             else:
                 rules[pixel_name] = book.pixel(found.box)
             if not fast:
@@ -253,7 +293,7 @@ class Attributor:
         canonizers of its own.
         """
         rules = self.rules(found, fast=fast)
-        stabilizer = self.method.stabilizer
+        method = self.method
 
         def module_map(ctx, name, module):
             if name in rules:
@@ -261,8 +301,9 @@ class Attributor:
             elif isinstance(module, AFFINE):  # not reached by the forward pass
                 template = None
             else:
-                template = generic_rule(module, stabilizer)
-            return None if template is None else Recorded(template, name, layer_kind(module), sink)
+                template = generic_rule(module, method.stabilizer, method.pool_rule, method.epsilon)
+            return None if template is None else Recorded(template, name, layer_kind(module), sink,
+                                                           keep=name in self.keep_layers)
 
         return Composite(module_map=module_map)
 
@@ -270,6 +311,7 @@ class Attributor:
         found = self.probe(x)
         sink: list = []
         self.log.clear()
+        self.pixel_log.clear()
         composite = self.composite(found, sink)
         composite.register(self.model)
         try:
@@ -280,9 +322,19 @@ class Attributor:
                 relevance, = torch.autograd.grad(logits, inputs, grad_outputs=seed)
         finally:
             composite.remove()
-        fallback = self.log.fallback(x.shape[0], device=x.device)
+        fallback = self.log.fallback(x.shape[0], device=x.device) | self.pixel_log.fallback(x.shape[0], x.device)
         return Attribution(relevance=relevance.detach(), target_logit=logit, r_top=r_top, layers=sink,
-                           root_fallback=fallback)
+                           root_fallback=fallback, pixel_root=self._pixel_root(x))
+
+    def _pixel_root(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """``input - signal`` of the learned pixel rule's last call, if that layer's input is ``x`` itself."""
+        records = [record for record in self.pixel_log.records if "signal" in record]
+        if len(records) != 1:  # no learned pixel root, or a pixel layer called more than once
+            return None
+        layer_input, signal = records[0]["input"], records[0]["signal"]
+        if layer_input.shape != x.shape or not torch.equal(layer_input, x.detach()):
+            return None  # something (a sigmoid, a normalisation) lies between the input and the pixel layer
+        return (layer_input - signal).detach()
 
     def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         index = target.to(device=x.device, dtype=torch.long).view(-1, 1)
@@ -296,7 +348,8 @@ class Attributor:
 
 
 def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,
-                    box: tuple[torch.Tensor, torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], Attribution]:
+                    box: tuple[torch.Tensor, torch.Tensor],
+                    keep_layers=()) -> Callable[[torch.Tensor, torch.Tensor], Attribution]:
     """Build the attributor of one method.
 
     Parameters
@@ -311,6 +364,9 @@ def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOp
     box : (torch.Tensor, torch.Tensor)
         ``(low, high)``: pixel value range in the model's normalised input space, ``(1, C, 1, 1)``
         (broadcastable to the input).
+    keep_layers : iterable of str
+        Module names whose channel-summed input relevance the attributions keep
+        (:meth:`Attribution.layer_maps`; rule-based methods).
 
     Returns
     -------
@@ -326,4 +382,4 @@ def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOp
     if build is not None:
         validate(method, root_opt)
         return build(model, method, root_opt, box)
-    return Attributor(model, method, root_opt, box)
+    return Attributor(model, method, root_opt, box, keep_layers)

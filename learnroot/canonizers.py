@@ -3,8 +3,12 @@
 - BatchNorm layers are merged into the Linear/Conv layer before them (:class:`ExactMergeBatchNorm`);
   a BatchNorm that does not follow an affine layer cannot be merged and is refused
   (:func:`unmerged_batchnorms`), never passed through silently.
-- Residual additions of torchvision's ResNet blocks are routed through a ``zennit.layer.Sum``
-  module, so that the sum gets its own (proportional) relevance rule.
+- Residual additions of torchvision's ResNet blocks and MobileNetV2 inverted residuals are routed
+  through a ``zennit.layer.Sum`` module, so that the sum gets its own (proportional) relevance rule
+  (:class:`InvertedResidualCanonizer`, in the style of zennit's ``ResNetBasicBlockCanonizer``).
+- torchvision's MobileNetV2 pools with a functional call, whose gradient would split the relevance
+  equally; :class:`MobileNetV2PoolCanonizer` pools with an ``AdaptiveAvgPool2d`` module instead, so
+  the pooling gets the pooling rule.
 
 Model-specific canonizers (for architectures added later) are listed in :data:`EXTRA_CANONIZERS`.
 """
@@ -12,13 +16,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
-from zennit.canonizers import SequentialMergeBatchNorm
+from torchvision.models.mobilenetv2 import InvertedResidual, MobileNetV2
+from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
 from zennit.core import collect_leaves
+from zennit.layer import Sum
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 from zennit.types import BatchNorm, Linear as AnyLinear
 
-__all__ = ["IDENTITY_EPS", "ExactMergeBatchNorm", "canonizers", "unmerged_batchnorms", "EXTRA_CANONIZERS"]
+__all__ = ["IDENTITY_EPS", "ExactMergeBatchNorm", "InvertedResidualCanonizer", "MobileNetV2PoolCanonizer",
+           "canonizers", "unmerged_batchnorms", "EXTRA_CANONIZERS"]
 
 #: ``eps`` of a merged BatchNorm: positive, and ``1 + eps == 1`` in float16, bfloat16, float32 and float64.
 IDENTITY_EPS = 1e-30
@@ -50,10 +58,61 @@ class ExactMergeBatchNorm(SequentialMergeBatchNorm):
         self.batch_norm.eps = self._eps
 
 
+class InvertedResidualCanonizer(AttributeCanonizer):
+    """torchvision MobileNetV2's inverted residual ``x + conv(x)`` through a ``zennit.layer.Sum`` module.
+
+    Applies to the blocks that add (``use_res_connect``: stride 1, as many input as output
+    channels); the others have no residual and are left alone.
+    """
+
+    def __init__(self):
+        super().__init__(self._attribute_map)
+
+    @classmethod
+    def _attribute_map(cls, name, module):
+        """The new ``forward`` and its ``Sum`` module for an adding block, else None."""
+        if isinstance(module, InvertedResidual) and module.use_res_connect:
+            return {"forward": cls.forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    @staticmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + conv(x)`` as ``Sum(stack([x, conv(x)]))``."""
+        return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+
+    def copy(self):
+        """A new instance."""
+        return type(self)()
+
+
+class MobileNetV2PoolCanonizer(AttributeCanonizer):
+    """torchvision MobileNetV2 with its global average pooling as an ``AdaptiveAvgPool2d`` module."""
+
+    def __init__(self):
+        super().__init__(self._attribute_map)
+
+    @classmethod
+    def _attribute_map(cls, name, module):
+        """The new ``forward`` and its pooling module for a MobileNetV2, else None."""
+        if isinstance(module, MobileNetV2):
+            return {"forward": cls.forward.__get__(module), "canonizer_pool": nn.AdaptiveAvgPool2d((1, 1))}
+        return None
+
+    @staticmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``classifier(flatten(pool(features(x))))`` with the pooling module."""
+        return self.classifier(torch.flatten(self.canonizer_pool(self.features(x)), 1))
+
+    def copy(self):
+        """A new instance."""
+        return type(self)()
+
+
 def canonizers() -> list:
-    """Fresh instances of every canonizer: BatchNorm merge, torchvision ResNet sums, then the extras."""
+    """Fresh instances of every canonizer: BatchNorm merge, torchvision ResNet and MobileNetV2 sums, the
+    MobileNetV2 pooling module, then the extras."""
     return [ExactMergeBatchNorm(), ResNetBottleneckCanonizer(), ResNetBasicBlockCanonizer(),
-            *(factory() for factory in EXTRA_CANONIZERS)]
+            InvertedResidualCanonizer(), MobileNetV2PoolCanonizer(), *(factory() for factory in EXTRA_CANONIZERS)]
 
 
 def unmerged_batchnorms(model: nn.Module) -> list[str]:

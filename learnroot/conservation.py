@@ -5,15 +5,20 @@ template (what a zennit composite's ``module_map`` returns) whose ``copy()`` han
 the real hook with its ``backward`` wrapped, so the sum of ``grad_output[0]`` (relevance arriving
 from above) and of the returned relevance (leaving towards the input) are recorded per sample. It
 touches no other part of zennit's hook machinery, so it works with zennit 0.5.1 and 1.0.
+
+Layers asked for by name (``keep=True``, the runner's ``save_layers``) also keep the returned
+relevance itself, summed over channels (:func:`channel_map`): the layer-wise relevance maps.
+Other layers keep only the two sums, so runs that ask for no map pay nothing for the option.
 """
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-__all__ = ["LayerSums", "Recorded", "per_sample_sum", "global_error", "layer_errors", "nonfinite"]
+__all__ = ["LayerSums", "Recorded", "channel_map", "per_sample_sum", "global_error", "layer_errors", "nonfinite"]
 
 
 @dataclass
@@ -25,17 +30,27 @@ class LayerSums:
     name : str
         Module name in the model (``named_modules``), e.g. ``features.28``.
     kind : str
-        ``conv``, ``dense``, ``pool``, ``sum``, ``activation`` or ``batchnorm``.
+        ``conv``, ``dense``, ``pool``, ``sum``, ``shortcut``, ``activation`` or ``batchnorm``.
     r_out : torch.Tensor
         ``(B,)`` sum of the relevance arriving from above (output side).
     r_in : torch.Tensor
         ``(B,)`` sum of the relevance leaving towards the input.
+    relevance : torch.Tensor, optional
+        The relevance leaving towards the input, summed over channels (:func:`channel_map`); only for
+        layers recorded with ``keep=True``.
     """
 
     name: str
     kind: str
     r_out: torch.Tensor
     r_in: torch.Tensor
+    relevance: Optional[torch.Tensor] = None
+
+
+def channel_map(relevance: torch.Tensor) -> torch.Tensor:
+    """The relevance of a layer input summed over channels: ``(B, C, *S) -> (B, *S)`` for spatial inputs;
+    ``(B, F)`` vectors are returned as they are."""
+    return relevance.sum(dim=1) if relevance.dim() > 2 else relevance
 
 
 def per_sample_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -58,26 +73,30 @@ class Recorded:
         Recorded with the sums (see :class:`LayerSums`).
     sink : list
         Receives one :class:`LayerSums` per backward call.
+    keep : bool
+        Also keep the channel-summed relevance leaving towards the input (``LayerSums.relevance``).
     """
 
-    def __init__(self, hook, name: str, kind: str, sink: list):
+    def __init__(self, hook, name: str, kind: str, sink: list, keep: bool = False):
         self.hook = hook
         self.name = name
         self.kind = kind
         self.sink = sink
+        self.keep = keep
 
     def copy(self):
         """A copy of the wrapped hook whose ``backward`` also records the sums."""
         hook = self.hook.copy()
         backward = type(hook).backward
         reference = weakref.ref(hook)  # no reference cycle hook -> wrapper -> hook
-        name, kind, sink = self.name, self.kind, self.sink
+        name, kind, sink, keep = self.name, self.kind, self.sink, self.keep
 
         def recorded(module, grad_input, grad_output):
             result = backward(reference(), module, grad_input, grad_output)
-            leaving = grad_input if result is None else result
+            leaving = _first(grad_input if result is None else result)
             sink.append(LayerSums(name, kind, per_sample_sum(grad_output[0]).detach(),
-                                  per_sample_sum(_first(leaving)).detach()))
+                                  per_sample_sum(leaving).detach(),
+                                  channel_map(leaving.detach()) if keep else None))
             return result
 
         hook.backward = recorded

@@ -1,8 +1,9 @@
 """The batch runner: data -> attribution -> metrics -> run folder, resumable batch by batch.
 
 Knows nothing of Hydra: :func:`run` takes a :class:`~learnroot.options.RunOptions` and a folder.
-Batches are fixed slices of the (deterministically selected) sample list, so a resumed run
-recomputes exactly the batches that had not been committed, with the same composition.
+A new run writes its manifest first (:mod:`learnroot.manifest`: configuration, version, the sample
+list cut into batches); a resumed run checks that nothing it depends on changed, takes its samples
+and batches from the manifest, and recomputes exactly the batches without a valid part file.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import random
 import resource
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,23 +23,32 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import conservation
-from .data import DataError, build_dataset, collate
-from .attribution import make_attributor
-from .metrics.evaluate import Normalisation, evaluate
+from . import conservation, manifest
+from .data import REGISTRY as DATASETS
+from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list
+from .data.folder import check_sample_ids
+from .attribution import make_attributor, recordable_layers
+from .memory import chunk_size
+from .metrics.evaluate import evaluate
 from .models import build_model, num_outputs, preprocess_of
 from .options import RunOptions
-from .outputs import RunFolder
+from .outputs import FolderInUse, RunFolder
 
 log = logging.getLogger(__name__)
 
 IDENTITY_COLUMNS = ("id", "path", "label", "prediction", "target", "status", "reason")
 NONFINITE = "non-finite relevance"
+NONFINITE_LOGITS = "non-finite logits"
 FALLBACK = "non-finite values in the root optimisation (fell back to the z+ root)"
 
 
 class RunError(Exception):
     """A run that cannot start as configured; ``str(error)`` is one line."""
+
+
+class RunFolderError(RunError):
+    """The run folder cannot be used as asked (resumed with another config or changed files, or in use by
+    another process); nothing in it was changed. ``str(error)`` is one line."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +82,29 @@ def _peak_memory_mb(device: torch.device) -> dict:
     return peak
 
 
+def check_layers(model, options: RunOptions) -> None:
+    """``save_layers`` must name layers whose relevance the (rule-based) method records.
+
+    Raises
+    ------
+    RunError
+        A gradient-type method, or an unknown or unrecorded module name (one line, with examples).
+    """
+    if not options.save_layers:
+        return
+    from .methods import get
+    if get(options.method.name).kind != "rule":
+        raise RunError(f"save_layers needs a rule-based method (method={options.method.name} propagates no "
+                       "relevance through the layers)")
+    known = recordable_layers(model)
+    unknown = [name for name in options.save_layers if name not in known]
+    if unknown:
+        raise RunError(f"save_layers: {', '.join(unknown)} is not a layer with a relevance rule in "
+                       f"model={options.model.name} (e.g. {', '.join(known[:6])})")
+    if not options.save_relevance:
+        log.warning("save_layers is set but save_relevance=false: the layer maps are not written")
+
+
 class Pipeline:
     """Everything a run needs, built (and validated) before any work starts."""
 
@@ -78,8 +112,8 @@ class Pipeline:
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
-        if options.metrics.localisation == "on" and options.dataset.name in ("toy_points", "imagenet") \
-                and not options.dataset.masks:
+        spec = DATASETS.get(options.dataset.name)
+        if options.metrics.localisation == "on" and not (spec and spec.has_masks) and not options.dataset.masks:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
@@ -89,87 +123,178 @@ class Pipeline:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         box = self.preprocess.box(self.device)
-        self.attributor = make_attributor(self.model, options.method, options.root_opt, box)
-        self.norm = Normalisation(mean=list(self.preprocess.mean), std=list(self.preprocess.std),
-                                  value_range=tuple(self.preprocess.value_range))
+        check_layers(self.model, options)
+        self.attributor = make_attributor(self.model, options.method, options.root_opt, box,
+                                          keep_layers=options.save_layers)
+        self.norm = self.preprocess.norm
+        self.metrics_options = options.metrics  # pf_chunk: set by size_chunk
+        self.memory: dict = {}
 
     def batches(self) -> list[list[int]]:
         """The fixed batch composition: consecutive slices of ``batch_size`` samples."""
         size, total = self.options.batch_size, len(self.dataset)
         return [list(range(start, min(start + size, total))) for start in range(0, total, size)]
 
+    def size_chunk(self, at_most: Optional[int] = None) -> int:
+        """Choose the metrics' perturbed images per forward pass from the memory available
+        (:func:`learnroot.memory.chunk_size`; ``metrics.pf_chunk`` and ``at_most`` are upper bounds)."""
+        upper = min(self.options.metrics.pf_chunk, at_most or self.options.metrics.pf_chunk)
+        image = None
+        for index in range(min(len(self.dataset), 16)):  # the first readable item gives the input size
+            item = self.dataset[index]
+            if "image" in item:
+                image = item["image"][None].to(self.device)
+                break
+        chunk, details = (upper, {}) if image is None else chunk_size(self.model, image, upper)
+        self.metrics_options = replace(self.options.metrics, pf_chunk=chunk)
+        self.memory = {"pf_chunk": chunk, **details}
+        return chunk
+
+    def use_samples(self, ids: Sequence[str]) -> None:
+        """Explain exactly these samples, in this order (a resumed run's manifest), whatever today's scan
+        selects.
+
+        Raises
+        ------
+        DataError
+            A sample that the dataset no longer has.
+        """
+        if [item["id"] for item in sample_list(self.dataset)] == list(ids):
+            return
+        options = self.options
+        whole = build_dataset(replace(options.dataset, part="all", limit=None), self.preprocess,
+                              num_outputs(options.model, options.dataset), options.paths.cache_dir)
+        self.dataset = restrict(whole, ids)
+        log.info("the dataset's selection changed since the run started: explaining the manifest's %d samples",
+                 len(ids))
+
     def process(self, batch: dict) -> tuple[list[dict], list[dict], list[dict], list[tuple]]:
-        """Attribute and evaluate one collated batch.
+        """Attribute and evaluate one collated batch: :meth:`targets`, :meth:`attribute`,
+        :meth:`evaluate`, then the table rows and the files.
 
         Returns
         -------
         samples, layers, curves : list of dict
             Table rows.
         files : list of tuple
-            ``(id, relevance, input, display, target, logit)`` per sample for the run folder.
+            ``(id, relevance, input, display, target, logit, extra)`` per sample for the run folder, ``extra``
+            a dict of further arrays for its ``.npz`` (layer maps, a second class's map).
         """
-        options, device = self.options, self.device
-        x = batch["image"].to(device)
-        label = batch["label"].to(device)
-        with torch.no_grad():
-            logits = self.model(x)
-        prediction = logits.argmax(1)
-        use_label = options.method.target == "label"
-        if use_label and bool((label < 0).any()):
-            log.warning("some samples have no label: explaining the prediction for those")
-        target = torch.where(use_label & (label >= 0), label, prediction)
-
-        _sync(device)
-        start = time.perf_counter()
-        attribution = self.attributor(x, target)
-        _sync(device)
-        seconds_attr = (time.perf_counter() - start) / len(x)
-
+        x = batch["image"].to(self.device)
+        label = batch["label"].to(self.device)
+        logits, label, target = self.targets(x, label, batch.get("candidates"))
+        attribution, seconds_attr = self.attribute(x, target)
         relevance = attribution.relevance.detach()
-        bad = conservation.nonfinite(relevance)
-        fallback = attribution.root_fallback if attribution.root_fallback is not None else torch.zeros_like(bad)
-        safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
-        mask = batch["mask"].to(device) if batch.get("mask") is not None else None
-        if options.metrics.localisation == "off":
-            mask = None
-        start = time.perf_counter()
-        evaluation = evaluate(self.model, x, safe, target, label, mask, options.metrics, self.norm)
-        _sync(device)
-        seconds_eval = (time.perf_counter() - start) / len(x)
-
-        probs = logits.softmax(1).gather(1, target[:, None])[:, 0]
-        flagged = (bad | fallback).cpu()
-        reasons = [", ".join(text for flag, text in ((b, NONFINITE), (f, FALLBACK)) if flag)
-                   for b, f in zip(bad.tolist(), fallback.tolist())]
-        columns = {"id": batch["id"], "path": batch["path"], "label": label.tolist(), "prediction": prediction.tolist(),
-                   "target": target.tolist(), "target_logit": attribution.target_logit.tolist(),
-                   "target_prob": probs.tolist(), "r_top": attribution.r_top.tolist(),
-                   "relevance_sum": relevance.flatten(1).sum(1).tolist(),
-                   "status": ["flagged" if flag else "ok" for flag in flagged.tolist()], "reason": reasons}
-        if options.metrics.cost:
+        bad_logits = ~torch.isfinite(logits).all(1)
+        bad = conservation.nonfinite(relevance) | bad_logits
+        other = self.other_object(logits, batch)
+        evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"],
+                                                 attribution=attribution, other=other)
+        columns = self.sample_columns(batch, logits, target, label, attribution, bad & ~bad_logits, bad_logits)
+        if self.options.metrics.cost:
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
-        metrics = dict(evaluation.per_sample)
-        if options.metrics.conservation and attribution.conserving:
-            metrics["conservation_error"] = conservation.global_error(attribution)
-        nan_where_bad = bad.cpu()
-        for name, values in metrics.items():
-            columns[name] = values.detach().double().cpu().masked_fill(nan_where_bad, math.nan).tolist()
+        scores = dict(evaluation.per_sample)
+        conserving = self.options.metrics.conservation and attribution.conserving
+        if conserving:
+            scores["conservation_error"] = conservation.global_error(attribution)
+        for name, values in scores.items():  # NaN for samples whose relevance is not finite
+            columns[name] = values.detach().double().cpu().masked_fill(bad.cpu(), math.nan).tolist()
         samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
-        layers = []
-        if options.metrics.conservation and attribution.conserving:
-            for sums, (name, kind, errors) in zip(attribution.layers, conservation.layer_errors(attribution)):
-                layers += [{"id": sample_id, "layer": name, "kind": kind, "r_out": r_out, "r_in": r_in, "error": error}
-                           for sample_id, r_out, r_in, error in
-                           zip(batch["id"], sums.r_out.tolist(), sums.r_in.tolist(), errors.tolist())]
+        layers = self.layer_rows(batch["id"], attribution) if conserving else []
         curves = [{"id": batch["id"][row["sample"]], **{key: value for key, value in row.items() if key != "sample"}}
                   for row in evaluation.curves]
+        extra = {f"layer_{name}": value for name, value in attribution.layer_maps().items()}
+        extra.update(evaluation.arrays)
+        files = self.files(batch["id"], x, relevance, columns["target"], columns["target_logit"], extra)
+        return samples, layers, curves, files
+
+    def other_object(self, logits: torch.Tensor, batch: dict):
+        """``(other_target, other_mask)`` of a dataset that names a second object per sample
+        (``other_candidates``, ``other_mask``: coco_seg), or ``None``: the second object's best-scoring output
+        (``-1`` where a sample has none) and its mask."""
+        candidates = batch.get("other_candidates")
+        if candidates is None or batch.get("other_mask") is None:
+            return None
+        candidates = candidates.to(self.device)
+        has = candidates.any(1)
+        safe = torch.where(has[:, None], candidates, torch.ones_like(candidates))
+        other = torch.where(has, candidate_labels(logits, safe), torch.full_like(has, -1, dtype=torch.long))
+        return other, batch["other_mask"].to(self.device)
+
+    def targets(self, x: torch.Tensor, label: torch.Tensor, candidates=None):
+        """Logits ``(B, K)``, labels ``(B,)`` and the class to explain ``(B,)``: the label
+        (``method.target=label``; the prediction where the label is unknown) or the prediction. Where
+        the dataset gives a set of ``candidates`` per sample (``(B, K)`` bool: one object class, several
+        outputs), the label is the best-scoring output of the set."""
+        with torch.no_grad():
+            logits = self.model(x)
+        if candidates is not None:
+            label = candidate_labels(logits, candidates.to(self.device))
+        use_label = self.options.method.target == "label"
+        if use_label and bool((label < 0).any()):
+            log.warning("some samples have no label: explaining the prediction for those")
+        return logits, label, torch.where(use_label & (label >= 0), label, logits.argmax(1))
+
+    def attribute(self, x: torch.Tensor, target: torch.Tensor):
+        """The attribution of the batch and its seconds per image."""
+        _sync(self.device)
+        start = time.perf_counter()
+        attribution = self.attributor(x, target)
+        _sync(self.device)
+        return attribution, (time.perf_counter() - start) / len(x)
+
+    def evaluate(self, x, relevance, bad, target, label, mask, ids=None, attribution=None, other=None):
+        """The metrics of the batch (non-finite relevance replaced by zeros, its metrics NaN later) and
+        their seconds per image; ``other``: a second object's ``(target, mask)`` (:meth:`other_object`)."""
+        safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
+        masks_on = mask is not None and self.options.metrics.localisation != "off"
+        mask = mask.to(self.device) if masks_on else None
+        other_target, other_mask = other if other is not None else (None, None)
+        start = time.perf_counter()
+        evaluation = evaluate(self.model, x, safe, target, label, mask, self.metrics_options, self.norm,
+                              attributor=self.attributor, ids=ids, attribution=attribution,
+                              other_target=other_target, other_mask=other_mask if masks_on else None)
+        _sync(self.device)
+        return evaluation, (time.perf_counter() - start) / len(x)
+
+    @staticmethod
+    def sample_columns(batch, logits, target, label, attribution, bad, bad_logits=None) -> dict:
+        """The identity and model columns of ``per_sample.csv`` (lists, one entry per sample); ``bad``
+        and ``bad_logits`` flag non-finite relevance and logits."""
+        fallback = attribution.root_fallback if attribution.root_fallback is not None else torch.zeros_like(bad)
+        bad_logits = torch.zeros_like(bad) if bad_logits is None else bad_logits.to(bad.device)
+        flagged = (bad | fallback.to(bad.device) | bad_logits).cpu()
+        reasons = [", ".join(text for flag, text in ((o, NONFINITE_LOGITS), (b, NONFINITE), (f, FALLBACK)) if flag)
+                   for o, b, f in zip(bad_logits.tolist(), bad.tolist(), fallback.tolist())]
+        probs = logits.softmax(1).gather(1, target[:, None])[:, 0]
+        return {"id": batch["id"], "path": batch["path"], "label": label.tolist(),
+                "prediction": logits.argmax(1).tolist(), "target": target.tolist(),
+                "target_logit": attribution.target_logit.tolist(), "target_prob": probs.tolist(),
+                "r_top": attribution.r_top.tolist(),
+                "relevance_sum": attribution.relevance.detach().flatten(1).sum(1).tolist(),
+                "status": ["flagged" if flag else "ok" for flag in flagged.tolist()], "reason": reasons}
+
+    @staticmethod
+    def layer_rows(ids: list, attribution) -> list[dict]:
+        """One ``layers.csv`` row per sample and propagated layer."""
+        rows = []
+        for sums, (name, kind, errors) in zip(attribution.layers, conservation.layer_errors(attribution)):
+            rows += [{"id": sample_id, "layer": name, "kind": kind, "r_out": r_out, "r_in": r_in, "error": error}
+                     for sample_id, r_out, r_in, error in
+                     zip(ids, sums.r_out.tolist(), sums.r_in.tolist(), errors.tolist())]
+        return rows
+
+    def files(self, ids, x, relevance, targets, logits, extra=None) -> list[tuple]:
+        """``(id, relevance, input, display image, target, logit, extra)`` per sample, as numpy arrays
+        (``extra``: name -> the sample's slice of each ``(B, ...)`` array of ``extra``)."""
         display = self.preprocess.unnormalise(x) if x.shape[1] in (1, 3) else x
         display = display.permute(0, 2, 3, 1)
         display = display[..., 0] if display.shape[-1] == 1 else display
         arrays = zip(relevance.cpu().numpy(), x.cpu().numpy(), display.cpu().numpy())
-        files = [(sample_id, r, model_input, image, target_index, logit) for sample_id, (r, model_input, image),
-                 target_index, logit in zip(batch["id"], arrays, columns["target"], columns["target_logit"])]
-        return samples, layers, curves, files
+        extra = {name: value.detach().cpu().numpy() for name, value in (extra or {}).items()}
+        return [(sample_id, r, model_input, image, target, logit, {name: value[row] for name, value in extra.items()})
+                for row, (sample_id, (r, model_input, image), target, logit)
+                in enumerate(zip(ids, arrays, targets, logits))]
 
 
 def summarise(frames: dict, options: RunOptions) -> dict:
@@ -180,23 +305,28 @@ def summarise(frames: dict, options: RunOptions) -> dict:
     """
     samples: pd.DataFrame = frames["samples"]
     ok = samples[samples["status"] == "ok"] if len(samples) else samples
+    # every score column, also one that holds no valid value (all NaN or None: n = 0)
     numeric = [column for column in samples.columns if column not in IDENTITY_COLUMNS
-               and pd.api.types.is_numeric_dtype(samples[column])]
+               and pd.to_numeric(samples[column], errors="coerce").notna().sum() == samples[column].notna().sum()]
     metrics = {}
     for column in numeric:
-        values = ok[column].astype(float).replace([np.inf, -np.inf], np.nan).dropna()
+        values = pd.to_numeric(ok[column], errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan).dropna()
         metrics[column] = {"mean": float(values.mean()) if len(values) else math.nan,
                            "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan, "n": int(len(values))}
     labelled = ok[ok["label"] >= 0] if len(ok) else ok
-    if len(labelled):
-        metrics["accuracy"] = {"mean": float((labelled["prediction"] == labelled["label"]).mean()), "std": math.nan,
-                               "n": int(len(labelled))}
+    metrics["accuracy"] = {"mean": float((labelled["prediction"] == labelled["label"]).mean()) if len(labelled)
+                           else math.nan, "std": math.nan, "n": int(len(labelled))}
     curves = {}
     if len(frames["curves"]):
         good = frames["curves"][frames["curves"]["id"].isin(set(ok["id"]))]
         good = good.assign(correct=good["correct"].astype(float))
+        values = [column for column in ("x", "prob", "logit", "correct", "value") if column in good.columns]
         for kind, group in good.groupby("kind"):
-            mean = group.groupby("step")[["x", "prob", "logit", "correct"]].mean()
+            mean = group.groupby("step")[values].mean()
+            if "value" in mean.columns and bool(mean["value"].notna().any()):  # a curve of another quantity
+                mean = mean[["x", "value"]]
+            else:
+                mean = mean.drop(columns="value", errors="ignore")
             curves[kind] = {column: mean[column].tolist() for column in mean.columns}
     layers = {}
     if len(frames["layers"]):
@@ -207,7 +337,7 @@ def summarise(frames: dict, options: RunOptions) -> dict:
     return {"metrics": metrics, "curves": curves, "layer_conservation_error": layers}
 
 
-def run(options: RunOptions, run_dir: str | Path) -> dict:
+def run(options: RunOptions, run_dir: str | Path, overrides: Optional[Sequence[str]] = None) -> dict:
     """Explain and evaluate every selected sample, writing the run folder.
 
     Parameters
@@ -215,7 +345,11 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
     options : RunOptions
         The whole configuration.
     run_dir : path-like
-        The run folder; batches already committed there (an interrupted run) are not recomputed.
+        The run folder. A new one gets a manifest first (:mod:`learnroot.manifest`); one with a
+        manifest is resumed: its valid batches are not recomputed.
+    overrides : sequence of str, optional
+        The command-line overrides that compose ``options`` (recorded in the manifest, for
+        ``learnroot-run resume=``).
 
     Returns
     -------
@@ -224,25 +358,77 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
 
     Raises
     ------
+    RunFolderError
+        The folder is in use, or cannot be resumed with these options and files (nothing changed).
     RunError, DataError, ModelError, ValueError
         Problems found before any work starts (one-line messages).
     """
-    started = time.perf_counter()
+    folder = RunFolder(run_dir)
+    try:
+        with folder.lock():
+            return _run(options, folder, overrides)
+    except FolderInUse as error:
+        raise RunFolderError(str(error)) from None
+
+
+def _check_resumable(folder: RunFolder, options: RunOptions) -> Optional[dict]:
+    """The manifest of a run folder to resume (``None`` for a new run), after checking that nothing the
+    run depends on changed."""
+    try:
+        saved = manifest.read(folder.path)
+        if saved is None:
+            if folder.has_parts():
+                raise RunFolderError(f"{folder.path} holds committed batches but no manifest.json (started by an "
+                                     "older learnroot?): its samples cannot be checked; start a new run")
+            return None
+        manifest.check_same_run(saved, options)
+        manifest.check_files(saved)
+    except manifest.ManifestError as error:
+        raise RunFolderError(f"cannot resume {folder.path}: {error}") from None
+    return saved
+
+
+def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[str]]) -> dict:
+    started_at, started = time.time(), time.perf_counter()
+    run_dir = folder.path
+    saved = _check_resumable(folder, options)
     seed_everything(options.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     pipeline = Pipeline(options)
-    folder = RunFolder(run_dir)
-    done = folder.completed_batches()
-    batches = pipeline.batches()
+    if saved is None:
+        samples = sample_list(pipeline.dataset)
+        check_sample_ids([item["id"] for item in samples], [item["path"] for item in samples])
+        pipeline.size_chunk()
+        saved = manifest.make(options, None if overrides is None else manifest.project_overrides(overrides),
+                              samples, str(pipeline.device), pipeline.memory["pf_chunk"],
+                              getattr(pipeline.dataset, "excluded", []), getattr(pipeline.dataset, "ignored", {}))
+        folder.write_manifest(saved)
+    else:
+        if saved.get("device") != str(pipeline.device):
+            raise RunFolderError(f"cannot resume {run_dir}: the run started on {saved.get('device')} and would go on "
+                                 f"on {pipeline.device}; the numbers would mix (resume it where it started)")
+        pipeline.use_samples([record["id"] for record in saved["samples"]])
+        if pipeline.size_chunk(at_most=saved["pf_chunk"]) < saved["pf_chunk"]:
+            log.info("less memory than at the start: %d instead of %d perturbed images per forward pass",
+                     pipeline.memory["pf_chunk"], saved["pf_chunk"])
+    position = {item["id"]: index for index, item in enumerate(sample_list(pipeline.dataset))}
+    batches = [[position[sample_id] for sample_id in batch] for batch in saved["batches"]]
+    done = folder.completed_batches(saved["batches"])
+    if folder.clean_temporary():
+        log.info("removed temporary files left by an interrupted write")
     todo = [batch for index, batch in enumerate(batches) if index not in done]
     log.info("%s on %s / %s: %d samples in %d batches on %s -> %s", options.method.name, options.model.name,
              options.dataset.name, len(pipeline.dataset), len(batches), pipeline.device, run_dir)
     if done:
         log.info("resuming: %d of %d batches already done", len(batches) - len(todo), len(batches))
+    committed = 0
+    folder.record_segment(started_at, time.perf_counter() - started, committed, "running")
     loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
                         num_workers=options.dataset.num_workers)
     indices = [index for index in range(len(batches)) if index not in done]
-    for index, batch in zip(indices, tqdm(loader, desc=f"{options.method.name} on {options.model.name}", unit="batch")):
+    progress = tqdm(zip(indices, loader), total=len(indices), desc=f"{options.method.name} on {options.model.name}",
+                    unit="batch")
+    for index, batch in progress:
         for error in batch["errors"]:
             log.warning("skipped %s: %s", error["path"], error["reason"])
             if options.dataset.on_error == "fail":
@@ -250,11 +436,15 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
         samples, layers, curves = [], [], []
         if batch["id"]:
             samples, layers, curves, files = pipeline.process(batch)
-            for sample_id, relevance, model_input, display, target, logit in files:
+            for sample_id, relevance, model_input, display, target, logit, extra in files:
                 folder.write_sample_files(sample_id, relevance, model_input, display, target, logit,
-                                          options.save_heatmaps, options.save_relevance)
-        folder.write_part(index, samples=samples, layers=layers, curves=curves, skipped=batch["errors"])
-    frames = folder.merge()
+                                          options.save_heatmaps, options.save_relevance, extra=extra)
+        folder.write_part(index, ids=saved["batches"][index], samples=samples, layers=layers, curves=curves,
+                          skipped=batch["errors"])
+        committed += 1
+        folder.record_segment(started_at, time.perf_counter() - started, committed, "running")
+    frames = folder.merge(indices=range(len(batches)))
+    frames["skipped"] = list(frames["skipped"]) + list(saved.get("excluded", []))  # set aside before reading
     summary = summarise(frames, options)
     if options.metrics.conservation and not getattr(pipeline.attributor, "conserving", True):
         # a map, not a relevance decomposition (Chefer's attribution, rollouts): marked, never reported
@@ -265,22 +455,28 @@ def run(options: RunOptions, run_dir: str | Path) -> dict:
                          title=f"{options.method.name} on {options.model.name} / {options.dataset.name}")
     samples = frames["samples"]
     flagged = samples[samples["status"] != "ok"] if len(samples) else samples
+    earlier = folder.clear_failure()
+    segments = folder.record_segment(started_at, time.perf_counter() - started, committed, "complete")
     summary = {
         "status": "complete",
         "n_samples": int(len(samples)),
         "n_ok": int(len(samples) - len(flagged)),
         "flagged": [{"id": row["id"], "reason": row["reason"]} for _, row in flagged.iterrows()],
         "skipped": [{"path": item["path"], "reason": item["reason"]} for item in frames["skipped"]],
-        "runtime_s": time.perf_counter() - started,
+        "ignored": saved.get("ignored", {}),
+        "runtime_s": float(sum(item.get("seconds") or 0.0 for item in segments)),
+        "segments": segments,
+        **({"earlier_failure": earlier} if earlier else {}),
         "method": options.method.name,
         "model": options.model.name,
         "dataset": options.dataset.name,
         "device": str(pipeline.device),
         "options": asdict(options),
         **summary,
-        "memory": _peak_memory_mb(pipeline.device),
+        "memory": {**_peak_memory_mb(pipeline.device), **pipeline.memory},
     }
     folder.write_metrics(summary)
+    folder.clean_temporary()
     log.info("complete: %d samples (%d flagged, %d skipped) in %.1f s", summary["n_samples"], len(summary["flagged"]),
              len(summary["skipped"]), summary["runtime_s"])
     return summary

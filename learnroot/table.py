@@ -5,10 +5,15 @@ Reads run folders only (the contract of :mod:`learnroot.outputs`), never the run
 * a *run folder* is any folder under the given path holding ``.hydra/config.yaml`` (single runs
   ``runs/<timestamp>`` and multirun jobs ``sweeps/<timestamp>/<job>`` alike);
 * its *identity* is the composed config of ``.hydra/config.yaml`` minus the keys that do not change
-  the numbers (:data:`IGNORED_KEYS`: output and cache paths, ``resume``, what files are saved, data
-  loader workers, the pixel-flipping chunk size); ``.hydra/overrides.yaml`` names what was varied;
+  the numbers (:data:`IGNORED_KEYS`: output and cache paths, ``resume``, what files are saved, the batch size
+  and the device (results are per sample and do not depend on them: tested for the batch), data
+  loader workers, the pixel-flipping chunk size; and ``root_opt.*`` for methods that do not read
+  it, whose ``root_opt`` columns show ``-``); ``.hydra/overrides.yaml`` names what was varied;
 * its *status* is ``complete`` (``metrics.json`` with ``status: complete``), ``failed``
-  (``failed.json``) or ``unfinished`` (neither: interrupted, still running or never started).
+  (``failed.json``), ``failed before start`` (``failed.json`` with ``stage: build``: bad input
+  found while building the run, such as weights of the wrong architecture; listed apart),
+  ``unreadable`` (a damaged ``.hydra/config.yaml`` or ``metrics.json``: listed, the other folders
+  are aggregated) or ``unfinished`` (neither: interrupted, still running or never started).
 
 Duplicates: runs with the same identity are one configuration. Its result is the newest complete
 run (newest = latest ``metrics.json`` modification time, ties broken by path); older complete runs
@@ -18,9 +23,13 @@ dropped: they are listed (with a note when a complete run of the same config is 
 Rows of the pivot table are configurations: the ``--by`` columns plus every overridden key whose
 value differs between the runs (so a sweep over ``root_opt.conv.steps`` gets its own column and
 nothing is averaged silently). Cells are ``mean ± std`` over samples; the ``n`` column is the number
-of samples averaged; the best value of each column (by the metric's direction, :data:`LOWER_IS_BETTER`
-/ :data:`HIGHER_IS_BETTER`; values equal at the shown precision tie, nothing is marked when all rows
-show the same value or the metric has no known direction) is bold.
+of samples averaged; the best value of each column (by the score's direction in
+:mod:`learnroot.metrics.registry`; values equal at the shown precision tie, nothing is marked when all rows
+show the same value or the metric has no known direction) is bold. Bold marks the best *mean*, not a
+significant difference: ``--paired BASELINE`` compares every configuration with a baseline
+configuration sample by sample (mean paired difference, bootstrap confidence interval, n;
+:mod:`learnroot.paired`) and writes ``<name>_paired.{md,csv,tex}``. ``--list-metrics`` prints every
+registered score with its direction, kind and summary.
 """
 from __future__ import annotations
 
@@ -36,22 +45,17 @@ from typing import Iterable, Optional
 import pandas as pd
 from omegaconf import OmegaConf
 
-
 PROG = "learnroot-table"
+#: ``failed.json`` ``stage: build``: bad input found before any batch (listed apart from failed runs).
+NOT_STARTED = "failed before start"
+#: A run folder whose config or ``metrics.json`` cannot be read (listed, never aggregated).
+UNREADABLE = "unreadable"
 
 #: Config keys (and key prefixes) that do not define a configuration's numbers.
-IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "dataset.num_workers", "metrics.pf_chunk",
-                "hydra")
+IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "save_layers", "dataset.num_workers",
+                "metrics.pf_chunk", "hydra", "batch_size", "device")
 #: Override keys that select presets rather than values (their effect is in the composed config).
 PRESET_KEYS = ("experiment", "cluster")
-#: Metrics where a smaller value is better (prefix ``seconds_`` too).
-LOWER_IS_BETTER = ("morf_auc", "morf_logit_auc", "positive_auc", "conservation_error")
-#: Metrics where a larger value is better.
-HIGHER_IS_BETTER = ("lerf_auc", "lerf_logit_auc", "negative_auc", "pf_auc_diff", "miou", "iou_fg", "iou_bg",
-                    "pixel_accuracy", "average_precision", "pointing_game", "mass_inside", "accuracy")
-#: Metrics shown by default (those present in at least one run), in this order.
-DEFAULT_METRICS = ("morf_auc", "lerf_auc", "pf_auc_diff", "positive_auc", "negative_auc", "miou", "pixel_accuracy",
-                   "average_precision", "pointing_game", "mass_inside", "conservation_error", "seconds_attribution")
 FORMATS = ("md", "csv", "tex")
 #: Cell text of a metric that does not apply to a run (``"applicable": false`` in its ``metrics.json``).
 NOT_APPLICABLE = "n/a"
@@ -70,7 +74,7 @@ class Run:
     path : pathlib.Path
         The run folder.
     status : str
-        ``complete``, ``failed`` or ``unfinished``; after :func:`resolve_duplicates` a complete run
+        ``complete``, ``failed``, ``failed before start`` or ``unfinished``; after :func:`resolve_duplicates` a complete run
         may become ``superseded``.
     config : dict
         Flattened composed config (dotted keys; lists as JSON text), ignored keys removed.
@@ -100,12 +104,33 @@ class Run:
     note: str = ""
 
     @property
+    def uses_root_opt(self) -> bool:
+        """Whether the run's method reads the ``root_opt`` group (unknown methods: assume it does)."""
+        method = _methods().get(self.config.get("method.name"))
+        return getattr(method, "uses_root_opt", True)
+
+    @property
     def identity(self) -> str:
         """The configuration key: the flattened config as sorted JSON."""
         return json.dumps(self.config, sort_keys=True, default=str)
 
 
 # --------------------------------------------------------------------------------------------- reading
+
+def _methods() -> dict:
+    """The method registry (imported on first use: it imports torch), or ``{}`` if it cannot be read."""
+    global _METHODS
+    if _METHODS is None:
+        try:
+            from .methods import REGISTRY
+            _METHODS = dict(REGISTRY)
+        except ImportError:
+            _METHODS = {}
+    return _METHODS
+
+
+_METHODS = None
+
 
 def find_run_folders(root: str | Path) -> list[Path]:
     """Every run folder (a folder with ``.hydra/config.yaml``) at or below ``root``, sorted (numbers
@@ -143,9 +168,14 @@ def flatten(node, prefix: str = "") -> dict:
 
 
 def read_config(path: Path) -> dict:
-    """The flattened identity config of a run folder (``.hydra/config.yaml`` minus ignored keys)."""
+    """The flattened identity config of a run folder (``.hydra/config.yaml`` minus ignored keys, and
+    minus ``root_opt.*`` for methods that do not read it: their runs differ in nothing else)."""
     container = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False)
-    return {key: value for key, value in flatten(container).items() if not _ignored(key)}
+    config = {key: value for key, value in flatten(container).items() if not _ignored(key)}
+    method = _methods().get(config.get("method.name"))
+    if method is not None and not method.uses_root_opt:
+        config = {key: value for key, value in config.items() if not key.startswith("root_opt.")}
+    return config
 
 
 def read_overrides(path: Path) -> dict:
@@ -164,16 +194,24 @@ def _mtime(*files: Path) -> float:
 
 
 def read_run(path: Path) -> Run:
-    """Read one run folder's identity, status and numbers."""
+    """Read one run folder's identity, status and numbers; a folder whose config or ``metrics.json``
+    cannot be read gets the status ``unreadable`` (listed with the problems, never aggregated)."""
     path = Path(path)
-    run = Run(path=path, status="unfinished", config=read_config(path), overrides=read_overrides(path),
+    try:
+        config, overrides = read_config(path), read_overrides(path)
+    except Exception as error:  # noqa: BLE001 - OmegaConf/YAML raise many types for a damaged file
+        return Run(path=path, status=UNREADABLE, config={}, overrides={}, time=_mtime(path / ".hydra" / "config.yaml"),
+                   error=f"unreadable .hydra/config.yaml or overrides.yaml: {_first_line(error)}")
+    run = Run(path=path, status="unfinished", config=config, overrides=overrides,
               time=_mtime(path / ".hydra" / "config.yaml"))
     metrics_file, failed_file = path / "metrics.json", path / "failed.json"
     if metrics_file.is_file():
         try:
             data = json.loads(metrics_file.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("metrics", {}), dict):
+                raise ValueError("not a metrics.json object")
         except (OSError, ValueError) as error:
-            run.error = f"unreadable metrics.json: {error}"
+            run.status, run.error = UNREADABLE, f"unreadable metrics.json: {_first_line(error)}"
             return run
         if data.get("status") == "complete":
             run.status, run.time = "complete", _mtime(metrics_file)
@@ -184,12 +222,20 @@ def read_run(path: Path) -> Run:
     if failed_file.is_file():
         run.status, run.time = "failed", _mtime(failed_file)
         try:
-            run.error = str(json.loads(failed_file.read_text()).get("error", "")) or "failed"
+            failure = json.loads(failed_file.read_text())
+            run.error = str(failure.get("error", "")) or "failed"
+            if failure.get("stage") == "build":
+                run.status = NOT_STARTED
         except (OSError, ValueError):
             run.error = "failed (unreadable failed.json)"
         return run
     run.error = run.error or "no metrics.json (interrupted, still running, or not started)"
     return run
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def read_runs(root: str | Path) -> list[Run]:
@@ -241,7 +287,7 @@ def resolve_duplicates(runs: list[Run]) -> tuple[list[Run], list[str]]:
             notes.append(f"{len(complete)} complete runs of one config: using the newest {newest.path} "
                          f"(superseded: {', '.join(str(run.path) for run in complete[:-1])})")
         for other in group:
-            if other.status in ("failed", "unfinished"):
+            if other.status in ("failed", "unfinished", NOT_STARTED, UNREADABLE):
                 other.note = f"a complete run of this config is used: {newest.path}"
                 notes.append(f"{other.status} run {other.path} has a complete duplicate: using {newest.path}")
     order = {id(run): index for index, run in enumerate(runs)}
@@ -312,6 +358,9 @@ def label_columns(runs: list[Run], by: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def label_value(run: Run, key: str):
+    """The run's value of a label column; ``-`` for ``root_opt`` keys of methods that do not read them."""
+    if key.startswith("root_opt") and not run.uses_root_opt:
+        return "-"
     if key in run.config:
         value = run.config[key]
     else:
@@ -326,9 +375,9 @@ def _method_order() -> tuple:
 
 
 def _sort_key(value):
-    methods = _method_order()
-    if isinstance(value, str) and value in methods:
-        return (0, methods.index(value), "")
+    order = list(_methods())
+    if isinstance(value, str) and value in order:
+        return (0, order.index(value), "")
     try:
         return (1, float(value), "")
     except (TypeError, ValueError):
@@ -348,16 +397,19 @@ def run_label(run: Run, columns: list[tuple[str, str]], bare: Iterable[str] = ()
 
 
 def metric_direction(name: str) -> Optional[str]:
-    """``lower``, ``higher`` or ``None`` (no best value marked) for a metric name."""
-    if name in LOWER_IS_BETTER or name.startswith("seconds_"):
-        return "lower"
-    if name in HIGHER_IS_BETTER:
-        return "higher"
-    return None
+    """``lower``, ``higher`` or ``None`` (no best value marked) for a metric name (the metric registry's)."""
+    from .metrics.registry import direction
+    return direction(name)
+
+
+def default_metrics() -> list[str]:
+    """The scores the metric registry shows by default, in registration order."""
+    from .metrics import scores
+    return [name for name, item in scores().items() if item.default]
 
 
 def choose_metrics(runs: list[Run], requested: Optional[list[str]]) -> list[str]:
-    """The metric columns: ``requested`` (``all`` = every metric found), else :data:`DEFAULT_METRICS` found.
+    """The metric columns: ``requested`` (``all`` = every metric found), else the registry's defaults found.
 
     Raises
     ------
@@ -366,7 +418,7 @@ def choose_metrics(runs: list[Run], requested: Optional[list[str]]) -> list[str]
     """
     found = list(dict.fromkeys(name for run in runs for name in run.metrics))
     if not requested:
-        return [name for name in DEFAULT_METRICS if name in found]
+        return [name for name in default_metrics() if name in found]
     if requested == ["all"]:
         return found
     missing = [name for name in requested if name not in found]
@@ -505,13 +557,19 @@ def render_markdown(frame: pd.DataFrame, titles: list[str], metrics: list[str], 
     lines.append("Mean ± standard deviation over samples; n = samples averaged (a cell's own count in "
                  "parentheses where it differs); best value per column in bold (↓ lower is better, ↑ higher "
                  "is better).")
+    lines.append("Bold marks the best mean, not a significant difference: `learnroot-table PATH --paired BASELINE` "
+                 "gives paired differences with bootstrap confidence intervals.")
     if _any_not_applicable(frame, metrics):
         lines.append(f"{NOT_APPLICABLE}: the metric does not apply to the run (no conservation error for maps that "
                      "are not relevance decompositions: Chefer's transformer attribution, attention rollouts).")
-    if problems:
-        lines += ["", f"**{len(problems)} run(s) without results:**", ""]
-        lines += [f"- {run.status}: `{run.path}` ({escape(overrides_text(run)) or 'no overrides'}): "
-                  f"{escape(run.error)}" + (f" ({escape(run.note)})" if run.note else "") for run in problems]
+    failed = [run for run in problems if run.status != NOT_STARTED]
+    not_started = [run for run in problems if run.status == NOT_STARTED]
+    for runs, title in ((failed, "run(s) without results"),
+                        (not_started, "run folder(s) that failed before starting (bad input, no results expected)")):
+        if runs:
+            lines += ["", f"**{len(runs)} {title}:**", ""]
+            lines += [f"- {run.status}: `{run.path}` ({escape(overrides_text(run)) or 'no overrides'}): "
+                      f"{escape(run.error)}" + (f" ({escape(run.note)})" if run.note else "") for run in runs]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {escape(note)}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -531,6 +589,7 @@ def render_latex(frame: pd.DataFrame, titles: list[str], metrics: list[str], pro
     header = [tex_escape(t) for t in titles] + ["$n$"] + [
         tex_escape(name) + _arrow(name, r"$\downarrow$", r"$\uparrow$") for name in metrics]
     lines = [r"% generated by learnroot-table; needs \usepackage{booktabs}",
+             r"% bold: best mean per column (not a significance test; see learnroot-table --paired)",
              r"\begin{tabular}{" + "l" * len(titles) + "r" * (1 + len(metrics)) + "}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
     for (_, row), cells in zip(frame.iterrows(), _cells(frame, metrics, r" $\pm$ ")):
@@ -541,6 +600,101 @@ def render_latex(frame: pd.DataFrame, titles: list[str], metrics: list[str], pro
         lines.append(" & ".join(values) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [f"% {run.status}: {run.path}: {run.error}" for run in problems]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- paired rendering
+
+def format_signed(value: float) -> str:
+    """:func:`format_number` with an explicit sign (``+0.031``, ``-1.20e-05``)."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if value == 0 or 0.01 <= abs(value) < 1000:
+        return f"{value:+.3f}"
+    return f"{value:+.2e}"
+
+
+def _paired_cells(frame: pd.DataFrame, metrics: list[str]) -> list[dict]:
+    """Per row: ``{metric: (text, mark)}`` with ``diff [low, high]`` and ``(n=k)`` where k differs from n."""
+    rows = []
+    for _, row in frame.iterrows():
+        cells = {}
+        for name in metrics:
+            text = f"{format_signed(row[f'{name}_diff'])} [{format_signed(row[f'{name}_low'])}, " \
+                   f"{format_signed(row[f'{name}_high'])}]"
+            count = row[f"{name}_n"]
+            if not pd.isna(count) and int(count) != int(row["n"]):
+                text += f" (n={int(count)})"
+            cells[name] = (text, row[f"{name}_mark"] or "")
+        rows.append(cells)
+    return rows
+
+
+def _paired_legend(resamples: int, seed: int) -> str:
+    return (f"Paired differences configuration − baseline over the same samples (matched by id, status ok in both "
+            f"runs): mean [95 % percentile-bootstrap interval of the mean, {resamples:,} resamples, "
+            f"seed {seed}]; "
+            "n = pairs (a cell's own count in parentheses where it differs). **Bold**: the interval excludes 0 on "
+            "the better side (↓ lower / ↑ higher is better); †: it excludes 0 on the worse side; *: it excludes 0, "
+            "the score has no better side. Intervals are per cell, not corrected for multiple comparisons.")
+
+
+def render_paired_markdown(frame: pd.DataFrame, titles: list[str], metrics: list[str], notes: list[str],
+                           resamples: int, seed: int) -> str:
+    """The paired table as Markdown (better differences bold, worse ones marked †)."""
+    escape = lambda text: str(text).replace("|", "\\|")
+    header = titles + ["baseline", "n"] + [name + _arrow(name, "↓", "↑") for name in metrics]
+    lines = ["| " + " | ".join(escape(item) for item in header) + " |",
+             "|" + "|".join("---" if i < len(titles) + 1 else "---:" for i in range(len(header))) + "|"]
+    suffix = {"better": "", "worse": " †", "differs": " *", "": ""}
+    for (_, row), cells in zip(frame.iterrows(), _paired_cells(frame, metrics)):
+        values = [escape(row[title]) for title in titles] + [escape(row["baseline"]), _count(row["n"])]
+        values += [(f"**{text}**" if sign == "better" else text) + suffix[sign]
+                   for text, sign in (cells[name] for name in metrics)]
+        lines.append("| " + " | ".join(values) + " |")
+    lines += ["", _paired_legend(resamples, seed)]
+    if notes:
+        lines += ["", "Not compared:", ""] + [f"- {escape(note)}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_paired_latex(frame: pd.DataFrame, titles: list[str], metrics: list[str], notes: list[str]) -> str:
+    """The paired table as a booktabs ``tabular`` (better ``\\textbf``, worse ``$^\\dagger$``)."""
+    header = [tex_escape(t) for t in titles] + ["baseline", "$n$"] + [
+        tex_escape(name) + _arrow(name, r"$\downarrow$", r"$\uparrow$") for name in metrics]
+    lines = [r"% generated by learnroot-table --paired; needs \usepackage{booktabs}",
+             r"% mean paired difference [95 % bootstrap interval]; bold: better, dagger: worse, *: differs "
+             r"(interval excludes 0)",
+             r"\begin{tabular}{" + "l" * (len(titles) + 1) + "r" * (1 + len(metrics)) + "}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    suffix = {"better": "", "worse": r"$^{\dagger}$", "differs": r"$^{*}$", "": ""}
+    for (_, row), cells in zip(frame.iterrows(), _paired_cells(frame, metrics)):
+        values = [tex_escape(row[title]) for title in titles] + [tex_escape(row["baseline"]), _count(row["n"])]
+        for text, sign in (cells[name] for name in metrics):
+            text = text.replace("–", "--")
+            values.append((rf"\textbf{{{text}}}" if sign == "better" else text) + suffix[sign])
+        lines.append(" & ".join(values) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% not compared: {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def list_metrics() -> str:
+    """Every registered score (Markdown): name, metric (its switch), kind, better side, default column,
+    summary; then every metric with its cost."""
+    from .metrics import REGISTRY
+    escape = lambda text: str(text).replace("|", "\\|")
+    better = {"higher": "↑ higher", "lower": "↓ lower", None: "–"}
+    lines = ["| score | metric | kind | better | default | summary |", "|---|---|---|---|---|---|"]
+    for metric in REGISTRY.values():
+        for item in metric.scores:
+            lines.append(f"| {item.name} | {metric.name} | {item.kind} | {better[item.direction]} | "
+                         f"{'yes' if item.default else ''} | {escape(item.summary)} |")
+    lines += ["", "| metric | cost per sample |", "|---|---|"]
+    lines += [f"| {metric.name} | {escape(metric.cost)} |" for metric in REGISTRY.values()]
+    lines += ["", "kind: faithfulness = does the explanation follow the model (removal, aopc); plausibility = does it "
+              "agree with human object masks (localisation); conservation, cost and model describe the run. "
+              "seconds_* columns: lower is better."]
     return "\n".join(lines) + "\n"
 
 
@@ -558,10 +712,15 @@ class Aggregate:
     metrics: list
     pivot: pd.DataFrame
     tidy: pd.DataFrame
+    paired: Optional[pd.DataFrame] = None
+    paired_notes: list = field(default_factory=list)
+    resamples: int = 0
+    seed: int = 0
 
 
 def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
-              metrics: Optional[list[str]] = None) -> Aggregate:
+              metrics: Optional[list[str]] = None, paired: Optional[str] = None, resamples: int = 10_000,
+              seed: int = 0) -> Aggregate:
     """Read, de-duplicate and pivot every run folder under ``root``.
 
     Parameters
@@ -571,22 +730,48 @@ def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
     by : iterable of str
         Leading row-key columns (see :func:`label_columns`).
     metrics : list of str, optional
-        Metric columns (``["all"]`` for every metric); default :data:`DEFAULT_METRICS` found.
+        Metric columns (``["all"]`` for every metric); default: the registry's default scores found.
+    paired : str, optional
+        Baseline selector (a method name or ``key=value,...``): also compare every configuration with
+        the baseline of the same model, dataset and metrics settings (:mod:`learnroot.paired`).
+    resamples, seed : int
+        Bootstrap resamples and seed of the paired comparison.
+
+    Raises
+    ------
+    TableError
+        Nothing to aggregate, unknown columns, or a baseline selector that matches nothing or too much.
     """
     runs = read_runs(root)
     used, notes = resolve_duplicates(runs)
-    problems = [run for run in runs if run.status in ("failed", "unfinished")]
+    problems = [run for run in runs if run.status in ("failed", "unfinished", NOT_STARTED, UNREADABLE)]
     columns = label_columns(used or runs, list(by))
     chosen = choose_metrics(used, metrics)
-    return Aggregate(runs=runs, used=used, problems=problems, notes=notes, columns=columns, metrics=chosen,
-                     pivot=pivot_frame(used, columns, chosen), tidy=tidy_frame(runs, columns))
+    result = Aggregate(runs=runs, used=used, problems=problems, notes=notes, columns=columns, metrics=chosen,
+                       pivot=pivot_frame(used, columns, chosen), tidy=tidy_frame(runs, columns),
+                       resamples=resamples, seed=seed)
+    if paired is not None:
+        from . import paired as pairing
+        if resamples < 1:
+            raise TableError(f"--resamples must be >= 1, got {resamples}")
+        try:
+            selector = pairing.parse_selector(paired)
+            comparisons, result.paired_notes = pairing.compare(sort_runs(used, columns), selector, chosen,
+                                                               metric_direction, resamples, seed)
+        except ValueError as error:
+            raise TableError(str(error)) from None
+        result.paired = pairing.paired_frame(comparisons, columns, chosen, label_value,
+                                             lambda run, cols: run_label(run, cols))
+    return result
 
 
 def write_tables(result: Aggregate, out: str | Path, formats: Iterable[str], name: str = "table") -> list[Path]:
     """Write ``runs.csv`` and the pivot in each format into ``out``.
 
     Files: ``<name>.md``, ``<name>.csv`` (numeric: mean, std, n and best per metric), ``<name>.tex``,
-    and ``runs.csv`` (``<name>_runs.csv`` when ``name`` is not ``table``).
+    and ``runs.csv`` (``<name>_runs.csv`` when ``name`` is not ``table``); with a paired comparison also
+    ``<name>_paired.md``, ``<name>_paired.csv`` (numeric: diff, low, high, n and mark per metric) and
+    ``<name>_paired.tex``.
 
     Returns
     -------
@@ -608,6 +793,17 @@ def write_tables(result: Aggregate, out: str | Path, formats: Iterable[str], nam
         elif fmt == "tex":
             write_text(path, render_latex(result.pivot, titles, result.metrics, result.problems))
         written.append(path)
+    if result.paired is not None:
+        for fmt in formats:
+            path = out / f"{name}_paired.{fmt}"
+            if fmt == "md":
+                write_text(path, render_paired_markdown(result.paired, titles, result.metrics, result.paired_notes,
+                                                        result.resamples, result.seed))
+            elif fmt == "csv":
+                write_csv(path, result.paired)
+            elif fmt == "tex":
+                write_text(path, render_paired_latex(result.paired, titles, result.metrics, result.paired_notes))
+            written.append(path)
     return written
 
 
@@ -620,7 +816,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=(
         "Aggregate learnroot run folders (single runs and sweep jobs) into runs.csv and pivot tables "
         "(mean ± std over samples, n, best per column marked) as Markdown, CSV and LaTeX."))
-    parser.add_argument("path", help="a run folder, a sweep folder or an output root (searched recursively)")
+    parser.add_argument("path", nargs="?",
+                        help="a run folder, a sweep folder or an output root (searched recursively)")
     parser.add_argument("--by", default="method,model",
                         help="leading row columns: groups or config keys (default: method,model); overridden keys "
                              "that vary between runs are added automatically")
@@ -632,12 +829,27 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a configuration has no complete run (failed or unfinished)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print the Markdown table")
-    return parser.parse_args(argv)
+    parser.add_argument("--paired", metavar="BASELINE", default=None,
+                        help="also compare every configuration with the baseline configuration of the same model, "
+                             "dataset and metrics settings, sample by sample (matched by id): mean paired "
+                             "difference, 95%% bootstrap interval, n; BASELINE is a method name or key=value[,...] "
+                             "(e.g. dtd_zplus or method=ours,root_opt.conv.steps=0); writes NAME_paired.*")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of --paired (10000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed of --paired (0)")
+    parser.add_argument("--list-metrics", action="store_true",
+                        help="print every registered score with its direction, kind and summary, and exit")
+    args = parser.parse_args(argv)
+    if args.path is None and not args.list_metrics:
+        parser.error("the following arguments are required: path")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point of ``learnroot-table`` (exit 2 on bad arguments or no run folders)."""
     args = parse_args(argv)
+    if args.list_metrics:
+        print(list_metrics(), end="")
+        return
     try:
         formats = _split(args.format)
         unknown = [fmt for fmt in formats if fmt not in FORMATS]
@@ -645,21 +857,30 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise TableError(f"--format {args.format!r}: choose from {', '.join(FORMATS)}")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", args.name):
             raise TableError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
-        result = aggregate(args.path, _split(args.by), _split(args.metrics) or None)
+        result = aggregate(args.path, _split(args.by), _split(args.metrics) or None, paired=args.paired,
+                           resamples=args.resamples, seed=args.seed)
     except TableError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     written = write_tables(result, args.output or args.path, formats, args.name)
     if not args.quiet:
-        print(render_markdown(result.pivot, [t for t, _ in result.columns], result.metrics, [], []), end="")
+        titles = [t for t, _ in result.columns]
+        if result.paired is not None:
+            print(render_paired_markdown(result.paired, titles, result.metrics, [], result.resamples, result.seed),
+                  end="")
+        else:
+            print(render_markdown(result.pivot, titles, result.metrics, [], []), end="")
+    for note in result.paired_notes:
+        print(f"{PROG}: note: --paired: {note}", file=sys.stderr)
     for note in result.notes:
         print(f"{PROG}: note: {note}", file=sys.stderr)
     for run in result.problems:
         print(f"{PROG}: {run.status}: {run.path}: {run.error}" + (f" ({run.note})" if run.note else ""),
               file=sys.stderr)
+    not_started = sum(run.status == NOT_STARTED for run in result.problems)
     print(f"{PROG}: {len(result.used)} configuration(s) from {len(result.runs)} run folder(s); "
-          f"{len(result.problems)} failed or unfinished; wrote {', '.join(str(path) for path in written)}",
-          file=sys.stderr)
+          f"{len(result.problems) - not_started} failed or unfinished, {not_started} failed before start; "
+          f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     missing = [run for run in result.problems if not run.note]
     if args.strict and missing:
         raise SystemExit(1)

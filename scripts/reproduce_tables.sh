@@ -2,9 +2,30 @@
 # Regenerate the comparison tables and figures: run the experiment presets (conf/experiment/), then
 # aggregate them with learnroot-table and draw them with learnroot-figures.
 #
-#   bash scripts/reproduce_tables.sh                      # embedded shapes benchmark, CPU, minutes
+# Usage: bash scripts/reproduce_tables.sh [--help] [--dry-run] [real] [override ...]
+#
+#   bash scripts/reproduce_tables.sh                      # shapes benchmark, CPU: about 10 min on 2 cores
+#   LIMIT=4 bash scripts/reproduce_tables.sh              # quick check: into outputs/reproduce/, not results/
 #   DATA=/data/imagenet/val WEIGHTS=/data/weights bash scripts/reproduce_tables.sh   # ImageNet
 #   bash scripts/reproduce_tables.sh cluster=slurm hydra.launcher.partition=gpu     # extra overrides
+#   bash scripts/reproduce_tables.sh --dry-run            # print what would run and where, run nothing
+#   SHARED=../shared/data bash scripts/reproduce_tables.sh real   # the real trained networks (hours on a CPU)
+#
+# Mode real (the learned root judged on real networks, docs/METHOD.md section 4), for each setup of
+# conf/setup/ in SETUPS:
+#   1. search: on the TUNING part (dataset.part=tune, TUNE_LIMIT images): experiment=root_search (the
+#      learned root's loss x steps x lr x layers), the former MSE default, its threshold control, the
+#      paper's preset, the shuffled-relevance control, and dtd_zplus / lrp_gamma / dtd_montavon;
+#      table $RESULTS/tables/real_search_<setup>.{md,csv,tex} (+ _paired: minus dtd_zplus, bootstrap CIs)
+#   2. test: on the disjoint TEST part (TEST_LIMIT images): every method (experiment=real_models,
+#      METHODS) and the learned root's controls and presets (experiment=real_controls); tables
+#      $RESULTS/tables/real_<setup>.{md,csv,tex} and real_<setup>_vs_<baseline>_paired.* for the
+#      baselines in BASELINES; heatmap grid $RESULTS/figures/real_<setup>_heatmaps.{png,pdf}
+#   STAGES (default "search test"), SETUPS (default "lenet5_mnist resnet20_cifar10 resnet56_cifar10
+#   mobilenet_imagenet mobilenet_coco small_cnn_shapes"), SEARCH_SETUPS (default: SETUPS without
+#   resnet56_cifar10 and mobilenet_coco), TUNE_LIMIT (300), TEST_LIMIT (1000), METHODS (default: every CNN
+#   method), BASELINES (default "dtd_zplus lrp_gamma dtd_montavon"), SHARED (the shared data folder:
+#   weights/, mnist/, cifar10/, imagenet-samples/, coco128-seg/; default ../shared/data).
 #
 # Environment:
 #   DATA         ImageNet-style validation folder (<DATA>/<wnid>/<image>); switches to ImageNet
@@ -13,20 +34,49 @@
 #                hub/checkpoints/; default: $TORCH_HOME as it is
 #   CLASS_INDEX  imagenet_class_index.json (default: next to DATA or inside it, if present)
 #   MODEL        model of the methods and root_ablation presets on ImageNet (default vgg16)
-#   LIMIT        images per run (default: the dataset config's, 32)
+#   LIMIT        images per run (default: the dataset config's, 32). A quick mode: a LIMIT other than
+#                the default, or a dataset.limit=... argument, writes to outputs/reproduce/ unless
+#                RESULTS is set, so the committed results/ are never overwritten by a quick check
 #   PRESETS      presets to run (default: "methods root_ablation", plus "models" on ImageNet)
-#   RESULTS      output folder (default: results): runs in $RESULTS/runs/<benchmark>/sweeps/<preset>/,
-#                tables in $RESULTS/tables/<benchmark>_<preset>.{md,csv,tex} (+ _runs.csv),
-#                figures in $RESULTS/figures/<benchmark>_*.{png,pdf} with captions (.txt)
+#   RESULTS      output folder (default: results, or outputs/reproduce in a quick mode): runs in
+#                $RESULTS/runs/<benchmark>/sweeps/<preset>/, tables in
+#                $RESULTS/tables/<benchmark>_<preset>.{md,csv,tex} (+ _runs.csv), figures in
+#                $RESULTS/figures/<benchmark>_*.{png,pdf} with captions (.txt)
 #   SKIP_RUNS=1  only aggregate the runs already there
+#   BIN          folder of the learnroot-* commands (default: found on PATH, else .venv/bin)
 # Arguments are passed to every learnroot-run as extra overrides (launcher, device, limits, ...).
 #
 # Re-running adds new sweeps beside the old ones; the tables use the newest complete run of each
-# configuration (and say so). Exit status: 0 if every job succeeded, 1 if any job failed (the tables
-# and figures of what succeeded are still written), 2 on a usage error.
+# configuration (and say so). Exit status: 0 if every job succeeded (and for --help, --dry-run), 1 if
+# any job failed (the tables and figures of what succeeded are still written), 2 on a usage error.
 set -uo pipefail
 
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+dry_run=
+mode=
+args_in=()
+for arg in "$@"; do
+    case $arg in
+        -h|--help) usage; exit 0 ;;
+        --dry-run) dry_run=1 ;;
+        real) mode=real ;;
+        -*) echo "reproduce_tables: unknown option $arg (try --help)" >&2; exit 2 ;;
+        *) args_in+=("$arg") ;;
+    esac
+done
+set -- ${args_in[@]+"${args_in[@]}"}
+
 cd "$(dirname "$0")/.."
+DEFAULT_LIMIT=32
+quick=
+[[ -n "${LIMIT:-}" && "${LIMIT}" != "$DEFAULT_LIMIT" ]] && quick="LIMIT=$LIMIT"
+for arg in "$@"; do
+    [[ $arg == dataset.limit=* || $arg == ++dataset.limit=* ]] && quick=$arg
+done
+if [[ -z "${RESULTS:-}" && -n $quick ]]; then
+    RESULTS=${LEARNROOT_OUTPUT_ROOT:-outputs}/reproduce
+    echo "reproduce_tables: quick mode ($quick): writing to $RESULTS/, not results/ (set RESULTS to choose)" >&2
+fi
 RESULTS=${RESULTS:-results}
 BIN=${BIN:-$(dirname "$(command -v learnroot-run || echo .venv/bin/learnroot-run)")}
 for tool in learnroot-run learnroot-table learnroot-figures; do
@@ -35,6 +85,63 @@ for tool in learnroot-run learnroot-table learnroot-figures; do
         exit 2
     fi
 done
+
+if [[ $mode == real ]]; then
+    SHARED=${SHARED:-../shared/data}
+    [[ -d $SHARED ]] || { echo "reproduce_tables: SHARED=$SHARED is not a folder (the shared real data)" >&2; exit 2; }
+    shared=$(cd "$SHARED" && pwd)
+    read -r -a setups <<< "${SETUPS:-lenet5_mnist resnet20_cifar10 resnet56_cifar10 mobilenet_imagenet mobilenet_coco small_cnn_shapes}"
+    default_search=$(for s in "${setups[@]}"; do [[ $s != resnet56_cifar10 && $s != mobilenet_coco ]] && echo -n "$s "; done)
+    read -r -a search_setups <<< "${SEARCH_SETUPS:-$default_search}"
+    read -r -a stages <<< "${STAGES:-search test}"
+    read -r -a baselines <<< "${BASELINES:-dtd_zplus lrp_gamma dtd_montavon}"
+    methods=${METHODS:-gradient,gradient_x_input,integrated_gradients,lrp_0,lrp_epsilon,lrp_gamma,dtd_zplus,dtd_zb,dtd_ww,dtd_montavon,ours}
+    runs=$RESULTS/runs/real; tables=$RESULTS/tables; figures=$RESULTS/figures; status=0
+    if [[ -n $dry_run ]]; then run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
+    else run() { "$@"; }; mkdir -p "$runs" "$tables" "$figures"; fi
+    batch() {  # images per batch (small inputs go faster in larger ones) and per metric forward pass
+        case $1 in lenet5_mnist|resnet*|small_cnn_shapes) echo "batch_size=32" ;;
+                   *) echo "batch_size=8 metrics.pf_chunk=32" ;; esac
+    }
+    for stage in "${stages[@]}"; do
+        case $stage in
+        search)
+            for setup in "${search_setups[@]}"; do
+                out=$runs/$setup/search
+                common=("setup=$setup" "paths.shared_data=$shared" "paths.output_root=$out" "dataset.part=tune"
+                        "dataset.limit=${TUNE_LIMIT:-300}" "metrics=faithfulness" $(batch "$setup"))
+                echo "== search on $setup (tuning part)" >&2
+                run "$BIN/learnroot-run" -m experiment=root_search "${common[@]}" "hydra.sweep.dir=$out/grid" "$@" || status=1
+                run "$BIN/learnroot-run" -m method=ours root_opt=mse_threshold,threshold_control,paper,shuffled_control \
+                    "${common[@]}" "hydra.sweep.dir=$out/references" "$@" || status=1
+                run "$BIN/learnroot-run" -m method=dtd_zplus,lrp_gamma,dtd_montavon "${common[@]}" \
+                    "hydra.sweep.dir=$out/baselines" "$@" || status=1
+                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_search_$setup" --paired dtd_zplus -q || status=1
+            done ;;
+        test)
+            for setup in "${setups[@]}"; do
+                out=$runs/$setup/test
+                common=("setup=$setup" "paths.shared_data=$shared" "paths.output_root=$out" "dataset.part=test"
+                        "dataset.limit=${TEST_LIMIT:-1000}" "metrics=faithfulness" $(batch "$setup"))
+                echo "== test on $setup (test part)" >&2
+                run "$BIN/learnroot-run" -m "method=$methods" "${common[@]}" "hydra.sweep.dir=$out/methods" "$@" || status=1
+                run "$BIN/learnroot-run" -m method=ours \
+                    root_opt=shuffled_control,uniform_control,mse_threshold,threshold_control,paper \
+                    "${common[@]}" "hydra.sweep.dir=$out/controls" "$@" || status=1
+                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_$setup" -q || status=1
+                for baseline in "${baselines[@]}"; do
+                    run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_${setup}_vs_$baseline" \
+                        --paired "$baseline" -q || status=1
+                done
+                run "$BIN/learnroot-figures" heatmaps "$out/methods" -o "$figures" --prefix "real_${setup}_" || status=1
+            done ;;
+        *) echo "reproduce_tables: unknown stage $stage (search, test)" >&2; exit 2 ;;
+        esac
+    done
+    [[ -n $dry_run ]] && exit 0
+    echo "reproduce_tables: real: tables in $tables/real_*, figures in $figures/real_*" >&2
+    exit $status
+fi
 
 common=()
 if [[ -n "${DATA:-}" ]]; then
@@ -51,6 +158,8 @@ if [[ -n "${DATA:-}" ]]; then
         weights=$(cd "$WEIGHTS" && pwd)
         if [[ -d "$weights/hub/checkpoints" ]]; then
             export TORCH_HOME=$weights
+        elif [[ -n $dry_run ]]; then
+            echo "reproduce_tables: would link $RESULTS/.torch_home/hub/checkpoints -> $weights (TORCH_HOME)" >&2
         else  # a flat folder of torchvision files: expose it as a torch hub cache
             mkdir -p "$RESULTS/.torch_home/hub"
             TORCH_HOME=$(cd "$RESULTS/.torch_home" && pwd)
@@ -71,8 +180,13 @@ read -r -a presets <<< "${PRESETS:-$default_presets}"
 runs=$RESULTS/runs/$bench
 tables=$RESULTS/tables
 figures=$RESULTS/figures
-mkdir -p "$runs" "$tables" "$figures"
 status=0
+if [[ -n $dry_run ]]; then
+    run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
+else
+    run() { "$@"; }
+    mkdir -p "$runs" "$tables" "$figures"
+fi
 
 for preset in "${presets[@]}"; do
     if [[ ! -f conf/experiment/$preset.yaml ]]; then
@@ -87,26 +201,27 @@ for preset in "${presets[@]}"; do
     [[ $preset != models ]] && args+=(${model_args[@]+"${model_args[@]}"})
     if [[ -z "${SKIP_RUNS:-}" ]]; then
         echo "== $preset: learnroot-run -m experiment=$preset ${args[*]-} $*" >&2
-        "$BIN/learnroot-run" -m "experiment=$preset" "paths.output_root=$runs" ${args[@]+"${args[@]}"} "$@"
+        run "$BIN/learnroot-run" -m "experiment=$preset" "paths.output_root=$runs" ${args[@]+"${args[@]}"} "$@"
         code=$?
         if (( code != 0 )); then
             echo "reproduce_tables: $preset: learnroot-run exited $code" >&2
             status=1
         fi
     fi
-    if [[ -d $runs/sweeps/$preset ]]; then
-        "$BIN/learnroot-table" "$runs/sweeps/$preset" -o "$tables" --name "${bench}_$preset" -q || status=1
+    if [[ -n $dry_run || -d $runs/sweeps/$preset ]]; then
+        run "$BIN/learnroot-table" "$runs/sweeps/$preset" -o "$tables" --name "${bench}_$preset" -q || status=1
     else
         echo "reproduce_tables: $preset: no runs in $runs/sweeps/$preset" >&2
         status=1
     fi
 done
 
-if [[ -d $runs/sweeps/methods ]]; then
-    "$BIN/learnroot-figures" heatmaps "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
-    "$BIN/learnroot-figures" curves "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
+if [[ -n $dry_run || -d $runs/sweeps/methods ]]; then
+    run "$BIN/learnroot-figures" heatmaps "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
+    run "$BIN/learnroot-figures" curves "$runs/sweeps/methods" -o "$figures" --prefix "${bench}_methods_" || status=1
 fi
-"$BIN/learnroot-figures" toy -o "$figures" || status=1
+run "$BIN/learnroot-figures" toy -o "$figures" || status=1
+[[ -n $dry_run ]] && exit 0
 
 echo "reproduce_tables: tables in $tables/${bench}_*, figures in $figures/" >&2
 if (( status != 0 )); then

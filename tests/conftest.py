@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache with the small CNN trained once, and CLI helpers."""
+"""Shared fixtures: an isolated cache with the shapes benchmark's validation split, and CLI helpers."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from learnroot.openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before any test module imports torch: idle OpenMP threads sleep on busy cores
 
 REPO = Path(__file__).resolve().parents[1]
 #: The real weights and images (``LEARNROOT_SHARED_DATA``, default ``<repo>/../shared/data``); tests that need
@@ -35,7 +39,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def test_cache() -> Path:
     """A cache folder for the tests (``LEARNROOT_TEST_CACHE`` or ``<repo>/.cache/tests``), holding the
-    shapes benchmark and the small CNN, trained here once so that CLI tests start at once."""
+    shapes benchmark's validation split (the small CNN's weights ship with the package)."""
     from learnroot.models import cached_small_cnn
     from learnroot.options import DatasetOptions, ModelOptions
 

@@ -100,10 +100,15 @@ def rule_epsilon(M, x, R, eps):
     return redistribute(M * x[None, :], R, eps)
 
 
-def rule_zplus(M, x, R, eps):
-    # zennit's generalised z+: positive inputs through w+, negative inputs through w-
+def rule_zplus(M, x, R, eps, fallback=True):
+    # zennit's generalised z+: positive inputs through w+, negative inputs through w-; with ``fallback``
+    # a neuron without any positive contribution (its row sums to exactly 0) spreads its R by w^2
     numerator = M.clamp(min=0) * x.clamp(min=0)[None, :] + M.clamp(max=0) * x.clamp(max=0)[None, :]
-    return redistribute(numerator, R, eps)
+    out = redistribute(numerator, R, eps)
+    empty = numerator.sum(dim=1) == 0
+    if fallback and bool(empty.any()):
+        out = out + rule_wsquare(M, R * empty, eps)
+    return out
 
 
 def rule_gamma(M, x, R, gamma, eps):
@@ -121,6 +126,15 @@ def rule_gamma(M, x, R, gamma, eps):
 def rule_zbox(M, x, R, low, high, eps):
     numerator = M * x[None, :] - M.clamp(min=0) * low[None, :] - M.clamp(max=0) * high[None, :]
     return redistribute(numerator, R, eps)
+
+
+def rule_alpha_beta(M, x, R, alpha, beta, eps):
+    # zennit's alpha-beta: positive contributions (x+ w+ + x- w-) and negative ones (x+ w- + x- w+) normalised
+    # separately, weighted alpha and -beta
+    xp, xn = x.clamp(min=0)[None, :], x.clamp(max=0)[None, :]
+    positive = M.clamp(min=0) * xp + M.clamp(max=0) * xn
+    negative = M.clamp(max=0) * xp + M.clamp(min=0) * xn
+    return alpha * redistribute(positive, R, eps) - beta * redistribute(negative, R, eps)
 
 
 def rule_wsquare(M, R, eps):
@@ -197,10 +211,23 @@ def ssim_reference(p, q, shape, data_range):
 def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
     """Per-sample loss and its gradient with respect to the response ``z`` (flat, D_out).
 
-    mse, l1, hinge: analytic (through the softmax Jacobian ``diag(p) - p p^T`` per group);
+    mse, l1, hinge, cosine, kl: analytic (through the softmax Jacobian ``diag(p) - p p^T`` per group);
     ssim: autograd through :func:`ssim_reference`.
     """
     n = z.numel()
+    if loss == "cosine":  # 1 - <z, r> / (|z| |r|): d/dz = -(u / |z| - <z, u> z / |z|^3), u = r / |r|
+        u = r / r.norm()
+        norm = z.norm()
+        return float(1 - (z @ u) / norm), -(u / norm - (z @ u) * z / norm ** 3)
+    if loss == "kl":  # sum pi log pi - sum pi log(p + f), p = z+ / sum z+, f = 1e-6 / n
+        pi = r.abs() / r.abs().sum()
+        positive = z.clamp(min=0)
+        total = positive.sum()
+        p, f = positive / total, 1e-6 / n
+        value = float(sum(float(a) * math.log(float(a)) for a in pi if a > 0) - (pi * torch.log(p + f)).sum())
+        weights = pi / (p + f)
+        gradient = -(weights - (weights * p).sum()) / total * (z > 0)
+        return value, gradient
     if loss == "ssim":
         zv = z.clone().requires_grad_(True)
         p = softmax_groups(zv, shape) if softmax else zv
@@ -246,10 +273,13 @@ def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
 
 
 def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, weights="plus", project=True,
-                 normalise=True, box=None, eps=EPS_DEFAULT, softmax=False, paper_quirks=False, nan_at=None):
+                 normalise=True, box=None, eps=EPS_DEFAULT, softmax=False, paper_quirks=False, nan_at=None,
+                 step="additive"):
     """The learned root of one sample: returns ``(R_in, signal, failed)``.
 
-    ``nan_at``: a step index at which the loss is made NaN (fallback test).
+    ``step``: ``additive`` (``s <- P(s - lr clip(g))``) or ``relative`` (``s = m x``,
+    ``m <- clamp(m - lr g_m / max|g_m|, 0, 1)`` with ``g_m = x g``). ``nan_at``: a step index at which
+    the loss is made NaN (fallback test).
     """
     W = M.clamp(min=0) if weights == "plus" else M
     if box is None:
@@ -259,20 +289,28 @@ def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, w
     s = x.clone()
     if project:
         s = torch.minimum(torch.maximum(s, low), high)
+    if step == "relative":
+        s = x.clone()
     start = s.clone()
     failed = False
-    for step in range(steps):
+    m = torch.ones_like(x)
+    for index in range(steps):
         if failed:
             break
         value, dz = loss_gradient(W @ s, R, out_shape, loss, softmax, paper_quirks)
-        if nan_at is not None and step == nan_at:
+        if nan_at is not None and index == nan_at:
             value = float("nan")
         g = W.T @ dz
-        if clip > 0:
-            g = g.clamp(-clip, clip)
-        candidate = s - lr * g
-        if project:
-            candidate = torch.minimum(torch.maximum(candidate, low), high)
+        if step == "relative":
+            g_m = g * x
+            m = (m - lr * g_m / g_m.abs().max()).clamp(0, 1)
+            candidate = m * x
+        else:
+            if clip > 0:
+                g = g.clamp(-clip, clip)
+            candidate = s - lr * g
+            if project:
+                candidate = torch.minimum(torch.maximum(candidate, low), high)
         if not math.isfinite(value) or not bool(torch.isfinite(candidate).all()):
             failed, s = True, start.clone()
         else:
@@ -343,7 +381,8 @@ def forward(layers, x):
     return inputs, a
 
 
-def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(0.33, 0.67), pixel="zb"):
+def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(0.33, 0.67), pixel="zb",
+                 alpha=2.0, beta=1.0):
     """The rule of each affine layer (forward order) for a method, written out from METHOD.md."""
     hidden = n_affine - 1
     rules = [("pixel", pixel)]
@@ -355,6 +394,8 @@ def method_rules(method, n_affine, dense_flags, epsilon=0.25, gamma=0.5, split=(
             rules.append(("epsilon", epsilon))
         elif method == "lrp_gamma":
             rules.append(("gamma", gamma))
+        elif method == "lrp_alpha_beta":
+            rules.append(("alpha_beta", (alpha, beta)))
         elif method in ("dtd_zplus", "ours"):
             rules.append(("zplus", None))
         elif method == "dtd_zb":
@@ -379,13 +420,16 @@ def apply_rule(rule, layer, a, R, eps, box, gamma=0.5, epsilon=0.25):
     M = layer["M"]
     if kind == "pixel":
         kind, value = {"zb": ("zbox", None), "zplus": ("zplus", None), "wsquare": ("wsquare", None),
-                       "flat": ("flat", None), "epsilon": ("epsilon", epsilon), "gamma": ("gamma", gamma)}[value]
+                       "flat": ("flat", None), "epsilon": ("epsilon", epsilon), "gamma": ("gamma", gamma),
+                       "alpha_beta": ("alpha_beta", (2.0, 1.0))}[value]
     if kind == "epsilon":
         return rule_epsilon(M, a, R, max(value, eps))
     if kind == "gamma":
         return rule_gamma(M, a, R, value, eps)
     if kind == "zplus":
         return rule_zplus(M, a, R, eps)
+    if kind == "alpha_beta":
+        return rule_alpha_beta(M, a, R, value[0], value[1], eps)
     if kind == "zbox":
         return rule_zbox(M, a, R, box[0], box[1], eps)
     if kind == "layerbox":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,12 +108,69 @@ def test_wrong_dataset_path(run_cli, tmp_path):
 
 def test_typo_fails_before_any_folder_is_made(run_cli, tmp_path):
     line = _one_line_error(run_cli("method.epslon=0.3"))
-    assert "Key 'epslon' not in 'MethodOptions'" in line
+    assert "no config key 'method.epslon' (did you mean method.epsilon?)" in line
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("overrides, fragment", [
+    (["batchsize=4"], "(did you mean batch_size?)"),
+    (["+method.epslon=0.1"], "(did you mean method.epsilon?)"),
+    (["method=dtd_zplsu"], "(did you mean dtd_zplus?"),
+    (["method=ours,dtd_zplus"], "to sweep over the values add -m"),
+    (["device=tpu"], "device='tpu' is not one of"),
+    (["dataset.root={tmp}/nowhere"], "dataset root not found: {tmp}/nowhere"),
+    (["model.weights={tmp}/missing.pt"], "weights file not found"),
+])
+def test_invalid_input_makes_no_run_folder(run_cli, tmp_path, overrides, fragment):
+    line = _one_line_error(run_cli(*[item.format(tmp=tmp_path) for item in overrides]))
+    assert fragment.format(tmp=tmp_path) in line
+    assert not (tmp_path / "outputs").exists()
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_build_error_is_reported_once_and_marked(run_cli, tmp_path):
+    """An error found while building the run (weights of another architecture): one line on the console,
+    failed.json with stage build, and learnroot-table lists the folder as failed before start."""
+    weights = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    result = run_cli(f"model.weights={weights}", "dataset.limit=2", "method=gradient", "metrics=none")
+    line = _one_line_error(result)
+    assert "does not fit small_cnn" in line
+    assert (result.stdout + result.stderr).count("does not fit small_cnn") == 1, (result.stdout, result.stderr)
+    run_dir = only_run_dir(tmp_path / "outputs")
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["stage"] == "build" and "does not fit small_cnn" in failed["error"]
+    assert "does not fit small_cnn" in (run_dir / "learnroot.log").read_text()
+    table = run_cli(str(tmp_path / "outputs"), "-o", str(tmp_path / "tables"), name="learnroot-table")
+    assert "failed before start: " in table.stderr and "0 failed or unfinished, 1 failed before start" in table.stderr
+    assert "run folder(s) that failed before starting" in (tmp_path / "tables" / "table.md").read_text()
+
+
+def test_progress_bar_reaches_the_end(run_cli):
+    result = run_cli("dataset.limit=6", "batch_size=2", "method=gradient", "metrics=none", "save_heatmaps=false")
+    assert result.returncode == 0, result.stderr
+    assert "3/3" in result.stderr and "100%" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["--cfg", "job", "method=dtd_zb"]])
+def test_help_and_cfg_do_not_import_torch(args, tmp_path):
+    code = ("import sys; from learnroot.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "TORCH False" in result.stdout, result.stdout[-500:]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_cfg_checks_the_composition(run_cli, tmp_path):
+    line = _one_line_error(run_cli("--cfg", "job", "batchsize=4"))
+    assert "(did you mean batch_size?)" in line
+
+
 def test_wheel_ships_the_config_tree(tmp_path):
-    """A non-editable install carries conf/ inside the package and composes from any cwd."""
+    """A non-editable install carries conf/ and the small CNN's weights inside the package and composes
+    from any cwd."""
     wheels, target = tmp_path / "wheels", tmp_path / "site"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
                             str(REPO)], capture_output=True, text=True)
@@ -126,6 +182,8 @@ def test_wheel_ships_the_config_tree(tmp_path):
     yamls = sorted(str(p.relative_to(REPO / "conf")) for p in (REPO / "conf").rglob("*.yaml"))
     shipped = sorted(str(p.relative_to(target / "learnroot" / "conf")) for p in (target / "learnroot" / "conf").rglob("*.yaml"))
     assert shipped == yamls
+    weights = target / "learnroot" / "weights" / "small_cnn.pt"  # the embedded model's weights are package data
+    assert weights.is_file() and weights.read_bytes() == (REPO / "learnroot" / "weights" / "small_cnn.pt").read_bytes()
     code = ("import learnroot, sys; assert learnroot.__file__.startswith(sys.argv[1]), learnroot.__file__; "
             "from learnroot.cli import main; main(['--cfg', 'job', 'method=dtd_zb'])")
     result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,

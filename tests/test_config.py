@@ -17,6 +17,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "dataset", "method", "root_opt", "metrics", "paths")
 NEEDS = {"dataset=imagenet": ["dataset.root=/data/val"],
          "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"],
+         "dataset=mnist": ["dataset.root=/data/mnist"], "dataset=cifar10": ["dataset.root=/data/cifar10"],
+         "dataset=coco_seg": ["dataset.root=/data/coco128-seg"],
          **{f"method={name}": ["model=small_vit"] for name in set(names(architecture="vit")) - set(names(architecture="cnn"))}}
 
 
@@ -59,13 +61,24 @@ def test_output_root_from_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["method.epslon=0.1"], "Key 'epslon' not in 'MethodOptions'"),
-    (["bogus=1"], "Key 'bogus' not in 'RunOptions'"),
+    (["method.epslon=0.1"], "no config key 'method.epslon' (did you mean method.epsilon?)"),
+    (["+method.epslon=0.1"], "no config key 'method.epslon' (did you mean method.epsilon?)"),
+    (["batchsize=4"], "no config key 'batchsize' (did you mean batch_size?)"),
+    (["root_opt.conv.stpes=3"], "(did you mean root_opt.conv.steps?)"),
+    (["bogus=1"], "no config key 'bogus'"),
+    (["+bogus=1"], "no config key 'bogus'"),
     (["batch_size=abc"], "could not be converted to Integer"),
     (["method.gamma=lots"], "could not be converted to Float"),
-    (["method=nope"], "Could not find 'method/nope'"),
+    (["method=nope"], "no option 'nope' in group method"),
+    (["method=dtd_zplsu"], "no option 'dtd_zplsu' in group method (did you mean dtd_zplus?; available: "),
+    (["root_opt=papr"], "(did you mean paper?"),
+    (["method.pixel_rule=zplsu"], "method.pixel_rule='zplsu' is not one of: zb, zplus"),
+    (["method.pixel_rule=zplsu"], "(did you mean zplus?)"),
+    (["method=ours,dtd_zplus"], "to sweep over the values add -m"),
+    (["device=tpu"], "device='tpu' is not one of: auto, cpu, cuda, cuda:<index>, mps"),
+    (["device=cuda:x"], "is not one of"),
     (["model.name=alexnet"], "model.name='alexnet' is not one of"),
-    (["root_opt.conv.loss=cosine"], "root_opt.conv.loss='cosine' is not one of"),
+    (["root_opt.conv.loss=huber"], "root_opt.conv.loss='huber' is not one of"),
     (["metrics.pf_steps=0"], "metrics.pf_steps must be positive"),
     (["dataset=imagenet"], "dataset.root"),
 ])
@@ -78,5 +91,30 @@ def test_bad_config_is_one_clear_line(overrides, message):
 
 def test_multirun_values_are_each_validated():
     validate(["method=gradient,dtd_zplus"], multirun=True)
-    with pytest.raises(ConfigError, match="method/nope"):
+    with pytest.raises(ConfigError, match="'nope' in group method"):
         validate(["method=gradient,nope"], multirun=True)
+
+
+def test_valid_overrides_pass_the_key_check():
+    validate(["batch_size=2", "method.epsilon=0.1", "++method.gamma=0.3", "model.mean=[0.4,0.4,0.4]",
+              "root_opt.conv.steps=3", "experiment=methods", "hydra.job.chdir=false", "device=cpu"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dataset.root={tmp}/nowhere", "dataset root not found: {tmp}/nowhere (for dataset=shapes"),
+    ("model.weights={tmp}/none.pt", "model.weights={tmp}/none.pt: weights file not found"),
+    ("dataset.class_index={tmp}/none.json", "dataset.class_index={tmp}/none.json: no such file"),
+    ("device=cuda:99", "device=cuda:99 but"),
+])
+def test_inputs_are_checked_before_the_run(tmp_path, override, message):
+    with pytest.raises(ConfigError) as error:
+        validate([override.format(tmp=tmp_path)])
+    assert message.format(tmp=tmp_path) in str(error.value)
+    assert not (tmp_path / "nowhere").exists()
+    compose_options(override.format(tmp=tmp_path))  # composition alone accepts them: Hydra can still compose
+
+
+def test_device_is_not_checked_for_jobs_sent_to_a_cluster():
+    validate(["cluster=slurm", "device=cuda:99", "hydra.launcher.partition=gpu"], multirun=True)
+    with pytest.raises(ConfigError, match="device=cuda:99 but"):
+        validate(["cluster=local_parallel", "device=cuda:99"], multirun=True)

@@ -142,3 +142,26 @@ def test_collate_sets_unreadable_items_aside():
     assert batch["id"] == ["g", "h"] and batch["label"].tolist() == [4, 5]
     assert batch["errors"] == [{"id": "b", "path": "b.png", "reason": "unreadable image: truncated"}]
     assert batch["mask"] is None and batch["image"].shape == (2, 3, 2, 2)
+
+
+def test_shapes_splits_are_generated_on_demand_with_their_digest(tmp_path):
+    from learnroot.data.shapes import read_split_digest, split_digest
+    root = generate(tmp_path, seed=3, n_train=2, n_val=1, size=32, splits=("val",))
+    assert (root / "val").is_dir() and (root / "masks" / "val").is_dir() and not (root / "train").exists()
+    assert read_split_digest(root, "val") == split_digest(3, "val", 1, 32)
+    both = generate(tmp_path / "both", seed=3, n_train=2, n_val=1, size=32)
+    assert _digest(both / "val") == _digest(root / "val")  # a split does not depend on the other's presence
+    generate(tmp_path, seed=3, n_train=2, n_val=1, size=32, splits=("train",))
+    assert _digest(root) == _digest(both)
+    assert sorted(path.name for path in root.iterdir()) == ["benchmark.json", "masks", "train", "train.json", "val",
+                                                            "val.json"]
+
+
+def test_shapes_generation_by_concurrent_runs(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as pool:
+        roots = list(pool.map(lambda _: generate(tmp_path, seed=5, n_train=1, n_val=3, size=32, splits=("val",)),
+                              range(4)))
+    assert len(set(roots)) == 1
+    assert len(list((roots[0] / "val").rglob("*.png"))) == 3 * len(CLASSES)
+    assert not [path for path in roots[0].iterdir() if path.name.startswith(".")]  # no temporary folders left

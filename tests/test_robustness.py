@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -28,9 +27,9 @@ def _class_index(path: Path) -> Path:
 
 
 def _small_cnn_weights(test_cache: Path) -> Path:
-    from learnroot.models import small_cnn_path
+    from learnroot.models.small_cnn import small_cnn_file
     from learnroot.options import ModelOptions
-    return small_cnn_path(ModelOptions(), DatasetOptions(), str(test_cache))
+    return small_cnn_file(ModelOptions(), DatasetOptions(), str(test_cache))
 
 
 def _folder_args(root: Path, index: Path, weights: Path) -> list[str]:
@@ -116,10 +115,10 @@ def _bad_config_cases(tmp_path: Path, test_cache: Path):
     model = ["model.resize=64", "model.crop=64", f"model.weights={_small_cnn_weights(test_cache)}"]
     folder = ["dataset=imagenet", f"dataset.root={images}", f"dataset.class_index={index}"] + model
     return [
-        (["method=lrp_alpha"], "Could not find 'method/lrp_alpha'"),
-        (["model=alexnet"], "Could not find 'model/alexnet'"),
-        (["dataset=coco"], "Could not find 'dataset/coco'"),
-        (["dataset.limt=3"], "Key 'limt' not in 'DatasetOptions'"),
+        (["method=lrp_alpha"], "no option 'lrp_alpha' in group method"),
+        (["model=alexnet"], "no option 'alexnet' in group model"),
+        (["dataset=coco"], "no option 'coco' in group dataset"),
+        (["dataset.limt=3"], "no config key 'dataset.limt' (did you mean dataset.limit?)"),
         (["batch_size=many"], "could not be converted to Integer"),
         (["dataset=imagenet", f"dataset.root={tmp_path / 'missing'}"] + model, "dataset root not found"),
         (["dataset=imagenet", f"dataset.root={empty}"] + model, "has no class folders"),

@@ -20,7 +20,7 @@ def hidden_rules(options, root_opt, hidden, fast=True):
 
 def pixel_rule(options, box, fast=True):
     return RuleBook(options, fast=fast).pixel(box)
-from learnroot.options import MethodOptions, RootOptOptions
+from learnroot.options import LayerRootOptions, MethodOptions, RootOptOptions
 from learnroot.rules import LearnedRoot, RootLog, RootLoss, descend, ssim_map, ssim_window
 
 try:
@@ -81,7 +81,8 @@ EPS = 1e-6
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
-@pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "dtd_zplus", "dtd_zb", "dtd_ww"])
+@pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "lrp_alpha_beta", "dtd_zplus", "dtd_zb",
+                                    "dtd_ww"])
 def test_hidden_rules_match_reference(method, kind, fast):
     layer, shape = make_layer(kind)
     options = MethodOptions(name=method, epsilon=0.25, gamma=0.5, stabilizer=EPS)
@@ -93,7 +94,8 @@ def test_hidden_rules_match_reference(method, kind, fast):
         "lrp_0": lambda a, R: ref.rule_epsilon(M, a, R, EPS),
         "lrp_epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.25),
         "lrp_gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.5, EPS),
-        "dtd_zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS),
+        "lrp_alpha_beta": lambda a, R: ref.rule_alpha_beta(M, a, R, 2.0, 1.0, EPS),
+        "dtd_zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS, fallback=fast),  # plain zennit drops empty neurons
         "dtd_zb": lambda a, R: ref.rule_zbox(M, a, R, torch.full_like(a, float(a.min())),
                                              torch.full_like(a, float(a.max())), EPS),
         "dtd_ww": lambda a, R: ref.rule_wsquare(M, R, EPS),
@@ -104,7 +106,7 @@ def test_hidden_rules_match_reference(method, kind, fast):
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
-@pytest.mark.parametrize("name", ["zb", "zplus", "wsquare", "flat", "epsilon", "gamma"])
+@pytest.mark.parametrize("name", ["zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta"])
 def test_pixel_rules_match_reference(name, kind, fast):
     layer, shape = make_layer(kind)
     torch.manual_seed(4)
@@ -118,11 +120,12 @@ def test_pixel_rules_match_reference(name, kind, fast):
     lo, hi = box[0].flatten(), box[1].flatten()
     reference = {
         "zb": lambda a, R: ref.rule_zbox(M, a, R, lo, hi, EPS),
-        "zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS),
+        "zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS, fallback=fast),
         "wsquare": lambda a, R: ref.rule_wsquare(M, R, EPS),
         "flat": lambda a, R: ref.rule_flat(support, R, EPS),
         "epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.1),
         "gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.25, EPS),
+        "alpha_beta": lambda a, R: ref.rule_alpha_beta(M, a, R, 2.0, 1.0, EPS),
     }[name]
     expected = per_sample(reference, x, r_out)
     torch.testing.assert_close(run_hook(pixel_rule(options, box, fast=fast), layer, x, r_out), expected, rtol=1e-5, atol=1e-10)
@@ -188,7 +191,7 @@ def test_root_losses_by_hand():
     assert RootLoss("ssim")(maps_z, maps_r).tolist() == pytest.approx((1 - similarity).sum(1).tolist())
     assert RootLoss("ssim", paper_quirks=True)(maps_z, maps_r).tolist() == pytest.approx(similarity.mean(1).tolist())
     with pytest.raises(ValueError, match="unknown root loss"):
-        RootLoss("kl")
+        RootLoss("huber")
 
 
 def test_root_loss_softmax_is_per_channel_over_space():
@@ -380,5 +383,38 @@ def test_rule_hooks_use_only_zennits_shared_api():
     hook = LearnedRoot(loss=RootLoss("l1"), steps=3, lr=0.5, clip=0.0, weights="all", project=False,
                        normalise=False, box=None, stabilizer=1e-3, log=RootLog())
     copied = hook.copy()
-    assert {k: v for k, v in vars(copied).items() if k not in ("stored_tensors", "tensor_handles")} == \
-        {k: v for k, v in vars(hook).items() if k not in ("stored_tensors", "tensor_handles")}
+    own = ("stored_tensors", "tensor_handles", "zplus")  # zplus: the z+ hook each copy makes for itself
+    assert {k: v for k, v in vars(copied).items() if k not in own} == {k: v for k, v in vars(hook).items() if k not in own}
+    assert [(type(h.rule), h.cache, h.stabilizer, h.fallback) for h in (copied.zplus, hook.zplus)] == \
+        [(ZPlus, hook.cache, 1e-3, False)] * 2
+
+
+@pytest.mark.parametrize("fallback", ["wsquare", "none"])
+@pytest.mark.parametrize("method", ["dtd_zplus", "ours"])
+def test_zplus_fallback_for_neurons_active_only_through_their_bias(method, fallback):
+    """A depthwise conv whose second filter has no positive weight and a positive bias (MobileNetV2's case): z+
+    cannot explain that channel; with the fallback its relevance goes by w^2 (conserved), without it is lost."""
+    layer = nn.Conv2d(2, 2, 3, padding=1, groups=2).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.stack([torch.rand(1, 3, 3), -torch.rand(1, 3, 3)]).double())
+        layer.bias.copy_(torch.tensor([0.1, 5.0]))
+    torch.manual_seed(5)
+    x = torch.rand(BATCH, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        r_out = layer(x).clamp(min=0)  # relevance = activation, as a ReLU network's upper layers give
+    root = RootOptOptions(conv=LayerRootOptions(steps=3, lr=0.1))
+    options = MethodOptions(name=method, stabilizer=EPS, zplus_fallback=fallback)
+    hook = hidden_rules(options, root, [("layer", layer)])["layer"]
+    got = run_hook(hook, layer, x, r_out)
+    total, lost = r_out.flatten(1).sum(1), r_out[:, 1].flatten(1).sum(1)
+    if fallback == "wsquare":
+        torch.testing.assert_close(got.flatten(1).sum(1), total, rtol=1e-6, atol=0)
+        if method == "dtd_zplus":
+            dense = torch.zeros(2, 2, 3, 3, dtype=torch.float64)  # the depthwise conv as a full one
+            dense[0, 0], dense[1, 1] = layer.weight.detach()[0, 0], layer.weight.detach()[1, 0]
+            M, _, _ = ref.conv_matrix(dense, (2, 5, 5), 1, 1)
+            torch.testing.assert_close(got, per_sample(lambda a, R: ref.rule_zplus(M, a, R, EPS), x, r_out),
+                                       rtol=1e-6, atol=1e-12)
+    else:
+        torch.testing.assert_close(got.flatten(1).sum(1), total - lost, rtol=1e-6, atol=0)
+        assert float(got[:, 1].abs().max()) == 0.0

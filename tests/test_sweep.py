@@ -34,7 +34,7 @@ def job_status(sweep: Path) -> dict[str, str]:
 def test_sweep_table_and_figures(run_cli, tmp_path):
     out = tmp_path / "out"
     # 2 methods x 2 root_opt values x 2 splits: the 4 jobs on the nonexistent split pass config
-    # validation and fail at run time
+    # validation and fail while the run is built (before any batch)
     result = run_cli("-m", "method=dtd_zplus,ours", "root_opt.conv.steps=0,1", "dataset.split=val,nonexistent",
                      *TINY, f"paths.output_root={out}")
     assert result.returncode == 1, result.stderr  # the sweep finishes the others, then reports the failures
@@ -46,14 +46,14 @@ def test_sweep_table_and_figures(run_cli, tmp_path):
     tables = tmp_path / "tables"
     table = run_cli(str(sweep), "-o", str(tables), name="learnroot-table")
     assert table.returncode == 0, table.stderr
-    pivot = pd.read_csv(tables / "table.csv")
-    assert list(zip(pivot["method"], pivot["root_opt.conv.steps"])) == [
-        ("dtd_zplus", 0), ("dtd_zplus", 1), ("ours", 0), ("ours", 1)]
-    assert list(pivot["n"]) == [4] * 4 and list(pivot["morf_auc_n"]) == [4] * 4
+    pivot = pd.read_csv(tables / "table.csv", dtype={"root_opt.conv.steps": str})
+    # dtd_zplus ignores root_opt: its two complete runs are one configuration (the newer one is used)
+    assert list(zip(pivot["method"], pivot["root_opt.conv.steps"])) == [("dtd_zplus", "-"), ("ours", "0"), ("ours", "1")]
+    assert list(pivot["n"]) == [4] * 3 and list(pivot["morf_auc_n"]) == [4] * 3
     assert "dataset.split" not in pivot.columns  # the complete runs all used val
 
     # each row's numbers are its run's per-sample values averaged (read independently here)
-    runs = pd.read_csv(tables / "runs.csv")
+    runs = pd.read_csv(tables / "runs.csv", dtype={"root_opt.conv.steps": str})
     for _, row in pivot.iterrows():
         folder = runs[(runs["status"] == "complete") & (runs["method"] == row["method"])
                       & (runs["root_opt.conv.steps"] == row["root_opt.conv.steps"])]["run"].unique()
@@ -64,18 +64,19 @@ def test_sweep_table_and_figures(run_cli, tmp_path):
         assert row["morf_auc_std"] == pytest.approx(samples["morf_auc"].std(ddof=1), rel=1e-9)
         assert row["lerf_auc_mean"] == pytest.approx(samples["lerf_auc"].mean(), rel=1e-9)
 
-    failed = runs[runs["status"] == "failed"].drop_duplicates("run")
+    failed = runs[runs["status"] == "failed before start"].drop_duplicates("run")
     assert len(failed) == 4 and failed["error"].str.contains(BAD_SPLIT).all()
     markdown = (tables / "table.md").read_text()
-    assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 4
-    assert "**4 run(s) without results:**" in markdown and markdown.count(f"- failed: `{sweep}") == 4
+    assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 3
+    assert "**4 run folder(s) that failed before starting" in markdown
+    assert markdown.count(f"- failed before start: `{sweep}") == 4
     assert markdown.count("dataset.split=nonexistent") == 4 and "paths.output_root" not in markdown
-    assert table.stderr.count("learnroot-table: failed:") == 4
+    assert table.stderr.count("learnroot-table: failed before start:") == 4
 
     figures = tmp_path / "figures"
     drawn = run_cli("all", str(sweep), "-o", str(figures), name="learnroot-figures")
     assert drawn.returncode == 0, drawn.stderr
-    for name, size in (("heatmaps", ((1 + 4) * 160, 4 * 160 + 40)), ("curves", (550, 400)), ("toy", (1000, 450))):
+    for name, size in (("heatmaps", ((1 + 3) * 160, 4 * 160 + 40)), ("curves", (550, 400)), ("toy", (1000, 450))):
         path = figures / f"{name}.png"
         assert path.stat().st_size > 1000 and (figures / f"{name}.pdf").is_file()
         with Image.open(path) as image:

@@ -63,6 +63,9 @@ def sweep(tmp_path) -> Path:
                  [f"method={method}", f"root_opt.conv.steps={steps}", "dataset.limit=4"],
                  metrics={"morf_auc": (morf, 0.01, 4), "lerf_auc": (lerf, 0.02, 4),
                           "conservation_error": (1e-7, 2e-8, 3), "target_logit": (5.0, 1.0, 4)})
+    for job in range(4):  # written in job order: job 1 is the newer dtd_zplus run
+        for file in (root / str(job)).glob("metrics.json"):
+            os.utime(file, (1_000_000 + job, 1_000_000 + job))
     make_run(root / "4", config("ours", 7), ["method=ours", "root_opt.conv.steps=7"], failed="the dataset selection is empty")
     make_run(root / "5", config("ours", 9), ["method=ours", "root_opt.conv.steps=9"])
     return root
@@ -74,25 +77,26 @@ def test_pivot_rows_numbers_and_best_marks(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in out.iterdir()) == ["runs.csv", "table.csv", "table.md", "table.tex"]
 
-    pivot = pd.read_csv(out / "table.csv")
+    pivot = pd.read_csv(out / "table.csv", dtype={"root_opt.conv.steps": str})
     assert list(pivot.columns[:4]) == ["method", "model", "root_opt.conv.steps", "n"]
-    assert list(zip(pivot["method"], pivot["root_opt.conv.steps"])) == [
-        ("dtd_zplus", 0), ("dtd_zplus", 2), ("ours", 0), ("ours", 2)]
-    assert list(pivot["n"]) == [4, 4, 4, 4]
-    assert list(pivot["morf_auc_mean"]) == [0.30, 0.25, 0.20, 0.10]
-    assert list(pivot["lerf_auc_std"]) == [0.02] * 4
+    # dtd_zplus does not read root_opt: its two runs are one configuration (the newest is used), shown with '-'
+    assert list(zip(pivot["method"], pivot["root_opt.conv.steps"])) == [("dtd_zplus", "-"), ("ours", "0"), ("ours", "2")]
+    assert list(pivot["n"]) == [4, 4, 4]
+    assert list(pivot["morf_auc_mean"]) == [0.25, 0.20, 0.10]
+    assert list(pivot["lerf_auc_std"]) == [0.02] * 3
     # morf: lower is better -> ours/2 (0.10); lerf: higher is better -> ours/2 (0.90)
-    assert list(pivot["morf_auc_best"]) == [False, False, False, True]
-    assert list(pivot["lerf_auc_best"]) == [False, False, False, True]
+    assert list(pivot["morf_auc_best"]) == [False, False, True]
+    assert list(pivot["lerf_auc_best"]) == [False, False, True]
     assert "target_logit_mean" not in pivot.columns  # not a default metric
-    assert list(pivot["conservation_error_n"]) == [3, 3, 3, 3]
+    assert list(pivot["conservation_error_n"]) == [3, 3, 3]
 
     markdown = (out / "table.md").read_text()
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| method | model | root_opt.conv.steps | n | morf_auc ↓ | lerf_auc ↑")
-    assert len(lines) == 1 + 4
+    assert len(lines) == 1 + 3
     assert "| ours | small_cnn | 2 | 4 | **0.100 ± 0.010** | **0.900 ± 0.020** | 1.00e-07 ± 2.00e-08 (n=3) |" in markdown
-    assert "| dtd_zplus | small_cnn | 0 | 4 | 0.300 ± 0.010 | 0.700 ± 0.020 |" in markdown
+    assert "| dtd_zplus | small_cnn | - | 4 | 0.250 ± 0.010 | 0.800 ± 0.020 |" in markdown
+    assert f"2 complete runs of one config: using the newest {sweep / '1'}" in markdown
     # failed and unfinished runs are listed, not dropped
     assert f"- failed: `{sweep / '4'}` (method=ours root_opt.conv.steps=7): the dataset selection is empty" in markdown
     assert f"- unfinished: `{sweep / '5'}`" in markdown
@@ -109,7 +113,8 @@ def test_pivot_rows_numbers_and_best_marks(sweep, tmp_path):
     assert set(runs["run"]) == {str(sweep / str(job)) for job in range(6)}
     status = runs.drop_duplicates("run").set_index("run")["status"]
     assert status[str(sweep / "4")] == "failed" and status[str(sweep / "5")] == "unfinished"
-    assert (status[[str(sweep / str(job)) for job in range(4)]] == "complete").all()
+    assert status[str(sweep / "0")] == "superseded"
+    assert (status[[str(sweep / str(job)) for job in range(1, 4)]] == "complete").all()
     ours2 = runs[(runs["run"] == str(sweep / "3")) & (runs["metric"] == "target_logit")]
     assert ours2[["mean", "std", "n"]].values.tolist() == [[5.0, 1.0, 4]]  # runs.csv keeps every metric
 
@@ -191,3 +196,33 @@ def test_best_marks_tie_at_the_shown_precision():
     assert list(table.best_mask(values, "higher")) == [False, False, True, False]
     assert not table.best_mask(pd.Series([0.5, 0.5]), "higher").any()  # all equal: nothing marked
     assert not table.best_mask(values, None).any()
+
+
+def test_folders_that_failed_before_start_are_listed_apart(tmp_path):
+    make_run(tmp_path / "runs" / "a", config("ours"), ["method=ours"], metrics={"morf_auc": (0.1, 0.0, 4)})
+    bad = make_run(tmp_path / "runs" / "b", config("ours", 3), ["method=ours", "root_opt.conv.steps=3"])
+    (bad / "failed.json").write_text(json.dumps({"status": "failed", "stage": "build", "type": "ModelError",
+                                                 "error": "weights file x.pt does not fit small_cnn"}))
+    crashed = make_run(tmp_path / "runs" / "c", config("ours", 4), ["method=ours", "root_opt.conv.steps=4"],
+                       failed="RuntimeError: boom")
+    result = run_table(tmp_path, "-o", tmp_path / "t", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "1 failed or unfinished, 1 failed before start" in result.stderr
+    assert f"failed before start: {bad}: weights file x.pt does not fit small_cnn" in result.stderr
+    markdown = (tmp_path / "t" / "table.md").read_text()
+    assert "**1 run(s) without results:**" in markdown and f"- failed: `{crashed}`" in markdown
+    assert "**1 run folder(s) that failed before starting (bad input, no results expected):**" in markdown
+    assert f"- failed before start: `{bad}`" in markdown
+    runs = pd.read_csv(tmp_path / "t" / "runs.csv").drop_duplicates("run").set_index("run")
+    assert runs.loc[str(bad), "status"] == "failed before start"
+
+
+def test_root_opt_columns_are_blank_for_methods_that_ignore_them(tmp_path):
+    """dtd_zplus runs that differ only in root_opt are one configuration; its root_opt cells show '-'."""
+    for job, (method, steps) in enumerate([("dtd_zplus", 0), ("dtd_zplus", 10), ("ours", 0), ("ours", 10)]):
+        make_run(tmp_path / str(job), config(method, steps), [f"method={method}", f"root_opt.conv.steps={steps}"],
+                 metrics={"morf_auc": (0.2, 0.0, 4)}, mtime=1_000_000 + job)
+    result = table.aggregate(tmp_path)
+    assert [(row["method"], row["root_opt.conv.steps"]) for _, row in result.pivot.iterrows()] == [
+        ("dtd_zplus", "-"), ("ours", 0), ("ours", 10)]
+    assert [str(run.path.name) for run in result.used] == ["1", "2", "3"]

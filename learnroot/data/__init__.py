@@ -1,7 +1,16 @@
-"""Dataset registry: the embedded shapes benchmark, ImageNet-style folders, ImageNet-Segmentation, toy points.
+"""Dataset registry: the embedded shapes benchmark, ImageNet-style folders, ImageNet-Segmentation, toy points,
+MNIST, CIFAR-10 and COCO with segmentation masks.
 
 Every dataset yields dicts with ``image``, ``label``, ``id``, ``path`` (and ``mask`` when it has
 masks); unreadable files yield ``{"id", "path", "error"}`` and :func:`collate` sets them aside.
+A dataset whose target depends on the model (``coco_seg``) gives ``label = -1`` and a bool
+``candidates`` vector over the model's outputs instead; :func:`candidate_labels` turns the logits
+into the label. A dataset may list images it set aside before any reading in an ``excluded``
+attribute (``{"id", "path", "reason"}`` each); the runner reports them with the skipped ones.
+
+Every builder chooses its samples with :func:`~learnroot.data.folder.choose_samples` (the
+``dataset.part`` by a hash of the sample id, then ``dataset.limit`` with ``dataset.seed``), passing
+the ids its items will carry, so that ``tune`` and ``test`` are disjoint on every dataset.
 """
 from __future__ import annotations
 
@@ -13,14 +22,15 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..options import DatasetOptions
-from .folder import DataError, ImageFolderDataset, scan, select
+from ..registry import Registry
+from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, split_part
 from .images import BadImage, Preprocess
 from .shapes import CLASSES as SHAPE_CLASSES
 from .shapes import generate
 from .toy import ToyPoints
 
 __all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
-           "num_classes"]
+           "candidate_labels", "num_classes", "choose_samples", "split_part", "PARTS", "sample_list", "restrict"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -28,11 +38,33 @@ def num_classes(options: DatasetOptions) -> int:
     return len(SHAPE_CLASSES) if options.name == "shapes" else 0
 
 
-def shapes_root(options: DatasetOptions, cache_dir: str) -> Path:
-    """The shapes benchmark folder (generated on first use)."""
-    parent = options.root or str(Path(cache_dir).expanduser() / "data")
-    return generate(parent, seed=options.seed, n_train=options.n_train, n_val=options.n_val,
-                    size=options.image_size)
+def shapes_parent(options: DatasetOptions, cache_dir: str) -> Path:
+    """The folder that holds the shapes benchmark: ``dataset.root``, or ``<cache_dir>/data``.
+
+    Raises
+    ------
+    DataError
+        ``dataset.root`` is given but is not an existing folder (it is never created).
+    """
+    if options.root:
+        parent = Path(options.root).expanduser()
+        if not parent.is_dir():
+            raise DataError(f"dataset.root={options.root}: no such folder (for dataset=shapes it is the existing "
+                            f"folder the benchmark is generated in; leave it unset to use the cache)")
+        return parent
+    return Path(cache_dir).expanduser() / "data"
+
+
+def shapes_root(options: DatasetOptions, cache_dir: str, splits=("train", "val")) -> Path:
+    """The shapes benchmark folder, with ``splits`` generated on first use.
+
+    Raises
+    ------
+    DataError
+        ``dataset.root`` is given but is not an existing folder.
+    """
+    return generate(shapes_parent(options, cache_dir), seed=options.seed, n_train=options.n_train,
+                    n_val=options.n_val, size=options.image_size, splits=splits)
 
 
 @dataclass(frozen=True)
@@ -44,8 +76,9 @@ class DatasetSpec:
     name : str
         The ``dataset=`` choice (and ``conf/dataset/<name>.yaml``).
     build : callable
-        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already limited to
-        ``options.limit`` samples; raises :class:`DataError` (one line) when it cannot be used.
+        ``(options, preprocess, num_outputs, cache_dir, split) -> Dataset``, already restricted to
+        ``options.part`` and ``options.limit`` by :func:`choose_samples`; raises :class:`DataError`
+        (one line) when it cannot be used.
     summary : str
         One line for README.
     needs_root : str, optional
@@ -63,15 +96,8 @@ class DatasetSpec:
 
 
 #: name -> DatasetSpec, in registration order.
-REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"dataset {spec.name!r} is registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+REGISTRY: Registry[DatasetSpec] = Registry("dataset")
+register = REGISTRY.register
 
 
 def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: int,
@@ -105,17 +131,17 @@ def build_dataset(options: DatasetOptions, preprocess: Preprocess, num_outputs: 
 
 
 def _shapes(options, preprocess, num_outputs, cache_dir, split):
-    root = shapes_root(options, cache_dir)
     split = split or options.split
     if split not in ("train", "val"):
         raise DataError(f"dataset.split must be train or val for the shapes benchmark, not {split!r}")
+    root = shapes_root(options, cache_dir, splits=(split,))
     samples = scan(str(root / split), num_outputs, masks=str(root / "masks" / split))
-    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess, samples.excluded, samples.ignored)
 
 
 def _imagenet(options, preprocess, num_outputs, cache_dir, split):
     samples = scan(options.root, num_outputs, options.class_index, options.masks)
-    return ImageFolderDataset(select(samples, options.limit, options.seed), preprocess)
+    return ImageFolderDataset(choose_samples(samples, options), preprocess, samples.excluded, samples.ignored)
 
 
 def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
@@ -123,14 +149,16 @@ def _imagenet_segmentation(options, preprocess, num_outputs, cache_dir, split):
     if not Path(options.root).expanduser().is_file():
         raise DataError(f"ImageNet-Segmentation file not found: {options.root}")
     dataset = ImageNetSegmentation(str(Path(options.root).expanduser()), preprocess.image, preprocess.mask)
-    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    indices = list(range(len(dataset)))
+    subset = Subset(dataset, choose_samples(indices, options, [dataset.sample_id(i) for i in indices]))
     subset.has_masks = True
     return subset
 
 
 def _toy_points(options, preprocess, num_outputs, cache_dir, split):
     dataset = ToyPoints()
-    subset = Subset(dataset, select(list(range(len(dataset))), options.limit, options.seed))
+    indices = list(range(len(dataset)))
+    subset = Subset(dataset, choose_samples(indices, options, [dataset.sample_id(i) for i in indices]))
     subset.has_masks = False
     return subset
 
@@ -144,6 +172,59 @@ register(DatasetSpec("imagenet_segmentation", _imagenet_segmentation,
 register(DatasetSpec("toy_points", _toy_points, "the supplement's toy points for model=toy_sigmoid"))
 
 
+def _mnist(options, preprocess, num_outputs, cache_dir, split):
+    from .mnist import mnist_dataset
+    return mnist_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit, options.seed,
+                         options.part)
+
+
+def _cifar10(options, preprocess, num_outputs, cache_dir, split):
+    from .cifar10 import cifar10_dataset
+    return cifar10_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
+                           options.seed, options.part)
+
+
+def _coco_seg(options, preprocess, num_outputs, cache_dir, split):
+    from .coco import coco_dataset
+    return coco_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
+                        options.seed, options.min_area, options.part)
+
+
+register(DatasetSpec("mnist", _mnist, "MNIST digits from the IDX files (t10k or train, gzipped or not)",
+                     needs_root="/path/to/mnist"))
+register(DatasetSpec("cifar10", _cifar10, "CIFAR-10: <root>/<split>/<class>/*.jpg folders or the python pickle batches",
+                     needs_root="/path/to/cifar10"))
+register(DatasetSpec("coco_seg", _coco_seg, "COCO photos with YOLO polygon masks, COCO classes mapped to ImageNet "
+                     "index sets (with masks)", needs_root="/path/to/coco128-seg", has_masks=True))
+
+
+def sample_list(dataset: Dataset) -> list[dict]:
+    """``{"id", "path"[, "mask"]}`` of every item of a built dataset, in order, without reading any image
+    (each dataset class has a ``describe(index)`` method)."""
+    if isinstance(dataset, Subset):
+        inner = sample_list(dataset.dataset)
+        return [inner[index] for index in dataset.indices]
+    return [dataset.describe(index) for index in range(len(dataset))]
+
+
+def restrict(dataset: Dataset, ids) -> Dataset:
+    """The items of ``dataset`` with the given ids, in that order (a :class:`~torch.utils.data.Subset`
+    that keeps ``has_masks``).
+
+    Raises
+    ------
+    DataError
+        An id that the dataset does not have.
+    """
+    position = {item["id"]: index for index, item in enumerate(sample_list(dataset))}
+    missing = [sample_id for sample_id in ids if sample_id not in position]
+    if missing:
+        raise DataError(f"{len(missing)} sample(s) of the run are no longer in the dataset, e.g. {missing[0]}")
+    subset = Subset(dataset, [position[sample_id] for sample_id in ids])
+    subset.has_masks = getattr(dataset, "has_masks", False)
+    return subset
+
+
 def collate(items: list[dict]) -> dict:
     """Stack the readable items of a batch and list the unreadable ones.
 
@@ -151,7 +232,9 @@ def collate(items: list[dict]) -> dict:
     -------
     dict
         ``image`` ``(B, C, H, W)``, ``label`` ``(B,)`` long, ``id`` and ``path`` lists, ``mask``
-        ``(B, H, W)`` uint8 or ``None``, and ``errors``: list of ``{"id", "path", "reason"}``.
+        ``(B, H, W)`` uint8 or ``None``, ``candidates`` ``(B, K)`` bool or ``None`` (see
+        :func:`candidate_labels`), ``other_candidates`` and ``other_mask`` (a second object, or
+        ``None``), and ``errors``: list of ``{"id", "path", "reason"}``.
     """
     good = [item for item in items if "error" not in item]
     errors = [{"id": item["id"], "path": item["path"], "reason": item["error"]} for item in items if "error" in item]
@@ -159,5 +242,29 @@ def collate(items: list[dict]) -> dict:
     if good:
         batch["image"] = torch.stack([item["image"] for item in good])
         batch["label"] = torch.tensor([item["label"] for item in good], dtype=torch.long)
-        batch["mask"] = torch.stack([item["mask"] for item in good]) if "mask" in good[0] else None
+        for key in ("mask", "candidates", "other_candidates", "other_mask"):
+            batch[key] = torch.stack([item[key] for item in good]) if key in good[0] else None
     return batch
+
+
+def candidate_labels(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The label of samples whose class is a set of outputs: the top-scoring output within the set.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B, K)`` model outputs.
+    candidates : torch.Tensor
+        ``(B, K)`` bool, the outputs that name each sample's class (e.g. the ImageNet dog breeds
+        for a COCO dog); every row must have at least one.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` long: ``argmax`` of the logits restricted to the candidates (ties: the lowest index).
+    """
+    if candidates.shape != logits.shape:
+        raise ValueError(f"candidates {tuple(candidates.shape)} do not match the logits {tuple(logits.shape)}")
+    if not bool(candidates.any(1).all()):
+        raise ValueError("every sample needs at least one candidate output")
+    return logits.masked_fill(~candidates, float("-inf")).argmax(1)

@@ -1,4 +1,5 @@
-"""ImageNet-style folders: one sub-folder per class, optional parallel mask folder.
+"""ImageNet-style folders: one sub-folder per class, optional parallel mask folder; and the choice of
+the samples a run explains (:func:`choose_samples`: a part split by id hash, then a seeded subset).
 
 Labels are output indices of the model. With a class-index file (the common
 ``imagenet_class_index.json``: ``{"0": ["n01440764", "tench"], ...}``) each folder name is looked
@@ -8,17 +9,25 @@ every class of the model; :func:`class_indices` refuses anything else.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS, BadImage, Preprocess, load_mask, load_rgb
+
+
+log = logging.getLogger(__name__)
 
 
 class DataError(Exception):
@@ -35,9 +44,85 @@ class Sample:
     mask_path: Optional[str] = None
 
 
-def _safe_id(relative: str) -> str:
-    """File-system-safe sample id from a path relative to the dataset root."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", relative.replace(os.sep, "__").replace("/", "__"))
+#: A segment of a *plain* relative path: letters, digits and ``-``, joined by single underscores.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*")
+#: What every sample id must look like: it names files in the run folder (``relevance/<id>.npz``).
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: Longest plain id kept as it is; longer ones are shortened and hashed (so ``<id>_overlay.png`` fits any
+#: file system).
+MAX_ID = 100
+#: Length of the readable part of a hashed id, and of its hash (hex digits of SHA-1).
+READABLE, HASH_DIGITS = 80, 12
+
+
+def _readable(text: str) -> str:
+    """ASCII letters, digits, ``_`` and ``-`` only (accents dropped: ``é`` -> ``e``)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text)
+
+
+def hashed_id(text: str, readable: str | None = None) -> str:
+    """``<readable part>.<12 hex digits of SHA-1(text as NFC UTF-8)>``: unique for each ``text``,
+    at most ``READABLE + 13`` characters."""
+    text = unicodedata.normalize("NFC", text)
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:HASH_DIGITS]
+    part = (_readable(text) if readable is None else readable)[:READABLE].strip("_-") or "sample"
+    return f"{part}.{digest}"
+
+
+def bounded_id(text: str) -> str:
+    """``text`` itself when it is a short plain name (``SAFE_ID`` without dots, at most ``MAX_ID``
+    characters), else :func:`hashed_id` of it (e.g. COCO's ``coco-<split>-<stem>``)."""
+    if len(text) <= MAX_ID and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", text):
+        return text
+    return hashed_id(text)
+
+
+def file_sample_id(relative: str) -> str:
+    """The sample id of an image file, from its path relative to the dataset root.
+
+    The one scheme for files (ImageNet-style and CIFAR-10 folders, the shapes benchmark): a *plain*
+    path, whose folder names and file stem are letters, digits and ``-`` joined by single
+    underscores, with one extension, keeps the readable form ``<class>__<stem>_<ext>``
+    (``n01440764/ILSVRC2012_val_00000293.JPEG`` -> ``n01440764__ILSVRC2012_val_00000293_JPEG``),
+    which no two plain paths share. Any other path (spaces, dots, double or edge underscores,
+    non-ASCII letters, more than ``MAX_ID`` characters) gets ``<readable part>.<hash>``
+    (:func:`hashed_id`: the readable part shortened to 80 characters, accents dropped, plus 12 hex
+    digits of the SHA-1 of the whole relative path), which contains a dot and so never equals a
+    plain id. Ids are stable (they depend on the relative path only), unique, and safe as file
+    names; ``per_sample.csv`` keeps the original path beside them.
+    """
+    relative = unicodedata.normalize("NFC", relative.replace(os.sep, "/"))
+    *folders, name = relative.split("/")
+    stem, dot, extension = name.rpartition(".")
+    plain = (dot and all(_PLAIN_SEGMENT.fullmatch(part) for part in (*folders, stem))
+             and re.fullmatch(r"[A-Za-z0-9]+", extension))
+    if plain:
+        sample_id = "__".join((*folders, stem)) + "_" + extension
+        if len(sample_id) <= MAX_ID:
+            return sample_id
+    return hashed_id(relative, _readable(relative.replace("/", "__")))
+
+
+def check_sample_ids(ids, paths=None) -> None:
+    """Refuse sample ids that are not unique or not safe as file names.
+
+    Raises
+    ------
+    DataError
+        Naming the id (and the two paths that share it).
+    """
+    seen: dict[str, int] = {}
+    paths = list(paths) if paths is not None else [None] * len(ids)
+    for index, sample_id in enumerate(ids):
+        if not (isinstance(sample_id, str) and SAFE_ID.fullmatch(sample_id) and len(sample_id) <= MAX_ID + 20):
+            raise DataError(f"sample id {sample_id!r} ({paths[index]}) is not a safe file name")
+        if sample_id in seen:
+            raise DataError(f"two samples share the id {sample_id!r}: {paths[seen[sample_id]]} and {paths[index]}")
+        seen[sample_id] = index
+
+
+_safe_id = file_sample_id  # the former name
 
 
 def read_class_index(path: str) -> dict[str, int]:
@@ -93,9 +178,37 @@ def class_indices(class_dirs: list[str], num_outputs: int, class_index: Optional
     return {name: i for i, name in enumerate(sorted(class_dirs))}
 
 
+class SampleList(list):
+    """A list of :class:`Sample` with what the scan left out: ``excluded`` (``{"id", "path", "reason"}``
+    of image files that cannot be opened, such as dangling symbolic links) and ``ignored`` (entries
+    that are not image files, counted per extension)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.excluded: list[dict] = []
+        self.ignored: dict[str, int] = {}
+
+
+def _broken_link(path: Path) -> Optional[str]:
+    """Why a symbolic link cannot be followed (``None`` for anything else)."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"dangling symbolic link (target {os.readlink(path)} not found)"
+    return None
+
+
 def scan(root: str, num_outputs: int, class_index: Optional[str] = None,
          masks: Optional[str] = None) -> list[Sample]:
     """List the image files of an ImageFolder tree, sorted by class folder then file name.
+
+    Files whose extension is not in :data:`~learnroot.data.images.IMAGE_EXTENSIONS` (``.gif``,
+    ``.txt``, ...) are ignored and counted per extension in the log; image files behind dangling
+    symbolic links or link loops are listed in the result's ``excluded`` (reported as skipped).
 
     Parameters
     ----------
@@ -123,10 +236,19 @@ def scan(root: str, num_outputs: int, class_index: Optional[str] = None,
     mask_base = Path(masks).expanduser() if masks else None
     if mask_base is not None and not mask_base.is_dir():
         raise DataError(f"mask folder not found: {mask_base}")
-    samples, unmatched = [], []
+    samples, unmatched = SampleList(), []
+    ignored: Counter = Counter()
     for name in class_dirs:
         for file in sorted((base / name).iterdir()):
-            if not file.is_file() or file.suffix.lower() not in IMAGE_EXTENSIONS:
+            suffix = file.suffix.lower()
+            broken = _broken_link(file)
+            if broken and suffix in IMAGE_EXTENSIONS:
+                samples.excluded.append({"id": file_sample_id(f"{name}/{file.name}"), "path": str(file),
+                                         "reason": broken})
+                log.warning("skipped %s: %s", file, broken)
+                continue
+            if not file.is_file() or suffix not in IMAGE_EXTENSIONS:
+                ignored["folder" if file.is_dir() else suffix or "no extension"] += 1
                 continue
             relative = f"{name}/{file.name}"
             mask_path = None
@@ -134,9 +256,17 @@ def scan(root: str, num_outputs: int, class_index: Optional[str] = None,
                 mask_path = str(mask_base / name / (file.stem + ".png"))
                 if not os.path.isfile(mask_path):
                     unmatched.append(relative)
-            samples.append(Sample(_safe_id(relative), str(file), labels[name], mask_path))
+            samples.append(Sample(file_sample_id(relative), str(file), labels[name], mask_path))
+    samples.ignored = dict(sorted(ignored.items()))
+    if ignored:
+        counts = ", ".join(f"{count} {kind}" for kind, count in sorted(ignored.items()))
+        log.info("ignored %d entr%s of %s that are not image files (%s; accepted extensions: %s)",
+                 sum(ignored.values()), "y" if sum(ignored.values()) == 1 else "ies", base, counts,
+                 " ".join(IMAGE_EXTENSIONS))
     if not samples:
-        raise DataError(f"dataset root {base} has class folders but no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"dataset root {base} has class folders but no image files ({', '.join(IMAGE_EXTENSIONS)})"
+                        + (f"; ignored: {', '.join(f'{n} {kind}' for kind, n in sorted(ignored.items()))}"
+                           if ignored else ""))
     if unmatched:
         raise DataError(f"mask folder {mask_base} does not match the images: {len(unmatched)} image(s) without "
                         f"a mask, e.g. {unmatched[0]} (expected <masks>/<class>/<name>.png)")
@@ -151,6 +281,67 @@ def select(samples: list, limit: Optional[int], seed: int) -> list:
     return [samples[i] for i in sorted(order.tolist())]
 
 
+#: ``dataset.part`` values.
+PARTS = ("all", "tune", "test")
+#: Share of the hash range that makes the ``tune`` part.
+TUNE_SHARE = 0.3
+
+
+def id_position(sample_id: str) -> float:
+    """Where a sample id falls in ``[0, 1)``: the first 8 bytes of ``sha1(id as UTF-8)`` as a
+    big-endian integer, divided by ``2 ** 64``."""
+    return int.from_bytes(hashlib.sha1(str(sample_id).encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+
+
+def split_part(samples: Sequence, ids: Sequence[str], part: str) -> list:
+    """The samples of one part: ``all``; ``tune``: those whose :func:`id_position` is below
+    :data:`TUNE_SHARE` (about 30 %); ``test``: the others (about 70 %).
+
+    The split looks at nothing but each sample's own id, so the parts are disjoint and together
+    make the whole list, a sample keeps its part when files are added, removed or scanned in another
+    order, and the same id is in the same part on every dataset. Order is kept.
+
+    Parameters
+    ----------
+    samples : sequence
+        The dataset's sample list.
+    ids : sequence of str
+        The stable id of each sample (the ``id`` column of ``per_sample.csv``).
+    part : str
+        One of :data:`PARTS`.
+
+    Raises
+    ------
+    ValueError
+        Unknown part, or ``ids`` not as long as ``samples``.
+    """
+    if part not in PARTS:
+        raise ValueError(f"dataset.part={part!r} is not one of: {', '.join(PARTS)}")
+    if len(ids) != len(samples):
+        raise ValueError(f"{len(ids)} ids for {len(samples)} samples")
+    if part == "all":
+        return list(samples)
+    tune = part == "tune"
+    return [sample for sample, sample_id in zip(samples, ids) if (id_position(sample_id) < TUNE_SHARE) == tune]
+
+
+def choose_samples(samples: Sequence, options, ids: Optional[Sequence[str]] = None) -> list:
+    """What every dataset builder explains: the ``options.part`` of ``samples`` (:func:`split_part`),
+    then at most ``options.limit`` of them chosen with ``options.seed`` (:func:`select`).
+
+    Parameters
+    ----------
+    samples : sequence
+        The dataset's whole sample list (records or indices), in a fixed order.
+    options : DatasetOptions
+        ``part``, ``limit`` and ``seed``.
+    ids : sequence of str, optional
+        The samples' stable ids; default ``sample.id`` of each sample.
+    """
+    ids = [sample.id for sample in samples] if ids is None else ids
+    return select(split_part(samples, ids, options.part), options.limit, options.seed)
+
+
 class ImageFolderDataset(Dataset):
     """Images (and masks) of :class:`Sample` records, read lazily.
 
@@ -159,13 +350,21 @@ class ImageFolderDataset(Dataset):
     cannot be read gives ``{"id", "path", "error"}`` instead, which :func:`collate` sets aside.
     """
 
-    def __init__(self, samples: list[Sample], preprocess: Preprocess):
-        self.samples = samples
+    def __init__(self, samples: list[Sample], preprocess: Preprocess, excluded: Sequence[dict] = (),
+                 ignored: Optional[dict] = None):
+        self.samples = list(samples)
         self.preprocess = preprocess
         self.has_masks = bool(samples) and samples[0].mask_path is not None
+        self.excluded = list(excluded)
+        self.ignored = dict(ignored or {})
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def describe(self, index: int) -> dict:
+        """``{"id", "path"[, "mask"]}`` of item ``index``, without reading it."""
+        sample = self.samples[index]
+        return {"id": sample.id, "path": sample.path, **({"mask": sample.mask_path} if sample.mask_path else {})}
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]

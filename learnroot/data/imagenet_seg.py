@@ -138,8 +138,17 @@ class ImageNetSegmentation(Dataset):
             self._handle = _h5py().File(self.path, "r")
         return self._handle
 
+    @staticmethod
+    def sample_id(index: int) -> str:
+        """The ``id`` of item ``index`` (``seg_00042``), without reading it."""
+        return f"seg_{index:05d}"
+
     def _item_path(self, index: int) -> str:
         return f"{os.path.basename(self.path)}#{index}"
+
+    def describe(self, index: int) -> dict:
+        """``{"id", "path"}`` of item ``index`` (the path names the whole ``.mat`` file), without reading it."""
+        return {"id": self.sample_id(index), "path": f"{self.path}#{index}"}
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw image and mask of one item.
@@ -172,7 +181,7 @@ class ImageNetSegmentation(Dataset):
             image, mask = self.read(index)
         except (KeyError, OSError, ValueError) as error:  # a broken item is skipped, not fatal
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return {"id": f"seg_{index:05d}", "path": self._item_path(index), "error": reason}
+            return {"id": self.sample_id(index), "path": self._item_path(index), "error": reason}
         tensor = self.transform(Image.fromarray(image))
         mask_image = Image.fromarray(mask)
         mask_tensor = _to_tensor_mask(self.mask_transform(mask_image) if self.mask_transform else mask)
@@ -184,7 +193,7 @@ class ImageNetSegmentation(Dataset):
         return {
             "image": tensor,
             "label": -1,
-            "id": f"seg_{index:05d}",
+            "id": self.sample_id(index),
             "path": self._item_path(index),
             "mask": mask_tensor,
         }

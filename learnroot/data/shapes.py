@@ -12,7 +12,9 @@ Masks are 8-bit PNGs, 0 = background, 255 = target object.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -22,7 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+log = logging.getLogger(__name__)
+
 CLASSES = ("circle", "cross", "diamond", "ring", "square", "triangle")
+SPLITS = ("train", "val")
 GENERATOR_VERSION = 2
 
 
@@ -135,55 +140,127 @@ def benchmark_name(seed: int, n_train: int, n_val: int, size: int) -> str:
     return f"shapes-v{GENERATOR_VERSION}-s{seed}-n{n_train}-{n_val}-{size}px"
 
 
-def generate(parent: str | os.PathLike, seed: int = 0, n_train: int = 300, n_val: int = 60,
-             size: int = 64) -> Path:
-    """Generate the benchmark under ``parent`` once; later calls return the existing folder.
+def render_split(seed: int, split: str, count: int, size: int = 64):
+    """Yield ``(class name, index, image, mask)`` for every image of one split, in file order.
 
-    The folder is built in a temporary sibling and renamed into place, so an interrupted
-    generation never leaves a half-written benchmark behind.
+    Each class of each split has its own generator, seeded with ``[seed, split index, class
+    index]``, so the splits (and classes) are independent of each other and of their sizes.
+    """
+    split_index = SPLITS.index(split)
+    for class_index, shape in enumerate(CLASSES):
+        rng = np.random.default_rng([seed, split_index, class_index])
+        for i in range(count):
+            image, mask = render(rng, shape, size)
+            yield shape, i, image, mask
+
+
+def split_digest(seed: int, split: str, count: int, size: int = 64) -> str:
+    """SHA-256 of the pixels of one split (images, then masks, in file order), without writing files.
+
+    It identifies the rendered content independently of the PNG encoder; the shipped small-CNN
+    weights record the digests of the benchmark they were trained and evaluated on.
+    """
+    digest = hashlib.sha256()
+    for _, _, image, mask in render_split(seed, split, count, size):
+        digest.update(image.tobytes())
+        digest.update(mask.tobytes())
+    return digest.hexdigest()
+
+
+def read_split_digest(root: str | os.PathLike, split: str):
+    """The digest recorded when ``split`` of the benchmark in ``root`` was generated (``None`` if unknown)."""
+    try:
+        return json.loads((Path(root) / f"{split}.json").read_text()).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _write_split(root: Path, split: str, seed: int, count: int, size: int) -> None:
+    """Render one split into a temporary folder, then move it into ``root`` (masks first, images last).
+
+    The images folder ``root/<split>`` appears only once everything else is in place, so its
+    existence marks a complete split; generation is deterministic, so when another process
+    finished first its files are identical and ours are dropped.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
+    try:
+        digest = hashlib.sha256()
+        for shape, i, image, mask in render_split(seed, split, count, size):
+            if i == 0:
+                (tmp / split / shape).mkdir(parents=True)
+                (tmp / "masks" / shape).mkdir(parents=True)
+            digest.update(image.tobytes())
+            digest.update(mask.tobytes())
+            name = f"{shape}_{i:05d}.png"
+            image.save(tmp / split / shape / name)
+            mask.save(tmp / "masks" / shape / name)
+        (root / "masks").mkdir(exist_ok=True)
+        _move(tmp / "masks", root / "masks" / split)
+        meta = {"split": split, "images": count * len(CLASSES), "sha256": digest.hexdigest()}
+        _write_text(root / f"{split}.json", json.dumps(meta, indent=2))
+        _move(tmp / split, root / split)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists (identical files from another process)."""
+    if target.is_dir():
+        return
+    try:
+        source.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
+
+
+def generate(parent: str | os.PathLike, seed: int = 0, n_train: int = 300, n_val: int = 60,
+             size: int = 64, splits=SPLITS) -> Path:
+    """Generate the requested splits of the benchmark under ``parent`` once; later calls reuse them.
+
+    Only the splits asked for are rendered (a run needs ``val`` only: 360 images instead of
+    3960). Each split is built in a temporary folder and moved into place, so an interrupted
+    generation never leaves a half-written split behind.
 
     Parameters
     ----------
     parent : path-like
-        Cache folder that receives ``benchmark_name(...)/``.
+        Folder that receives ``benchmark_name(...)/`` (created if missing).
     seed : int
-        Seed of the whole benchmark; the same seed gives the same files byte for byte.
+        Seed of the whole benchmark; the same seed gives the same pixels on every machine with
+        the same NumPy and Pillow drawing code (:func:`split_digest` checks it).
     n_train, n_val : int
         Images per class in the ``train`` and ``val`` splits.
     size : int
         Image side in pixels.
+    splits : sequence of str
+        Which of ``train`` and ``val`` to make sure exist.
 
     Returns
     -------
     pathlib.Path
-        The benchmark root (holds ``train/``, ``val/``, ``masks/`` and ``benchmark.json``).
+        The benchmark root (holds ``<split>/``, ``masks/<split>/``, ``<split>.json`` and
+        ``benchmark.json``).
     """
-    parent = Path(parent).expanduser()
-    root = parent / benchmark_name(seed, n_train, n_val, size)
-    if (root / "benchmark.json").is_file():
-        return root
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".shapes-", dir=parent))
-    try:
-        for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
-            for class_index, shape in enumerate(CLASSES):
-                rng = np.random.default_rng([seed, split_index, class_index])
-                (tmp / split / shape).mkdir(parents=True)
-                (tmp / "masks" / split / shape).mkdir(parents=True)
-                for i in range(count):
-                    image, mask = render(rng, shape, size)
-                    name = f"{shape}_{i:05d}.png"
-                    image.save(tmp / split / shape / name)
-                    mask.save(tmp / "masks" / split / shape / name)
+    root = Path(parent).expanduser() / benchmark_name(seed, n_train, n_val, size)
+    counts = {"train": n_train, "val": n_val}
+    for split in splits:
+        if split not in counts:
+            raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        if not (root / split).is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            log.info("generating the shapes benchmark's %s split (%d images and masks) in %s", split,
+                     counts[split] * len(CLASSES), root)
+            _write_split(root, split, seed, counts[split], size)
+    if not (root / "benchmark.json").is_file():
         meta = {"classes": list(CLASSES), "seed": seed, "n_train": n_train, "n_val": n_val,
                 "size": size, "version": GENERATOR_VERSION}
-        (tmp / "benchmark.json").write_text(json.dumps(meta, indent=2))
-        try:
-            tmp.rename(root)
-        except OSError:  # another process finished first
-            if not (root / "benchmark.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _write_text(root / "benchmark.json", json.dumps(meta, indent=2))
     return root

@@ -23,7 +23,7 @@ def validate(method: MethodOptions, root_opt: RootOptOptions) -> None:
     :data:`learnroot.options.CHOICES`), for science code called without the CLI.
     """
     get(method.name)
-    for key in ("pixel_rule", "output", "target", "attention"):
+    for key in ("pixel_rule", "pool_rule", "zplus_fallback", "output", "target", "attention"):
         check_choice(f"method.{key}", getattr(method, key))
     for key in ("weights", "layers", "pixel_layer"):
         check_choice(f"root_opt.{key}", getattr(root_opt, key))
@@ -32,6 +32,9 @@ def validate(method: MethodOptions, root_opt: RootOptOptions) -> None:
     split = list(method.montavon_split)
     if len(split) != 2 or not 0.0 <= split[0] <= split[1] <= 1.0:
         raise ValueError(f"method.montavon_split must be two fractions 0 <= a <= b <= 1, got {split}")
+    if method.alpha < 0 or method.beta < 0 or abs(method.alpha - method.beta - 1.0) > 1e-12:
+        raise ValueError(f"method.alpha and method.beta must be >= 0 with alpha - beta = 1, "
+                         f"got alpha={method.alpha}, beta={method.beta}")
     if method.ig_steps < 1:
         raise ValueError(f"method.ig_steps must be >= 1, got {method.ig_steps}")
     if root_opt.k < 0:

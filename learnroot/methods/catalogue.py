@@ -6,6 +6,7 @@ method              hidden Linear/Conv layers              pixel layer (default)
 lrp_0               LRP-0 (epsilon = stabiliser)           LRP-0 (``epsilon`` 0)
 lrp_epsilon         LRP-epsilon (``epsilon``)              zB
 lrp_gamma           LRP-gamma (``gamma``)                  zB
+lrp_alpha_beta      LRP-alpha-beta (``alpha``, ``beta``)   zB
 dtd_zplus           z+                                     zB
 dtd_zb              zB, box = [min, max] of layer input    zB
 dtd_ww              w^2                                    zB
@@ -13,6 +14,10 @@ dtd_montavon        gamma / epsilon / LRP-0 by depth       zB
 ours                learned root (``root_opt.layers``),    zB, or the learned root in
                     z+ on the other layers                 the pixel box
 ==================  =====================================  ==========================
+
+Every method gives the average/sum pooling layers the rule ``method.pool_rule`` (default: proportional to
+the inputs), residual sums the proportional rule, and the other layers their generic rules
+(:mod:`learnroot.rules.layers`).
 
 Gradient methods differentiate the target logit: ``gradient``, ``gradient_x_input`` and
 ``integrated_gradients`` (right Riemann sum from the all-zero baseline, ``ig_steps`` points).
@@ -24,7 +29,7 @@ from torch import nn
 
 from .registry import Method, register
 
-RULE_PARAMS = ("pixel_rule", "stabilizer", "bias")
+RULE_PARAMS = ("pixel_rule", "pool_rule", "zplus_fallback", "stabilizer", "bias")
 
 
 def _same(rule):
@@ -114,6 +119,8 @@ register(Method("lrp_epsilon", "rule", "LRP-epsilon on the hidden layers, zB on 
                 params=RULE_PARAMS + ("epsilon",)))
 register(Method("lrp_gamma", "rule", "LRP-gamma on the hidden layers, zB on the pixels",
                 hidden=_same(lambda book: book.gamma()), pixel_rule="zb", params=RULE_PARAMS + ("gamma",)))
+register(Method("lrp_alpha_beta", "rule", "LRP-alpha-beta on the hidden layers, zB on the pixels",
+                hidden=_same(lambda book: book.alpha_beta()), pixel_rule="zb", params=RULE_PARAMS + ("alpha", "beta")))
 register(Method("dtd_zplus", "rule", "DTD z+ on the hidden layers, zB on the pixels",
                 hidden=_same(lambda book: book.zplus()), pixel_rule="zb", params=RULE_PARAMS))
 register(Method("dtd_zb", "rule", "zB with each layer's own input range as box",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
+from ..registry import Registry
+
 __all__ = ["KINDS", "ARCHITECTURES", "Method", "register", "attach", "get", "names", "REGISTRY"]
 
 #: Method kinds: ``gradient`` (differentiates the model), ``rule`` (zennit rules on CNN layers),
@@ -100,15 +102,8 @@ class Method:
 
 
 #: name -> Method, in registration order.
-REGISTRY: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Add a method to the registry (a name can be registered once)."""
-    if method.name in REGISTRY:
-        raise ValueError(f"method {method.name!r} is registered twice")
-    REGISTRY[method.name] = method
-    return method
+REGISTRY: Registry[Method] = Registry("method")
+register = REGISTRY.register
 
 
 def attach(name: str, architecture: str, build: Callable) -> Method:
@@ -131,7 +126,4 @@ def names(kind: Optional[str] = None, architecture: Optional[str] = None) -> tup
 
 def get(name: str) -> Method:
     """The declaration of ``name``; ``ValueError`` (one line, with the choices) if unknown."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}") from None
+    return REGISTRY.find(name)

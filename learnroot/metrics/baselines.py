@@ -21,61 +21,18 @@ whose pixels replace the removed pixels of the input. Four kinds exist (:data:`B
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from learnroot.normalisation import Normalisation
+
 BASELINES = ("zero", "black", "blur", "uniform")
 
 
-@dataclass
-class Normalisation:
-    """How the model's inputs were made from raw pixels: ``x = (raw - mean) / std``.
-
-    Attributes
-    ----------
-    mean, std : list of float
-        Per-channel mean and standard deviation (length ``C``, or 1 for all channels).
-    value_range : tuple of float
-        ``(low, high)`` of raw pixel values before normalisation, e.g. ``(0, 1)``.
-    """
-
-    mean: list[float]
-    std: list[float]
-    value_range: tuple[float, float]
-
-
-def _channel_stats(norm: Normalisation, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std as ``(1, C, 1, 1)`` tensors with ``like``'s dtype and device."""
-    n_channels = like.shape[1]
-    stats = []
-    for name in ("mean", "std"):
-        values = torch.as_tensor(list(getattr(norm, name)), dtype=like.dtype, device=like.device)
-        if values.numel() not in (1, n_channels):
-            raise ValueError(
-                f"normalisation {name} has {values.numel()} values, the input has {n_channels} channels"
-            )
-        stats.append(values.expand(n_channels).reshape(1, n_channels, 1, 1))
-    return stats[0], stats[1]
-
-
 def normalise(raw: torch.Tensor, norm: Normalisation) -> torch.Tensor:
-    """Map raw pixel values into the model's input space.
-
-    Parameters
-    ----------
-    raw : torch.Tensor
-        ``(B, C, H, W)`` raw pixel values (units of ``norm.value_range``).
-    norm : Normalisation
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, C, H, W)`` normalised values, ``(raw - mean) / std``.
-    """
-    mean, std = _channel_stats(norm, raw)
-    return (raw - mean) / std
+    """``norm.normalise(raw)``: raw pixel values ``(B, C, H, W)`` into the model's input space."""
+    return norm.normalise(raw)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

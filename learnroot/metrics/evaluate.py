@@ -1,38 +1,37 @@
-"""The one entry point the runner calls: every metric of one batch.
+"""The one entry point the runner calls: every registered metric of one batch.
 
-:func:`evaluate` computes the metrics switched on in :class:`~learnroot.options.MetricsOptions`
-(pixel flipping, positive / negative perturbation, localisation) on the 2-D relevance map (channel
-sum), batched on the input's device under :func:`torch.no_grad`. Conservation and cost are
-computed by the runner. Definitions: :mod:`learnroot.metrics.flipping` and
-:mod:`learnroot.metrics.localisation`.
+:func:`evaluate` runs, in registration order, each metric of :mod:`learnroot.metrics.registry` that
+is switched on in :class:`~learnroot.options.MetricsOptions` and has a compute function (pixel
+flipping and positive / negative perturbation, localisation, ...), on a :class:`Context` holding
+the batch and its 2-D relevance map (channel sum), batched on the input's device under
+:func:`torch.no_grad`. Conservation and cost are computed by the runner.
 
 A sample whose relevance contains NaN or infinity gets NaN for every metric (and NaN curve values),
 with a warning; the other samples of the batch are unaffected. Results never depend on the batch
 a sample is evaluated in, nor on the chunk size (up to floating-point differences of the model).
+
+Metrics that explain again (the sanity checks) use the context's ``attributor``; the batch's own
+:class:`~learnroot.attribution.Attribution` (``attribution``: its pixel root, ...), a second class
+per sample with its mask (``other_target``, ``other_mask``: multi-object images) are optional.
+A metric may put per-sample arrays for the run folder's ``relevance/<id>.npz`` into
+``context.arrays`` (e.g. the second class's map); they come back in :attr:`Evaluation.arrays`.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
-from learnroot.metrics.flipping import (
-    Curve,
-    curve_scores,
-    flip_counts,
-    fraction_counts,
-    relevance_map,
-    removal_curves,
-)
-from learnroot.metrics.localisation import localisation
+from learnroot.metrics.flipping import SCHEDULES, Curve, relevance_map
+from learnroot.metrics.registry import REGISTRY
 from learnroot.options import MetricsOptions
 
-__all__ = ["Evaluation", "Normalisation", "evaluate", "curve_rows"]
+__all__ = ["Context", "Evaluation", "Normalisation", "evaluate", "curve_rows"]
 
 LOCALISATION_MODES = ("auto", "on", "off")
 
@@ -47,14 +46,18 @@ class Evaluation:
         Metric name to ``(B,)`` float64 CPU tensor (NaN where undefined).
     curves : list of dict
         One row per sample, kind and point: ``sample`` (int, index into the batch), ``kind``
-        (``morf``, ``lerf``, ``positive``, ``negative``), ``step`` (int, index of the point),
-        ``x`` (float, fraction of pixels removed), ``prob`` and ``logit`` (float, target class),
+        (``morf``, ``lerf``, ``positive``, ``negative``, ``aopc_morf``, ``aopc_lerf``,
+        ``aopc_random``), ``step`` (int, index of the point), ``x`` (float, fraction of pixels
+        removed; of patches for the ``aopc_*`` kinds), ``prob`` and ``logit`` (float, target class),
         ``correct`` (bool top-1 correctness against the label; ``None`` when the label is
-        unknown).
+        unknown); curves of other quantities (``randomisation``) also have ``value``.
+    arrays : dict of str to torch.Tensor
+        Per-sample arrays for the run folder, ``(B, ...)`` CPU tensors (see ``Context.arrays``).
     """
 
     per_sample: dict[str, torch.Tensor]
     curves: list[dict]
+    arrays: dict = field(default_factory=dict)
 
 
 def _check(x, relevance, target, label, mask, options: MetricsOptions) -> None:
@@ -69,26 +72,17 @@ def _check(x, relevance, target, label, mask, options: MetricsOptions) -> None:
             raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
     if mask is not None and tuple(mask.shape) != (batch, *x.shape[2:]):
         raise ValueError(f"mask must have shape {(batch, *x.shape[2:])}, got {tuple(mask.shape)}")
-    if options.pf_baseline not in BASELINES:
-        raise ValueError(f"unknown pf_baseline {options.pf_baseline!r}; expected one of {BASELINES}")
+    for key in ("pf_baseline", "aopc_baseline"):
+        if getattr(options, key) not in BASELINES:
+            raise ValueError(f"unknown {key} {getattr(options, key)!r}; expected one of {BASELINES}")
+    if options.pf_schedule not in SCHEDULES:
+        raise ValueError(f"unknown pf_schedule {options.pf_schedule!r}; expected one of {SCHEDULES}")
     if options.localisation not in LOCALISATION_MODES:
         raise ValueError(
             f"unknown localisation mode {options.localisation!r}; expected one of {LOCALISATION_MODES}"
         )
     if options.localisation == "on" and mask is None:
         raise ValueError("metrics.localisation is 'on' but the dataset gives no masks")
-
-
-def _removal_counts(options: MetricsOptions, n_pixels: int) -> dict[str, torch.Tensor]:
-    """Pixels removed at each point of every switched-on curve kind."""
-    counts = {}
-    if options.pixel_flipping:
-        counts["morf"] = counts["lerf"] = flip_counts(n_pixels, options.pf_steps)
-    if options.perturbation:
-        counts["positive"] = counts["negative"] = fraction_counts(
-            n_pixels, options.perturbation_fractions
-        )
-    return counts
 
 
 def _finite_map(relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,22 +123,97 @@ def curve_rows(curves: dict[str, Curve], valid: Optional[torch.Tensor] = None) -
         prob = curve.prob.cpu().masked_fill(~keep[:, None], math.nan).tolist()
         logit = curve.logit.cpu().masked_fill(~keep[:, None], math.nan).tolist()
         correct = curve.correct.cpu().masked_fill(~keep[:, None], math.nan).tolist()
+        value = getattr(curve, "value", None)
+        value = None if value is None else value.cpu().double().masked_fill(~keep[:, None], math.nan).tolist()
         x = curve.x.tolist()
         for sample in range(len(prob)):
             for step, fraction in enumerate(x):
                 hit = correct[sample][step]
-                rows.append(
-                    {
-                        "sample": sample,
-                        "kind": kind,
-                        "step": step,
-                        "x": fraction,
-                        "prob": prob[sample][step],
-                        "logit": logit[sample][step],
-                        "correct": None if math.isnan(hit) else bool(hit),
-                    }
-                )
+                row = {
+                    "sample": sample,
+                    "kind": kind,
+                    "step": step,
+                    "x": fraction,
+                    "prob": prob[sample][step],
+                    "logit": logit[sample][step],
+                    "correct": None if math.isnan(hit) else bool(hit),
+                }
+                if value is not None:
+                    row["value"] = value[sample][step]
+                rows.append(row)
     return rows
+
+
+@dataclass
+class Context:
+    """What every metric sees of one batch.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        Classifier in eval mode, ``(M, C, H, W) -> (M, K)`` logits.
+    x : torch.Tensor
+        ``(B, C, H, W)`` normalised model input on the model's device.
+    relevance : torch.Tensor
+        ``(B, C, H, W)`` pixel relevance on ``x``'s device (non-finite samples replaced, see ``finite``).
+    map2d : torch.Tensor
+        ``(B, H, W)`` channel-sum map of ``relevance``.
+    finite : torch.Tensor
+        ``(B,)`` bool: the sample's relevance was finite (its metrics are NaN otherwise).
+    target, label : torch.Tensor
+        ``(B,)`` long: the explained class; the true class (``-1`` unknown).
+    mask : torch.Tensor or None
+        ``(B, H, W)`` uint8 mask (0 background, 1 foreground, 255 unlabelled).
+    options : MetricsOptions
+        Which metrics and their parameters.
+    norm : Normalisation
+        How ``x`` was normalised.
+    attributor : callable, optional
+        ``(x, target) -> Attribution`` of the explained method, for metrics that explain again.
+    attribution : Attribution, optional
+        The batch's own attribution (e.g. its ``pixel_root``).
+    other_target : torch.Tensor, optional
+        ``(B,)`` long: a second class per sample (``-1``: none), e.g. a second object's.
+    other_mask : torch.Tensor, optional
+        ``(B, H, W)`` uint8 mask of that second class's object (as ``mask``).
+    arrays : dict
+        Per-sample ``(B, ...)`` arrays a metric hands to the run folder (``relevance/<id>.npz``).
+    ids : sequence of str, optional
+        The samples' stable ids (seeds of per-sample random choices that must not depend on the batch).
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    relevance: torch.Tensor
+    map2d: torch.Tensor
+    finite: torch.Tensor
+    target: torch.Tensor
+    label: torch.Tensor
+    mask: Optional[torch.Tensor]
+    options: MetricsOptions
+    norm: Normalisation
+    attributor: Optional[Callable] = None
+    attribution: Optional[object] = None
+    other_target: Optional[torch.Tensor] = None
+    other_mask: Optional[torch.Tensor] = None
+    arrays: dict = field(default_factory=dict)
+    ids: Optional[Sequence[str]] = None
+    _baselines: Optional[dict] = None
+
+    def replacement(self, kind: str) -> torch.Tensor:
+        """``(B, C, H, W)`` replacement values of baseline ``kind`` (made once per batch and kind;
+        ``blur`` with ``options.pf_blur_sigma``, ``uniform`` seeded with ``options.seed``)."""
+        if self._baselines is None:
+            self._baselines = {}
+        if kind not in self._baselines:
+            self._baselines[kind] = make_baseline(self.x, kind, self.norm, sigma=self.options.pf_blur_sigma,
+                                                  seed=self.options.seed)
+        return self._baselines[kind]
+
+    @property
+    def baseline(self) -> torch.Tensor:
+        """``(B, C, H, W)`` replacement values of ``options.pf_baseline`` (made once per batch)."""
+        return self.replacement(self.options.pf_baseline)
 
 
 def evaluate(
@@ -156,6 +225,11 @@ def evaluate(
     mask: Optional[torch.Tensor],
     options: MetricsOptions,
     norm: Normalisation,
+    attributor: Optional[Callable] = None,
+    attribution=None,
+    other_target: Optional[torch.Tensor] = None,
+    other_mask: Optional[torch.Tensor] = None,
+    ids: Optional[Sequence[str]] = None,
 ) -> Evaluation:
     """Evaluate the explanations of one batch.
 
@@ -174,19 +248,23 @@ def evaluate(
     mask : torch.Tensor or None
         ``(B, H, W)`` uint8 segmentation mask (0 background, 1 foreground, 255 unlabelled).
     options : MetricsOptions
-        Which metrics and their parameters (``pixel_flipping``, ``pf_steps``, ``pf_baseline``,
-        ``pf_blur_sigma``, ``pf_chunk``, ``perturbation``, ``perturbation_fractions``,
-        ``localisation``, ``seed``; ``conservation`` and ``cost`` are the runner's).
+        Which metrics and their parameters (``conservation`` and ``cost`` are the runner's).
     norm : Normalisation
         How ``x`` was normalised (for the ``black`` and ``uniform`` baselines).
+    attributor : callable, optional
+        The explained method, for metrics that explain again.
+    attribution : Attribution, optional
+        The batch's attribution (the signal / root test reads its ``pixel_root``).
+    other_target, other_mask : torch.Tensor, optional
+        ``(B,)`` long second class (``-1``: none) and ``(B, H, W)`` uint8 mask of its object.
+    ids : sequence of str, optional
+        The samples' stable ids: seeds of the random region order (``aopc``), so that it does not
+        depend on the batch; without them the input's bytes are hashed instead.
 
     Returns
     -------
     Evaluation
-        ``per_sample`` holds, for the switched-on metrics: ``morf_auc``, ``morf_logit_auc``,
-        ``lerf_auc``, ``lerf_logit_auc``, ``pf_auc_diff``, ``positive_auc``, ``negative_auc``,
-        ``pixel_accuracy``, ``iou_fg``, ``iou_bg``, ``miou``, ``average_precision``,
-        ``pointing_game``, ``mass_inside``.
+        ``per_sample`` holds the scores of the metrics that ran (:mod:`learnroot.metrics.registry`).
 
     Raises
     ------
@@ -202,21 +280,23 @@ def evaluate(
         )
     with torch.no_grad():
         map2d, finite = _finite_map(relevance.detach().to(x.device))
+        context = Context(model=model, x=x, relevance=relevance.detach().to(x.device), map2d=map2d, finite=finite,
+                          target=target.to(x.device), label=label.to(x.device), mask=mask, options=options,
+                          norm=norm, attributor=attributor, ids=None if ids is None else list(ids),
+                          attribution=attribution,
+                          other_target=None if other_target is None else other_target.to(x.device),
+                          other_mask=None if other_mask is None else other_mask.to(x.device))
         per_sample: dict[str, torch.Tensor] = {}
         curves: dict[str, Curve] = {}
-        counts = _removal_counts(options, map2d.shape[1] * map2d.shape[2])
-        if counts:
-            baseline = make_baseline(
-                x, options.pf_baseline, norm, sigma=options.pf_blur_sigma, seed=options.seed
-            )
-            curves = removal_curves(
-                model, x, map2d, target, label, baseline, counts, options.pf_chunk
-            )
-            per_sample.update(curve_scores(curves))
-        if mask is not None and options.localisation != "off":
-            per_sample.update(localisation(map2d, mask))
+        for metric in REGISTRY.values():
+            if metric.compute is None or not metric.enabled(options, context):
+                continue
+            scores, metric_curves = metric.compute(context)
+            per_sample.update(scores)
+            curves.update(metric_curves)
         per_sample = {
-            name: value.double().masked_fill(~finite, math.nan).cpu()
+            name: value.double().to(finite.device).masked_fill(~finite, math.nan).cpu()
             for name, value in per_sample.items()
         }
-        return Evaluation(per_sample=per_sample, curves=curve_rows(curves, finite))
+        arrays = {name: value.detach().cpu() for name, value in context.arrays.items()}
+        return Evaluation(per_sample=per_sample, curves=curve_rows(curves, finite), arrays=arrays)

@@ -19,7 +19,24 @@ Pixel flipping (Samek et al. 2017)
     ``k / steps`` when ``steps`` divides ``N``). At every point the target's logit and softmax
     probability (over all classes) are recorded. AUC: trapezoid rule over ``x`` in ``[0, 1]``.
     ``morf_auc`` / ``lerf_auc`` integrate the probability (MoRF: lower is better; LeRF: higher is
-    better); ``morf_logit_auc`` / ``lerf_logit_auc`` integrate the logit.
+    better); ``morf_logit_auc`` / ``lerf_logit_auc`` integrate the logit. This is the ``linear``
+    schedule (``metrics.pf_schedule=linear``, the default).
+
+Logarithmic schedule (``metrics.pf_schedule=log``)
+    A linear schedule spends most of its points after the model's output has collapsed (with 20
+    steps, the first point already removes 5 % of the pixels, which is often enough to destroy the
+    prediction, so the curves of good and bad explanations saturate together). The ``log`` schedule
+    spaces the fractions geometrically from ``start = metrics.pf_log_start`` (default 0.001, i.e.
+    0.1 %) to 1: ``f_k = start ** ((steps - k) / (steps - 1))`` for ``k = 1 .. steps`` and
+    ``n_k = max(1, round(f_k * N))`` (halves rounded up; at least one pixel), preceded by the clean
+    image ``n_0 = 0``; every step multiplies the pixels removed by the same factor
+    ``r = start ** (-1 / (steps - 1))``. ``x_k = n_k / N`` in ``curves.csv`` is still the fraction
+    actually removed, but the AUC is taken over the *normalised log axis* ``u_k = k / steps``
+    (trapezoid rule over ``[0, 1]``): ``u`` is ``log(f_k / start) / log(1 / start)`` mapped from
+    ``[0, 1]`` onto ``[1 / steps, 1]``, and the clean image sits at ``u_0 = 0``, one factor ``r``
+    below the first removal, as if the geometric schedule were continued downwards. Each factor
+    ``r`` of pixels removed thus weighs the same, so removing the first 0.1 % to 0.3 % counts as much
+    as removing the last 33 % to 100 %. ``steps = 1`` gives the points 0 and ``N`` only.
 
 Positive / negative perturbation (Chefer et al. 2021, as written in METHOD.md section 3)
     For each fraction ``f`` the top (positive) or bottom (negative) ``n = round(f * N)`` pixels of
@@ -38,19 +55,24 @@ Positive / negative perturbation (Chefer et al. 2021, as written in METHOD.md se
 Because both protocols use the same rankings and the same replacement, an image of positive
 perturbation is the MoRF image with the same number of pixels removed (and negative the LeRF
 one); :func:`removal_curves` evaluates each distinct perturbed image only once, in chunks of
-``chunk`` images per forward pass.
+``chunk`` images per forward pass. :func:`ranked_curves` and :func:`score_removals` are shared with
+region perturbation (:mod:`learnroot.metrics.region`), whose rankings order patches instead of pixels.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
+from learnroot.metrics.registry import Metric, Score, register
+
 #: Curve kinds and their ranking direction (``True``: most relevant removed first).
 KINDS = {"morf": True, "lerf": False, "positive": True, "negative": False}
+#: Pixel-flipping schedules (``metrics.pf_schedule``).
+SCHEDULES = ("linear", "log")
 
 
 @dataclass
@@ -68,12 +90,16 @@ class Curve:
     correct : torch.Tensor
         ``(B, T)`` float64, top-1 correctness against the label: 1.0, 0.0, or NaN where the label
         is unknown (``-1``).
+    axis : torch.Tensor, optional
+        ``(T,)`` float64 abscissae of the AUC when they differ from ``x`` (the normalised log axis
+        of the ``log`` schedule); ``None``: ``x``.
     """
 
     x: torch.Tensor
     logit: torch.Tensor
     prob: torch.Tensor
     correct: torch.Tensor
+    axis: Optional[torch.Tensor] = None
 
 
 def relevance_map(relevance: torch.Tensor) -> torch.Tensor:
@@ -137,6 +163,41 @@ def flip_counts(n_pixels: int, steps: int) -> torch.Tensor:
     return (2 * k * n_pixels + steps) // (2 * steps)
 
 
+def log_counts(n_pixels: int, steps: int, start: float = 0.001) -> torch.Tensor:
+    """Pixels removed after each step of the logarithmic schedule (see the module docstring).
+
+    Parameters
+    ----------
+    n_pixels : int
+        ``N = H * W``.
+    steps : int
+        Number of geometric steps, >= 1.
+    start : float
+        Fraction removed at the first step, in ``(0, 1]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(steps + 1,)`` long: 0, then ``max(1, round(start ** ((steps - k) / (steps - 1)) * N))``
+        for ``k = 1 .. steps`` (halves rounded up), ending at ``N``; non-decreasing (rounding may
+        repeat a count on small images).
+    """
+    if steps < 1:
+        raise ValueError(f"pixel flipping needs at least 1 step, got {steps}")
+    if not 0.0 < start <= 1.0:
+        raise ValueError(f"the log schedule's first fraction must lie in (0, 1], got {start}")
+    counts = [0]
+    for k in range(1, steps + 1):
+        fraction = 1.0 if k == steps else start ** ((steps - k) / (steps - 1))
+        counts.append(max(1, math.floor(fraction * n_pixels + 0.5)))
+    return torch.tensor(counts, dtype=torch.long)
+
+
+def log_axis(steps: int) -> torch.Tensor:
+    """The normalised log axis of the logarithmic schedule: ``(steps + 1,)`` float64 ``k / steps``."""
+    return torch.arange(steps + 1, dtype=torch.float64) / steps
+
+
 def fraction_counts(n_pixels: int, fractions: Sequence[float]) -> torch.Tensor:
     """Pixels removed for each perturbation fraction.
 
@@ -160,13 +221,14 @@ def fraction_counts(n_pixels: int, fractions: Sequence[float]) -> torch.Tensor:
     return torch.tensor([math.floor(f * n_pixels + 0.5) for f in values], dtype=torch.long)
 
 
-def _unique_jobs(ranking: torch.Tensor, counts: torch.Tensor, n_pixels: int):
-    """Distinct ``(ranking, count)`` jobs and the inverse index; removing 0 or ``N`` pixels gives
-    the same image under every ranking, so those jobs are all filed under ranking 0."""
-    trivial = (counts == 0) | (counts == n_pixels)
-    key = torch.where(trivial, 0, ranking) * (n_pixels + 1) + counts
+def _unique_jobs(ranking: torch.Tensor, counts: torch.Tensor, n_units: int):
+    """Distinct ``(ranking, count)`` jobs and the inverse index; removing 0 or all ``n_units``
+    units (pixels or patches) gives the same image under every ranking, so those jobs are all filed
+    under ranking 0."""
+    trivial = (counts == 0) | (counts == n_units)
+    key = torch.where(trivial, 0, ranking) * (n_units + 1) + counts
     keys, inverse = torch.unique(key, return_inverse=True)
-    return keys // (n_pixels + 1), keys % (n_pixels + 1), inverse
+    return keys // (n_units + 1), keys % (n_units + 1), inverse
 
 
 def score_removals(
@@ -178,11 +240,14 @@ def score_removals(
     counts: torch.Tensor,
     target: torch.Tensor,
     chunk: int,
+    n_units: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Model output on every perturbed image of a batch, in chunks of ``chunk`` images.
 
     Image ``(b, t)`` is ``x[b]`` with the pixels whose position in ranking ``ranking[t]`` is below
     ``counts[t]`` replaced (all channels) by ``baseline[b]``. Identical images are evaluated once.
+    A position may be shared by several pixels (region perturbation gives every pixel of a patch
+    the patch's rank): then ``n_units`` is the number of distinct positions.
 
     Parameters
     ----------
@@ -198,6 +263,8 @@ def score_removals(
         ``(B,)`` long class whose output is recorded.
     chunk : int
         Images per forward pass.
+    n_units : int, optional
+        Positions run from 0 to ``n_units - 1`` (default ``H * W``, one position per pixel).
 
     Returns
     -------
@@ -210,7 +277,8 @@ def score_removals(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     _, batch, n_pixels = positions.shape
     device = x.device
-    job_rank, job_count, inverse = _unique_jobs(ranking.cpu(), counts.cpu(), n_pixels)
+    n_units = n_pixels if n_units is None else n_units
+    job_rank, job_count, inverse = _unique_jobs(ranking.cpu(), counts.cpu(), n_units)
     job_rank, job_count = job_rank.to(device), job_count.to(device)
     n_jobs = job_rank.numel()
     logit = torch.empty(batch * n_jobs, dtype=torch.float64, device=device)
@@ -233,6 +301,63 @@ def score_removals(
     )
 
 
+def ranked_curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    positions: torch.Tensor,
+    jobs: Mapping[str, tuple[int, torch.Tensor]],
+    target: torch.Tensor,
+    label: torch.Tensor,
+    chunk: int,
+    n_units: Optional[int] = None,
+) -> dict[str, Curve]:
+    """Curves of several rankings and removal counts, sharing forward passes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps ``(M, C, H, W)`` inputs to ``(M, K)`` logits (in eval mode).
+    x, baseline : torch.Tensor
+        ``(B, C, H, W)`` normalised input and replacement, on the model's device.
+    positions : torch.Tensor
+        ``(R, B, H * W)`` long position of every pixel in each of ``R`` rankings.
+    jobs : mapping of str to (int, torch.Tensor)
+        Curve kind to ``(ranking index, (T_kind,) long units removed at each point)``.
+    target, label : torch.Tensor
+        ``(B,)`` long: class recorded, and label for correctness (``-1``: unknown).
+    chunk : int
+        Images per forward pass.
+    n_units : int, optional
+        Number of distinct positions (default ``H * W``); a curve's ``x`` is ``count / n_units``.
+
+    Returns
+    -------
+    dict of str to Curve
+        One curve per kind of ``jobs``.
+    """
+    n_units = positions.shape[-1] if n_units is None else n_units
+    kinds = list(jobs)
+    ranking = torch.cat([torch.full_like(jobs[k][1], jobs[k][0]) for k in kinds])
+    flat_counts = torch.cat([jobs[k][1] for k in kinds])
+    target, label = target.to(x.device), label.to(x.device)
+    logit, prob, pred = score_removals(model, x, baseline, positions, ranking, flat_counts, target, chunk, n_units)
+    correct = (pred == label[:, None]).double()
+    correct[label < 0] = float("nan")
+    curves, start = {}, 0
+    for kind in kinds:
+        counts = jobs[kind][1]
+        part = slice(start, start + counts.numel())
+        start = part.stop
+        curves[kind] = Curve(
+            x=counts.double() / n_units,
+            logit=logit[:, part],
+            prob=prob[:, part],
+            correct=correct[:, part],
+        )
+    return curves
+
+
 def removal_curves(
     model: nn.Module,
     x: torch.Tensor,
@@ -243,7 +368,7 @@ def removal_curves(
     counts: Mapping[str, torch.Tensor],
     chunk: int,
 ) -> dict[str, Curve]:
-    """Curves of several removal protocols, sharing forward passes.
+    """Curves of several pixel-removal protocols, sharing forward passes.
 
     Parameters
     ----------
@@ -257,7 +382,7 @@ def removal_curves(
         ``(B,)`` long: class recorded, and label for correctness (``-1``: unknown).
     counts : mapping of str to torch.Tensor
         Kind (a key of :data:`KINDS`) to ``(T_kind,)`` long pixels removed at each point
-        (:func:`flip_counts`, :func:`fraction_counts`).
+        (:func:`flip_counts`, :func:`log_counts`, :func:`fraction_counts`).
     chunk : int
         Images per forward pass.
 
@@ -266,26 +391,9 @@ def removal_curves(
     dict of str to Curve
         One curve per requested kind.
     """
-    n_pixels = map2d.shape[1] * map2d.shape[2]
     positions = torch.stack([removal_positions(map2d, True), removal_positions(map2d, False)])
-    kinds = list(counts)
-    ranking = torch.cat([torch.full_like(counts[k], 0 if KINDS[k] else 1) for k in kinds])
-    flat_counts = torch.cat([counts[k] for k in kinds])
-    target, label = target.to(x.device), label.to(x.device)
-    logit, prob, pred = score_removals(model, x, baseline, positions, ranking, flat_counts, target, chunk)
-    correct = (pred == label[:, None]).double()
-    correct[label < 0] = float("nan")
-    curves, start = {}, 0
-    for kind in kinds:
-        part = slice(start, start + counts[kind].numel())
-        start = part.stop
-        curves[kind] = Curve(
-            x=counts[kind].double() / n_pixels,
-            logit=logit[:, part],
-            prob=prob[:, part],
-            correct=correct[:, part],
-        )
-    return curves
+    jobs = {kind: (0 if KINDS[kind] else 1, counts[kind]) for kind in counts}
+    return ranked_curves(model, x, baseline, positions, jobs, target, label, chunk)
 
 
 def trapezoid_auc(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -317,18 +425,67 @@ def curve_scores(curves: Mapping[str, Curve]) -> dict[str, torch.Tensor]:
     Returns
     -------
     dict of str to torch.Tensor
-        ``(B,)`` float64 each: ``morf_auc``, ``morf_logit_auc``, ``lerf_auc``, ``lerf_logit_auc``,
+        ``(B,)`` float64 each: ``morf_auc``, ``morf_logit_auc``, ``lerf_auc``, ``lerf_logit_auc``
+        (over the curve's ``axis`` when it has one, else over ``x``),
         ``pf_auc_diff`` (``lerf_auc - morf_auc``; when both kinds are present), ``positive_auc``,
         ``negative_auc`` (AUC of top-1 correctness), for the kinds present.
     """
     scores = {}
     for kind in ("morf", "lerf"):
         if kind in curves:
-            scores[f"{kind}_auc"] = trapezoid_auc(curves[kind].prob, curves[kind].x)
-            scores[f"{kind}_logit_auc"] = trapezoid_auc(curves[kind].logit, curves[kind].x)
+            curve = curves[kind]
+            axis = curve.x if curve.axis is None else curve.axis
+            scores[f"{kind}_auc"] = trapezoid_auc(curve.prob, axis)
+            scores[f"{kind}_logit_auc"] = trapezoid_auc(curve.logit, axis)
     if "morf" in curves and "lerf" in curves:
         scores["pf_auc_diff"] = scores["lerf_auc"] - scores["morf_auc"]
     for kind in ("positive", "negative"):
         if kind in curves:
             scores[f"{kind}_auc"] = trapezoid_auc(curves[kind].correct, curves[kind].x)
     return scores
+
+
+def removal_counts(options, n_pixels: int) -> dict[str, torch.Tensor]:
+    """Pixels removed at each point of every switched-on curve kind (``pixel_flipping``, ``perturbation``)."""
+    counts = {}
+    if options.pixel_flipping:
+        if options.pf_schedule == "log":
+            counts["morf"] = counts["lerf"] = log_counts(n_pixels, options.pf_steps, options.pf_log_start)
+        else:
+            counts["morf"] = counts["lerf"] = flip_counts(n_pixels, options.pf_steps)
+    if options.perturbation:
+        counts["positive"] = counts["negative"] = fraction_counts(n_pixels, options.perturbation_fractions)
+    return counts
+
+
+def compute_removal(context) -> tuple[dict, dict]:
+    """Pixel flipping and positive / negative perturbation of a batch (:class:`~learnroot.metrics.evaluate.Context`),
+    sharing their forward passes."""
+    map2d = context.map2d
+    counts = removal_counts(context.options, map2d.shape[1] * map2d.shape[2])
+    curves = removal_curves(context.model, context.x, map2d, context.target, context.label, context.baseline,
+                            counts, context.options.pf_chunk)
+    if context.options.pixel_flipping and context.options.pf_schedule == "log":
+        axis = log_axis(context.options.pf_steps)
+        curves = {kind: replace(curve, axis=axis) if kind in ("morf", "lerf") else curve
+                  for kind, curve in curves.items()}
+    return curve_scores(curves), curves
+
+
+register(Metric(
+    "removal",
+    (Score("morf_auc", "lower", "faithfulness", True,
+           "pixel flipping, most relevant first: AUC of the probability (over [0, 1]: the fraction removed, "
+           "or the normalised log axis with metrics.pf_schedule=log)"),
+     Score("morf_logit_auc", "lower", "faithfulness", False, "pixel flipping MoRF: AUC of the logit"),
+     Score("lerf_auc", "higher", "faithfulness", True, "pixel flipping, least relevant first: AUC of the probability"),
+     Score("lerf_logit_auc", "higher", "faithfulness", False, "pixel flipping LeRF: AUC of the logit"),
+     Score("pf_auc_diff", "higher", "faithfulness", True, "lerf_auc - morf_auc"),
+     Score("positive_auc", "lower", "faithfulness", True,
+           "top-1 accuracy after removing the top 10..90 %: AUC over 0.1..0.9 (at most 0.8)"),
+     Score("negative_auc", "higher", "faithfulness", True,
+           "top-1 accuracy after removing the bottom 10..90 %: AUC over 0.1..0.9 (at most 0.8)")),
+    enabled=lambda options, context: options.pixel_flipping or options.perturbation,
+    compute=compute_removal,
+    cost="2 x (pf_steps - 1) forward passes (pixel flipping), + 2 x the perturbation fractions not on that grid "
+         "(with pf_schedule=log: all of them)"))

@@ -33,6 +33,8 @@ import warnings
 
 import torch
 
+from learnroot.metrics.registry import Metric, Score, register
+
 LOCALISATION_METRICS = (
     "pixel_accuracy",
     "iou_fg",
@@ -237,3 +239,17 @@ def localisation(map2d: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Ten
             stacklevel=2,
         )
     return metrics
+
+
+register(Metric(
+    "localisation",
+    (Score("miou", "higher", "plausibility", True, "mean of iou_fg and iou_bg"),
+     Score("pixel_accuracy", "higher", "plausibility", True, "pixels where the thresholded map equals the mask"),
+     Score("iou_fg", "higher", "plausibility", False, "IoU of the thresholded map with the foreground"),
+     Score("iou_bg", "higher", "plausibility", False, "IoU of the thresholded map with the background"),
+     Score("average_precision", "higher", "plausibility", True, "average precision of the map against the mask"),
+     Score("pointing_game", "higher", "plausibility", True, "the map's maximum lies on the object"),
+     Score("mass_inside", "higher", "plausibility", True, "share of positive relevance on the object")),
+    enabled=lambda options, context: context.mask is not None and options.localisation != "off",
+    compute=lambda context: (localisation(context.map2d, context.mask), {}),
+    cost="none (no forward pass)"))

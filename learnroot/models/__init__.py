@@ -13,6 +13,10 @@ from torch import nn
 
 from ..data.images import Preprocess
 from ..options import ModelOptions
+from ..registry import Registry
+from .cifar_resnet import cifar_resnet
+from .lenet import lenet5_mnist
+from .mobilenet import mobilenet_v2
 from .small_cnn import cached_small_cnn, small_cnn, small_cnn_path
 from .small_vit import cached_small_vit, small_vit
 from .toy import toy_sigmoid
@@ -51,21 +55,14 @@ class ModelSpec:
 
 
 #: name -> ModelSpec, in registration order.
-REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the registry."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"model {spec.name!r} is registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+REGISTRY: Registry[ModelSpec] = Registry("model")
+register = REGISTRY.register
 
 
 def preprocess_of(options: ModelOptions) -> Preprocess:
     """The preprocessing a model's options describe."""
     return Preprocess(resize=options.resize, crop=options.crop, mean=tuple(options.mean),
-                      std=tuple(options.std), value_range=tuple(options.value_range))
+                      std=tuple(options.std), value_range=tuple(options.value_range), pad=options.pad)
 
 
 def num_outputs(options: ModelOptions, dataset_options) -> int:
@@ -113,6 +110,13 @@ register(ModelSpec("small_cnn", _small_cnn, "the embedded VGG-style CNN for the 
 for _name in TORCHVISION:
     register(ModelSpec(_name, lambda options, dataset, cache: torchvision_model(options),
                        f"torchvision {_name} (ImageNet), local weights"))
+register(ModelSpec("lenet5_mnist", lambda options, dataset, cache: lenet5_mnist(options),
+                   "the LRP Toolbox's LeNet-5 for MNIST (its plain-text model file)", outputs=lambda o, d: 10))
+register(ModelSpec("cifar_resnet", lambda options, dataset, cache: cifar_resnet(options),
+                   "CIFAR-10 ResNet-20/32/44/56/110 of He et al. 2016 (model.depth), option-A shortcuts",
+                   outputs=lambda o, d: o.num_classes or 10))
+register(ModelSpec("mobilenet_v2", lambda options, dataset, cache: mobilenet_v2(options),
+                   "torchvision MobileNetV2 (ImageNet), local weights"))
 def _small_vit(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
     if dataset_options.name != "shapes" and options.weights in ("auto", ""):
         raise ModelError("model=small_vit with weights=auto is trained on dataset=shapes; "

@@ -1,4 +1,17 @@
-"""The embedded small CNN: architecture, training on the shapes benchmark, and its cache."""
+"""The embedded small CNN: architecture, training on the shapes benchmark, shipped and cached weights.
+
+``model.weights=auto`` uses, in this order: the weights shipped inside the package
+(``learnroot/weights/small_cnn.pt``) when the benchmark and training options are the defaults they
+were trained with, so every installation explains the same model; else weights trained earlier
+with the same options (``<cache_dir>/models/small_cnn-<key>.pt``); else it trains the model once
+(:func:`train_small_cnn`, about a minute on two CPU cores) and caches it. ``learnroot-train``
+(:mod:`learnroot.train`) retrains on demand.
+
+Weight files hold ``state_dict`` (float16: the model is defined by the rounded weights, which are
+loaded into float32 parameters) and ``meta``: the training spec and its key, the validation accuracy
+of the stored weights, the torch version, seconds and epochs of training, and the pixel digests of
+the benchmark splits (:func:`learnroot.data.shapes.split_digest`).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,21 +19,29 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..options import ModelOptions
-from .weights import load_state_dict
+from .weights import ModelError, load_state_dict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SMALL_CNN_VERSION", "small_cnn", "accuracy", "train_small_cnn", "small_cnn_path", "cached_small_cnn"]
+__all__ = ["SMALL_CNN_VERSION", "SHIPPED_WEIGHTS", "small_cnn", "accuracy", "train_small_cnn", "training_spec",
+           "small_cnn_path", "small_cnn_file", "cached_small_cnn", "read_weights", "save_weights",
+           "shipped_meta", "train_and_save"]
 
-SMALL_CNN_VERSION = 2
+#: Bump when the architecture or the training procedure changes (it is part of the cache key).
+SMALL_CNN_VERSION = 3
+#: Fraction of the training steps spent warming the learning rate up (one-cycle schedule).
+WARM_UP = 0.25
+#: The weights trained with the default options, shipped as package data.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "small_cnn.pt"
 
 
 def small_cnn(num_classes: int) -> nn.Sequential:
@@ -46,10 +67,15 @@ def small_cnn(num_classes: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(features=features, avgpool=nn.AdaptiveAvgPool2d((4, 4)), classifier=classifier))
 
 
-def _cache_key(benchmark: str, options: ModelOptions, num_classes: int) -> str:
-    spec = {"benchmark": benchmark, "version": SMALL_CNN_VERSION, "classes": num_classes,
+def training_spec(benchmark: str, options: ModelOptions, num_classes: int) -> dict:
+    """Everything that determines the trained weights (besides the torch build), as plain values."""
+    return {"benchmark": benchmark, "version": SMALL_CNN_VERSION, "classes": num_classes,
             "epochs": options.train_epochs, "lr": options.train_lr, "batch": options.train_batch_size,
-            "seed": options.train_seed, "mean": list(options.mean), "std": list(options.std)}
+            "seed": options.train_seed, "target_accuracy": options.train_target_accuracy,
+            "mean": list(options.mean), "std": list(options.std)}
+
+
+def _key(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -67,32 +93,65 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / max(len(images), 1)
 
 
-def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tuple[nn.Module, float]:
-    """Train the small CNN with Adam and a tqdm bar; returns the model and its validation accuracy.
+def _rounded(model: nn.Module) -> nn.Module:
+    """``model`` with its weights rounded to float16 and back: the model as stored."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
+
+
+def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tuple[nn.Module, dict]:
+    """Train the small CNN until its validation accuracy reaches the target.
+
+    Adam with a one-cycle learning-rate schedule (a quarter of the steps warming up to
+    ``train_lr``) over ``train_epochs`` epochs, random horizontal flips. The validation accuracy
+    (of the weights rounded to float16, as they are stored) is measured after every epoch, and
+    training stops as soon as it reaches ``train_target_accuracy`` (the validation split, which the
+    runs explain, thus decides when to stop: the model is a fixed benchmark subject, not a result).
+    Each epoch logs one line with the loss, the accuracy and the time left at most.
 
     Parameters
     ----------
     train, val : Dataset
         Shapes benchmark splits (items with ``image`` and ``label``).
     options : ModelOptions
-        ``train_epochs``, ``train_lr``, ``train_batch_size`` and ``train_seed``.
+        ``train_epochs`` (at most), ``train_lr``, ``train_batch_size``, ``train_seed`` and
+        ``train_target_accuracy``.
     num_classes : int
         Number of outputs.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, weights rounded to float16 values.
+    info : dict
+        ``val_accuracy``, ``epochs`` (run), ``seconds`` (training steps and checks).
     """
+    started = time.perf_counter()
     generator = torch.Generator().manual_seed(options.train_seed)
     torch.manual_seed(options.train_seed)
     model = small_cnn(num_classes)
     images, labels = _stack(train)
     val_images, val_labels = _stack(val)
+    size = options.train_batch_size
+    per_epoch = (len(images) + size - 1) // size
     optimiser = torch.optim.Adam(model.parameters(), lr=options.train_lr)
-    steps = options.train_epochs * ((len(images) + options.train_batch_size - 1) // options.train_batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.train_lr, total_steps=steps)
-    bar = tqdm(total=steps, desc="training small_cnn (once, then cached)", unit="step")
-    for epoch in range(options.train_epochs):
+    total_steps = options.train_epochs * per_epoch
+    schedule = None
+    if total_steps * WARM_UP > 1:  # a one-cycle schedule needs a step of warm-up at least
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.train_lr, total_steps=total_steps,
+                                                       pct_start=WARM_UP)
+    log.info("training small_cnn on %d images (%d epochs at most, %d steps each; stops at %.0f %% validation "
+             "accuracy)", len(images), options.train_epochs, per_epoch, 100 * options.train_target_accuracy)
+    val_accuracy, epoch, loop_started = 0.0, 0, time.perf_counter()
+    for epoch in range(1, options.train_epochs + 1):
         model.train()
         order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images), options.train_batch_size):
-            index = order[start:start + options.train_batch_size]
+        total = 0.0
+        for start in range(0, len(images), size):
+            index = order[start:start + size]
             batch = images[index]
             flip = torch.rand(len(index), generator=generator) < 0.5
             batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
@@ -100,44 +159,148 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            schedule.step()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-    bar.close()
-    return model.eval(), accuracy(model, val_images, val_labels)
+            if schedule is not None:
+                schedule.step()
+            total += loss.item() * len(index)
+        state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        val_accuracy = accuracy(_rounded(model), val_images, val_labels)
+        elapsed, per_epoch_s = time.perf_counter() - started, (time.perf_counter() - loop_started) / epoch
+        reached = val_accuracy >= options.train_target_accuracy
+        left = "" if reached or epoch == options.train_epochs else \
+            f", at most {per_epoch_s * (options.train_epochs - epoch):.0f} s left"
+        log.info("small_cnn epoch %d/%d: loss %.3f, validation accuracy %.3f (%.0f s%s)", epoch, options.train_epochs,
+                 total / len(images), val_accuracy, elapsed, left)
+        if reached:
+            break
+        if epoch < options.train_epochs:
+            model.load_state_dict(state)  # go on from the unrounded weights
+    return model.eval(), {"val_accuracy": val_accuracy, "epochs": epoch, "seconds": time.perf_counter() - started}
 
 
-def _save_atomic(obj, path: Path) -> None:
+def save_weights(model: nn.Module, path: str | Path, meta: dict) -> Path:
+    """Write ``{"state_dict": float16 tensors, "meta": meta}`` to ``path`` atomically."""
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().half() if tensor.is_floating_point() else tensor.detach().cpu()
+             for name, tensor in model.state_dict().items()}
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
     os.close(handle)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict, dict]:
+    """The ``state_dict`` and ``meta`` of a small-CNN weight file (``meta`` is ``{}`` for plain state dicts)."""
+    try:
+        data = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle is reported the same way
+        raise ModelError(f"cannot read weights file {path}: {str(error).splitlines()[0]}") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        return data["state_dict"], data.get("meta") or {}
+    return data, {}
+
+
+def shipped_meta() -> dict:
+    """The ``meta`` of the shipped weights (``{}`` when the package has none)."""
+    return read_weights(SHIPPED_WEIGHTS)[1] if SHIPPED_WEIGHTS.is_file() else {}
+
+
+def _benchmark_name(dataset_options) -> str:
+    from ..data.shapes import benchmark_name
+    return benchmark_name(dataset_options.seed, dataset_options.n_train, dataset_options.n_val,
+                          dataset_options.image_size)
 
 
 def small_cnn_path(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
     """Where the small CNN trained with these options on this benchmark is cached."""
-    from ..data import SHAPE_CLASSES, shapes_root
-    benchmark = shapes_root(dataset_options, cache_dir).name
-    key = _cache_key(benchmark, options, len(SHAPE_CLASSES))
+    from ..data import SHAPE_CLASSES
+    key = _key(training_spec(_benchmark_name(dataset_options), options, len(SHAPE_CLASSES)))
     return Path(cache_dir).expanduser() / "models" / f"small_cnn-{key}.pt"
 
 
+def _shipped_applies(options: ModelOptions, dataset_options) -> bool:
+    from ..data import SHAPE_CLASSES
+    meta = shipped_meta()
+    return bool(meta) and meta.get("key") == _key(training_spec(_benchmark_name(dataset_options), options,
+                                                                len(SHAPE_CLASSES)))
+
+
+def small_cnn_file(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
+    """The weight file ``model.weights=auto`` reads: the shipped one when it applies, else the cache's."""
+    if _shipped_applies(options, dataset_options):
+        return SHIPPED_WEIGHTS
+    return small_cnn_path(options, dataset_options, cache_dir)
+
+
+def _differences(spec: dict, shipped: dict) -> str:
+    keys = [key for key in sorted(set(spec) | set(shipped)) if spec.get(key) != shipped.get(key)]
+    return ", ".join(f"{key} {shipped.get(key)!r} -> {spec.get(key)!r}" for key in keys) or "none"
+
+
+def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path: str | Path) -> tuple[nn.Module, dict]:
+    """Generate the benchmark's splits, train the small CNN and write it with its ``meta`` to ``path``.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The trained model (eval mode).
+    meta : dict
+        What was written beside the weights.
+    """
+    from ..data import SHAPE_CLASSES, build_dataset, shapes_root
+    from ..data.shapes import read_split_digest
+    from . import preprocess_of
+    num_classes = len(SHAPE_CLASSES)
+    full = replace(dataset_options, limit=None, part="all")  # trains on the whole train split
+    root = shapes_root(full, cache_dir)
+    preprocess = preprocess_of(options)
+    train = build_dataset(full, preprocess, num_classes, cache_dir, split="train")
+    val = build_dataset(full, preprocess, num_classes, cache_dir, split="val")
+    model, info = train_small_cnn(train, val, options, num_classes)
+    spec = training_spec(root.name, options, num_classes)
+    meta = {"model": "small_cnn", "spec": spec, "key": _key(spec), **info, "torch": str(torch.__version__),
+            "train_seed": options.train_seed,
+            "digests": {split: read_split_digest(root, split) for split in ("train", "val")}}
+    meta = json.loads(json.dumps(meta))  # plain types only: weights_only loading accepts nothing else
+    save_weights(model, path, meta)
+    log.info("small_cnn: validation accuracy %.4f after %d epoch(s) in %.0f s; saved to %s", info["val_accuracy"],
+             info["epochs"], info["seconds"], path)
+    return model, meta
+
+
+def _check_digest(meta: dict, dataset_options, cache_dir: str) -> None:
+    """Warn when the validation images drawn here differ from those the shipped weights were checked on
+    (draws the validation split if it is not there yet: runs explain it)."""
+    from ..data import shapes_root
+    from ..data.shapes import read_split_digest
+    root = shapes_root(dataset_options, cache_dir, splits=("val",))
+    here, there = read_split_digest(root, "val"), (meta.get("digests") or {}).get("val")
+    if here and there and here != there:
+        log.warning("the shapes benchmark generated here differs from the one the shipped small_cnn was evaluated "
+                    "on (another NumPy or Pillow drawing code?): numbers will differ from README's")
+
+
 def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
-    """The small CNN trained on the shapes benchmark, trained on first use and cached.
+    """The small CNN for the shapes benchmark: shipped, cached, or trained once and cached.
 
     Parameters
     ----------
     options : ModelOptions
-        Model and training options.
+        ``weights`` (``auto``, a path or ``random``) and the training options.
     dataset_options : DatasetOptions
-        The shapes benchmark to train on (its seed and sizes; limit and split are ignored).
+        The shapes benchmark to train on (its seed and sizes; limit, part and split are ignored).
     cache_dir : str
-        Cache folder; the weights go to ``<cache_dir>/models/small_cnn-<key>.pt``.
+        Cache folder; trained weights go to ``<cache_dir>/models/small_cnn-<key>.pt``.
     """
-    from dataclasses import replace
-
-    from ..data import SHAPE_CLASSES, build_dataset, shapes_root
+    from ..data import SHAPE_CLASSES
     num_classes = len(SHAPE_CLASSES)
     if options.weights == "random":
         log.warning("model small_cnn uses RANDOM weights (model.weights=random)")
@@ -147,17 +310,22 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
     if options.weights not in ("auto", ""):
         load_state_dict(model, options.weights, "small_cnn")
         return model.eval()
+    if _shipped_applies(options, dataset_options):
+        state, meta = read_weights(SHIPPED_WEIGHTS)
+        model.load_state_dict(state)
+        log.info("small_cnn: the shipped weights (validation accuracy %.4f, trained with torch %s)",
+                 meta.get("val_accuracy", float("nan")), meta.get("torch", "?"))
+        _check_digest(meta, dataset_options, cache_dir)
+        return model.eval()
     path = small_cnn_path(options, dataset_options, cache_dir)
     if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+        model.load_state_dict(read_weights(path)[0])
+        log.info("small_cnn: trained earlier with these options, cached at %s", path)
         return model.eval()
-    from . import preprocess_of
-    preprocess = preprocess_of(options)
-    full = replace(dataset_options, limit=None)
-    train = build_dataset(full, preprocess, num_classes, cache_dir, split="train")
-    val = build_dataset(full, preprocess, num_classes, cache_dir, split="val")
-    model, val_accuracy = train_small_cnn(train, val, options, num_classes)
-    log.info("trained small_cnn: validation accuracy %.4f, cached at %s", val_accuracy, path)
-    _save_atomic({"state_dict": model.state_dict(), "val_accuracy": val_accuracy,
-                  "benchmark": shapes_root(dataset_options, cache_dir).name}, path)
-    return model
+    spec = training_spec(_benchmark_name(dataset_options), options, num_classes)
+    shipped = shipped_meta().get("spec", {})
+    log.info("small_cnn: no shipped or cached weights for this benchmark and training setup (differs from the "
+             "shipped one in: %s); training it once (about a minute on 2 CPU cores) and caching it at %s",
+             _differences(spec, shipped), path)
+    trained, _ = train_and_save(options, dataset_options, cache_dir, path)
+    return trained

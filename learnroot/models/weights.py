@@ -34,10 +34,13 @@ def read_state_dict(path: str) -> dict:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ModelError(f"weights file not found: {file}")
+    if file.stat().st_size == 0:
+        raise ModelError(f"weights file {file} is empty (0 bytes)")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to unpickle is reported the same way
-        raise ModelError(f"cannot read weights file {file}: {str(error).splitlines()[0]}") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"cannot read weights file {file}: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -80,7 +83,8 @@ def fit_state_dict(model: nn.Module, state: dict, file, name: str) -> None:
         Missing, unexpected or mis-shaped keys (named, with their counts).
     """
     own = model.state_dict()
-    missing = [key for key in own if key not in state]
+    # BatchNorm's step counter is absent from checkpoints of old torch versions (BatchNorm fills it in)
+    missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]
     unexpected = [key for key in state if key not in own]
     mismatched = [f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
                   for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape]

@@ -5,10 +5,13 @@
 - :mod:`~learnroot.rules.fast`: :class:`FastRule`, zennit's basic rules computed faster;
 - :mod:`~learnroot.rules.ssim`, :mod:`~learnroot.rules.losses`: the learned root's losses;
 - :mod:`~learnroot.rules.learned`: the learned root (method ``ours``);
-- :mod:`~learnroot.rules.basic`: zB with a per-layer box, gradient pass-through.
+- :mod:`~learnroot.rules.basic`: zB with a per-layer box, gradient pass-through;
+- :mod:`~learnroot.rules.empty`: the w^2 fallback for z+'s neurons without a positive contribution;
+- :mod:`~learnroot.rules.layers`: rules of the non-affine layers (pooling, sums, shortcuts, activations).
 """
 from .affine import AFFINE, ParamCache, affine_response, affine_vjp
 from .basic import GradientPass, LayerBox
+from .empty import spread_empty
 from .fast import PRODUCT_RULES, FastRule
 from .learned import LearnedRoot, RootLog, descend
 from .losses import RootLoss
@@ -16,4 +19,4 @@ from .ssim import SSIMReference, relevance_softmax, ssim_map, ssim_window
 
 __all__ = ["AFFINE", "affine_response", "affine_vjp", "ParamCache", "PRODUCT_RULES", "FastRule", "relevance_softmax",
            "ssim_map", "ssim_window", "SSIMReference", "RootLoss", "descend", "RootLog", "LearnedRoot", "LayerBox",
-           "GradientPass"]
+           "GradientPass", "spread_empty"]

@@ -9,6 +9,7 @@ from zennit.core import BasicHook, ParamMod, zero_wrap
 from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
 from .affine import ParamCache, affine_response, affine_vjp, functional, grad_input_like, stabilize_fast, zeroed
+from .empty import spread_empty
 
 __all__ = ["PRODUCT_RULES", "FastRule"]
 
@@ -36,7 +37,9 @@ class FastRule(BasicHook):
     (:func:`affine_vjp`) and few temporaries.
 
     Results equal zennit's (a zeroed bias is left out instead of added as zeros, which can only
-    turn a ``-0.0`` into ``0.0``). Other modules use zennit's own backward.
+    turn a ``-0.0`` into ``0.0``), except that with ``fallback`` the relevance of z+'s empty neurons
+    (denominator exactly 0) is redistributed by w^2 (:mod:`learnroot.rules.empty`) instead of
+    dropped. Other modules use zennit's own backward.
 
     Parameters
     ----------
@@ -47,9 +50,12 @@ class FastRule(BasicHook):
     stabilizer : float, optional
         The float the rule was made with (``stabilizer`` of z+, ``epsilon`` of epsilon): enables the
         fused path of those two rules. Leave it out for a callable stabiliser.
+    fallback : bool
+        z+ only: redistribute the relevance of neurons whose denominator is exactly zero by w^2.
     """
 
-    def __init__(self, rule: BasicHook, cache: Optional[ParamCache] = None, stabilizer: Optional[float] = None):
+    def __init__(self, rule: BasicHook, cache: Optional[ParamCache] = None, stabilizer: Optional[float] = None,
+                 fallback: bool = False):
         super().__init__(input_modifiers=rule.input_modifiers, param_modifiers=rule.param_modifiers,
                          output_modifiers=rule.output_modifiers, gradient_mapper=rule.gradient_mapper,
                          reducer=rule.reducer)
@@ -58,13 +64,14 @@ class FastRule(BasicHook):
         self.stabilizer = stabilizer
         self.products = isinstance(rule, PRODUCT_RULES)
         self.fused = stabilizer is not None and type(rule) in (ZPlus, Epsilon)
+        self.fallback = bool(fallback) and isinstance(rule, ZPlus)
 
     def __repr__(self) -> str:
         return f"FastRule({type(self.rule).__name__})"
 
     def copy(self) -> "FastRule":
         """A copy for one more layer, sharing the rule and the cache."""
-        return type(self)(self.rule, self.cache, self.stabilizer)
+        return type(self)(self.rule, self.cache, self.stabilizer, self.fallback)
 
     def _keys(self, module: nn.Module, branch: int) -> tuple[ParamMod, list]:
         mod = ParamMod.ensure(self.param_modifiers[branch])
@@ -102,9 +109,9 @@ class FastRule(BasicHook):
             return BasicHook.backward(self, module, grad_input, grad_output)
         upper = grad_output[0]
         if self.fused and not upper.requires_grad:
-            relevance = self._fused(module, upper)
-            if relevance is not None:
-                return grad_input_like(relevance, grad_input)
+            fused = self._fused(module, upper)
+            if fused is not None:
+                return grad_input_like(self._complete(module, upper, *fused), grad_input)
         stored = self.stored_tensors["input"][0]
         # zennit clones the input (its modifiers could work in place; zennit's own rules do not)
         original = stored.clone() if upper.requires_grad else stored.detach()
@@ -132,18 +139,29 @@ class FastRule(BasicHook):
         gradients = dict(zip(wanted, pulled))
         gradients = [gradients[i] if i in gradients else torch.zeros_like(inputs[i]) for i in range(len(inputs))]
         relevance = self.reducer(inputs, gradients)
+        if self.fallback:
+            relevance = self._complete(module, upper, relevance, sum(output.detach() for output in outputs))
         return grad_input_like(relevance, grad_input)
 
-    def _fused(self, module: nn.Module, upper: torch.Tensor) -> Optional[torch.Tensor]:
-        """Epsilon, or z+ on a non-negative input without biases: ``x * W'(R / stab(W'^T x + b))``;
-        None where this does not apply (z+ with a negative input or a bias)."""
+    def _complete(self, module: nn.Module, upper: torch.Tensor, relevance: torch.Tensor,
+                  denominator: torch.Tensor) -> torch.Tensor:
+        """``relevance`` plus the w^2 share of z+'s empty neurons (with ``fallback``)."""
+        if not self.fallback:
+            return relevance
+        extra = spread_empty(module, relevance, upper, denominator, self.cache, self.stabilizer or 1e-6)
+        return relevance if extra is None else relevance + extra
+
+    def _fused(self, module: nn.Module, upper: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Epsilon, or z+ on a non-negative input without biases: ``x * W'(R / stab(W'^T x + b))`` and the
+        denominator ``W'^T x + b``; None where this does not apply (z+ with a negative input or a bias)."""
         x = self.stored_tensors["input"][0].detach()
         if isinstance(self.rule, ZPlus) and (self.has_bias(module, 0) or self.has_bias(module, 1)
                                              or bool(x.amin() < 0)):
             return None
         weight, bias = self.parameters_of(module, 0)
-        ratio = upper / stabilize_fast(affine_response(module, x, weight, bias), self.stabilizer)
-        return affine_vjp(module, x, weight, ratio).mul_(x)
+        denominator = affine_response(module, x, weight, bias)
+        ratio = upper / stabilize_fast(denominator, self.stabilizer)
+        return affine_vjp(module, x, weight, ratio).mul_(x), denominator
 
     @staticmethod
     def _needed(grad: torch.Tensor, dead: bool, memo: dict) -> bool:

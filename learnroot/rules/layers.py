@@ -1,25 +1,33 @@
-"""Rules of the layers that are not Linear/Conv: pooling, sums, activations, merged BatchNorms.
+"""Rules of the layers that are not Linear/Conv: pooling, sums, shortcuts, activations, merged BatchNorms.
 
-MaxPool keeps its gradient (winner-take-all); AvgPool, AdaptiveAvgPool and the residual ``Sum``
-split proportionally to their inputs (zennit ``Norm``); ReLU-type activations (ReLU, ReLU6,
-LeakyReLU, PReLU, RReLU) pass relevance unchanged; other elementwise activations (sigmoid, tanh,
-...) use the z rule of the activation, ``R_in = x * phi'(x) * R_out / phi(x)`` (zennit ``Norm``:
-the first-order Taylor term at root 0, which equals "pass" for ReLU-type activations); merged
-BatchNorms pass.
+MaxPool keeps its gradient (winner-take-all); the residual ``Sum`` splits proportionally to its
+inputs (zennit ``Norm``); AvgPool, AdaptiveAvgPool and :class:`~learnroot.layers.SumPool2d` do the
+same by default, or use :class:`WindowEpsilon` or zennit ``Flat`` (``method.pool_rule``); the
+CIFAR ResNet's option-A shortcut (:class:`~learnroot.layers.PadShortcut`) keeps its gradient,
+which hands each output position's relevance to the input position it read (its padded channels
+hold zeros, so the proportional rule of the sum after it gives them no relevance); ReLU-type
+activations (ReLU, ReLU6, LeakyReLU, PReLU, RReLU) pass relevance unchanged; other elementwise
+activations (sigmoid, tanh, ...) use the z rule of the activation,
+``R_in = x * phi'(x) * R_out / phi(x)`` (zennit ``Norm``: the first-order Taylor term at root 0,
+which equals "pass" for ReLU-type activations); merged BatchNorms pass.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from torch import nn
+from zennit.core import BasicHook
 from zennit.layer import Sum
-from zennit.rules import Norm, Pass
+from zennit.rules import Flat, Norm, Pass
 from zennit.types import Activation, AvgPool, BatchNorm, MaxPool
 
+from ..layers import PadShortcut
 from .affine import AFFINE
 from .basic import GradientPass
 
-__all__ = ["RELU_LIKE", "activation_rule", "layer_kind", "generic_rule"]
+__all__ = ["RELU_LIKE", "activation_rule", "layer_kind", "generic_rule", "pool_rule", "window_weight",
+           "WindowEpsilon"]
 
 #: Activations through which relevance passes unchanged (piecewise linear through the origin).
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
@@ -32,8 +40,85 @@ def activation_rule(module: nn.Module, stabilizer: float):
     return Norm(stabilizer=stabilizer)
 
 
+def window_weight(module: nn.Module, input_shape: tuple) -> float:
+    """The weight of each input in its window's output, for pools whose windows weigh inputs equally.
+
+    ``1 / sqrt(h w)`` for :class:`~learnroot.layers.SumPool2d`, ``1 / divisor_override`` or
+    ``1 / kernel size`` for ``AvgPool``, ``1 / (H W ...)`` for a global ``AdaptiveAvgPool``.
+
+    Raises
+    ------
+    ValueError
+        For windows of unequal weights (padding not counted, adaptive windows of different sizes).
+    """
+    if hasattr(module, "input_weight"):
+        return float(module.input_weight)
+    spatial = tuple(input_shape[2:])
+    if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        divisor = getattr(module, "divisor_override", None)
+        if divisor:
+            return 1.0 / divisor
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * len(spatial)
+        padding = module.padding if isinstance(module.padding, tuple) else (module.padding,)
+        if any(padding) and not module.count_include_pad:
+            raise ValueError(f"{module}: windows at the border have fewer inputs (count_include_pad=False)")
+        return 1.0 / math.prod(kernel)
+    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        size = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * len(spatial)
+        size = tuple(full if out is None else out for out, full in zip(size, spatial))
+        if any(full % out for out, full in zip(size, spatial)):
+            raise ValueError(f"{module}: adaptive windows of different sizes for input {tuple(input_shape)}")
+        return 1.0 / math.prod(full // out for out, full in zip(size, spatial))
+    raise TypeError(f"{type(module).__name__} is not an average or sum pooling layer")
+
+
+class WindowEpsilon(BasicHook):
+    """LRP-epsilon of a pooling layer seen as a sum of its window's inputs with unit weights.
+
+    ``R_i = x_i R_j / (sum_{i' in window j} x_i' + epsilon sign)`` (sign +1 at 0), whatever the
+    pool's own scaling (mean, or the toolbox's ``sum / sqrt(h w)``): zennit ``Norm`` with the
+    stabiliser ``epsilon * w``, ``w`` the pool's :func:`window_weight`. This is what the LRP Toolbox
+    computes for its sum pooling with LRP-epsilon.
+
+    Parameters
+    ----------
+    epsilon : float
+        Added to each window's sum of inputs.
+    """
+
+    def __init__(self, epsilon: float):
+        super().__init__()
+        self.epsilon = float(epsilon)
+
+    def copy(self) -> "WindowEpsilon":
+        """A copy with the same epsilon."""
+        return type(self)(self.epsilon)
+
+    def backward(self, module, grad_input, grad_output):
+        """``Norm`` with the stabiliser scaled to the window sum."""
+        x = self.stored_tensors["input"][0]
+        rule = Norm(stabilizer=self.epsilon * window_weight(module, tuple(x.shape)))
+        rule.stored_tensors = self.stored_tensors
+        return rule.backward(module, grad_input, grad_output)
+
+
+def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
+    """The rule of an average/sum pooling layer for ``method.pool_rule`` ``name``.
+
+    ``norm``: proportional to the inputs (zennit ``Norm``); ``epsilon``: :class:`WindowEpsilon`;
+    ``flat``: equal shares (zennit ``Flat``, which is also w^2 for a pool's equal weights).
+    """
+    if name == "norm":
+        return Norm(stabilizer=stabilizer)
+    if name == "epsilon":
+        return WindowEpsilon(max(float(epsilon), stabilizer))
+    if name == "flat":
+        return Flat(stabilizer=stabilizer)
+    raise ValueError(f"unknown method.pool_rule {name!r}; choose one of norm, epsilon, flat")
+
+
 def layer_kind(module: nn.Module) -> str:
-    """``dense``, ``conv``, ``pool``, ``sum``, ``batchnorm``, ``activation`` or ``other``."""
+    """``dense``, ``conv``, ``pool``, ``sum``, ``shortcut``, ``batchnorm``, ``activation`` or ``other``."""
     if isinstance(module, nn.Linear):
         return "dense"
     if isinstance(module, AFFINE):
@@ -42,6 +127,8 @@ def layer_kind(module: nn.Module) -> str:
         return "pool"
     if isinstance(module, Sum):
         return "sum"
+    if isinstance(module, PadShortcut):
+        return "shortcut"
     if isinstance(module, BatchNorm):
         return "batchnorm"
     if isinstance(module, Activation):
@@ -49,11 +136,17 @@ def layer_kind(module: nn.Module) -> str:
     return "other"
 
 
-def generic_rule(module: nn.Module, stabilizer: float) -> Optional[object]:
-    """The rule of a non-affine layer, or None (the layer keeps its gradient and is not recorded)."""
-    if isinstance(module, (Sum, AvgPool)):
+def generic_rule(module: nn.Module, stabilizer: float, pool: str = "norm",
+                 epsilon: float = 0.0) -> Optional[object]:
+    """The rule of a non-affine layer, or None (the layer keeps its gradient and is not recorded).
+
+    ``pool`` and ``epsilon``: ``method.pool_rule`` and ``method.epsilon`` (see :func:`pool_rule`).
+    """
+    if isinstance(module, Sum):
         return Norm(stabilizer=stabilizer)
-    if isinstance(module, MaxPool):
+    if isinstance(module, AvgPool):
+        return pool_rule(pool, stabilizer, epsilon)
+    if isinstance(module, (MaxPool, PadShortcut)):
         return GradientPass()
     if isinstance(module, BatchNorm):
         return Pass()  # merged into the layer before it (checked), i.e. an identity

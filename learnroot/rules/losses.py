@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from ..options import ROOT_LOSSES
 from .ssim import SSIMReference, relevance_softmax
 
-__all__ = ["RootLoss"]
+__all__ = ["RootLoss", "SCALE_FREE_LOSSES"]
+
+#: Losses that compare only the pattern of response and relevance (invariant to their scales).
+SCALE_FREE_LOSSES = ("cosine", "kl")
+#: Floor on the response shares of the ``kl`` loss, as a fraction of the mean share.
+KL_FLOOR = 1e-6
 
 
 class RootLoss:
@@ -26,10 +31,20 @@ class RootLoss:
     - ``ssim``: ``sum (1 - ssim_map(z, R))`` = ``N (1 - SSIM)`` over the ``N`` positions of the map,
       with ``L = max(R) - min(R)`` per sample (at least the dtype's epsilon) as the data range.
 
+    Two losses compare only the *pattern* of response and relevance, so that their units (the
+    layer's activation units and the logit's) cancel and the loss does not change when the network
+    is rescaled without changing its function (``docs/METHOD.md``, section 2):
+
+    - ``cosine``: ``1 - <z, R> / (|z| |R|)`` over the sample's elements (0 when the response points
+      along the relevance, whatever the scales);
+    - ``kl``: ``KL(pi || p) = sum pi log(pi / p)`` between the relevance shares ``pi = |R| / sum |R|``
+      and the response shares ``p = z+ / sum z+`` (``z+ = max(z, 0)``), with a floor of ``1e-6``
+      times the mean share on ``p`` so that a silent neuron costs a finite amount.
+
     Parameters
     ----------
     name : str
-        One of ``mse``, ``l1``, ``hinge``, ``ssim``.
+        One of ``mse``, ``l1``, ``hinge``, ``ssim``, ``cosine``, ``kl``.
     softmax : bool
         Compare :func:`relevance_softmax` of response and relevance (as the paper's code does).
     paper_quirks : bool
@@ -117,3 +132,27 @@ class RootLoss:
         if self.paper_quirks:
             return reference
         return lambda response: 1 - reference(response)
+
+    @staticmethod
+    def _cosine(relevance):
+        flat = relevance.flatten(1)
+        tiny = torch.finfo(flat.dtype).tiny
+        direction = flat / flat.norm(dim=1, keepdim=True).clamp(min=tiny)
+
+        def term(response):
+            z = response.flatten(1)
+            return (1 - (z * direction).sum(dim=1) / z.norm(dim=1).clamp(min=tiny))[:, None]
+        return term
+
+    @staticmethod
+    def _kl(relevance):
+        magnitude = relevance.flatten(1).abs()
+        share = magnitude / magnitude.sum(dim=1, keepdim=True).clamp(min=torch.finfo(magnitude.dtype).tiny)
+        entropy = torch.special.xlogy(share, share).sum(dim=1, keepdim=True)
+        floor = KL_FLOOR / share.shape[1]
+
+        def term(response):
+            z = response.flatten(1).clamp(min=0)
+            p = z / z.sum(dim=1, keepdim=True).clamp(min=torch.finfo(z.dtype).tiny)
+            return entropy - (share * torch.log(p + floor)).sum(dim=1, keepdim=True)
+        return term
