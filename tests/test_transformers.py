@@ -445,6 +445,41 @@ def test_vit_models_read_both_layouts(tmp_path):
         vit_model(ModelOptions(name="vit_small", weights=str(timm_file), crop=224))
 
 
+def test_small_vit_ships_small_float16_weights_for_the_default_options(tmp_path):
+    from learnroot.config import compose_options
+    from learnroot.models.small_vit import PACKAGED_WEIGHTS, cached_small_vit, shipped_meta, small_vit_path
+    from learnroot.models.small_cnn import read_weights
+    from learnroot.options import DatasetOptions
+    assert PACKAGED_WEIGHTS.stat().st_size < 2_000_000
+    state, meta = read_weights(PACKAGED_WEIGHTS)
+    assert all(tensor.dtype == torch.float16 for tensor in state.values())
+    assert meta["model"] == "small_vit" and meta["val_accuracy"] >= 0.85
+    options = compose_options("model=small_vit")
+    # the defaults of conf/model/small_vit.yaml are the shipped weights' key: nothing is trained or generated
+    model = cached_small_vit(options.model, options.dataset, str(tmp_path))
+    assert not (tmp_path / "models").exists() and not (tmp_path / "data").exists()
+    assert torch.equal(model.head.weight, state["head.weight"].float())
+    other = compose_options("model=small_vit", "model.train_seed=1").model
+    assert small_vit_path(other, DatasetOptions(), str(tmp_path)).name != small_vit_path(options.model, DatasetOptions(),
+                                                                                          str(tmp_path)).name
+    assert shipped_meta()["benchmark"] == "shapes-v2-s0-n600-60-64px"
+
+
+def test_small_vit_trains_once_and_caches_when_no_shipped_weights_apply(tmp_path, caplog):
+    import logging
+    from learnroot.models.small_vit import cached_small_vit, small_vit_path
+    from learnroot.options import DatasetOptions
+    caplog.set_level(logging.INFO)
+    options = ModelOptions(name="small_vit", train_epochs=1, train_batch_size=16)
+    dataset = DatasetOptions(n_train=4, n_val=2)  # 24 training images: seconds
+    model = cached_small_vit(options, dataset, str(tmp_path))
+    path = small_vit_path(options, dataset, str(tmp_path))
+    assert path.is_file() and "training it once" in caplog.text
+    caplog.clear()
+    again = cached_small_vit(options, dataset, str(tmp_path))
+    assert "trained earlier" in caplog.text and torch.equal(again.head.weight, model.head.weight)
+
+
 def test_vit_b_16_reads_the_torch_hub_cache(tmp_path, monkeypatch):
     from learnroot.models import ModelError
     from learnroot.models.vit import vit_model
