@@ -512,7 +512,10 @@ def test_cli_vit_on_the_imagenet_samples(run_cli, shared_data, tmp_path):
     torch.save(randomise(vit_model(ModelOptions(name="vit_tiny", weights="random", crop=224)), std=0.05).state_dict(),
                weights)
     samples = shared_data / "imagenet-samples"
-    result = run_cli("model=vit_tiny", f"model.weights={weights}", "method=attnlrp", "dataset=imagenet",
+    # stabiliser 1e-9: with 1e-6 a LayerNorm output within it of zero absorbs R eps / (|y| + eps) of the relevance
+    # (2.6e-3 at one layer of these images), a property of the stabiliser, not of the rules' conservation
+    result = run_cli("model=vit_tiny", f"model.weights={weights}", "method=attnlrp", "method.stabilizer=1e-9",
+                     "dataset=imagenet",
                      f"dataset.root={samples / 'val'}", f"dataset.class_index={samples / 'imagenet_class_index.json'}",
                      "dataset.limit=2", "metrics=fast", f"paths.output_root={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr[-3000:]
