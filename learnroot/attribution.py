@@ -45,7 +45,14 @@ from .options import MethodOptions, RootOptOptions
 from .rules import AFFINE, RootLog
 from .rules.layers import generic_rule, layer_kind
 
-__all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe", "recordable_layers"]
+__all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe", "recordable_layers",
+           "architecture"]
+
+
+def architecture(model: nn.Module) -> str:
+    """``vit`` for :class:`learnroot.transformers.vit.VisionTransformer`, ``cnn`` for any other model."""
+    from .transformers.vit import is_vit
+    return "vit" if is_vit(model) else "cnn"
 
 
 @dataclass
@@ -65,6 +72,9 @@ class Attribution:
     root_fallback : torch.Tensor
         ``(B,)`` bool, True where a learned root hit NaN/inf and fell back to its z+ start
         (always False for methods other than ``ours``).
+    conserving : bool
+        False for maps that are not relevance decompositions (Chefer's transformer attribution and
+        the attention rollouts on vision transformers): no conservation error is reported for them.
     pixel_root : torch.Tensor, optional
         ``(B, *input_shape)`` the one root ``r`` of the pixel layer (signal ``x - r``), where the method
         has one and that layer's input is the model input (``ours`` with
@@ -76,6 +86,7 @@ class Attribution:
     r_top: torch.Tensor
     layers: list = field(default_factory=list)
     root_fallback: Optional[torch.Tensor] = None
+    conserving: bool = True
     pixel_root: Optional[torch.Tensor] = None
 
     def layer_maps(self) -> dict[str, torch.Tensor]:
@@ -365,7 +376,10 @@ def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOp
         return the attributor their declaration builds.
     """
     spec = get(method.name)
-    if spec.kind == "transformer":
+    kind = architecture(model)
+    spec.check(kind)
+    build = spec.builder(kind)
+    if build is not None:
         validate(method, root_opt)
-        return spec.build(model, method, root_opt, box)
+        return build(model, method, root_opt, box)
     return Attributor(model, method, root_opt, box, keep_layers)

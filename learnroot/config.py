@@ -200,6 +200,12 @@ def check_choices(options: RunOptions) -> None:
                           f"{', '.join(map(str, CIFAR_RESNET_DEPTHS))}")
     if options.model.pad < 0:
         raise ConfigError(f"model.pad must be >= 0, got {options.model.pad}")
+    from .methods import get as get_method
+    from .models import architecture_of
+    try:
+        get_method(options.method.name).check(architecture_of(options.model.name), options.model.name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
     if options.metrics.class_other < -1:

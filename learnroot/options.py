@@ -34,6 +34,7 @@ CHOICES = {
     "method.zplus_fallback": ZPLUS_FALLBACKS,
     "method.output": OUTPUTS,
     "method.target": ("label", "prediction"),
+    "method.attention": ("cp", "softmax"),
     "root_opt.conv.loss": ROOT_LOSSES,
     "root_opt.dense.loss": ROOT_LOSSES,
     "root_opt.pixel.loss": ROOT_LOSSES,
@@ -223,6 +224,10 @@ class MethodOptions:
         Relevance put on the target output: ``logit``, ``abs_logit`` or ``one``.
     target : str
         Which class to explain: ``label`` or ``prediction``.
+    attention : str
+        ``attnlrp`` on vision transformers: ``cp`` (the attention matrix is a constant, relevance
+        flows through the values: CP-LRP, conserving) or ``softmax`` (AttnLRP's softmax and uniform
+        matmul rules: relevance also reaches queries and keys; the softmax absorbs a share).
     """
 
     name: str = "ours"
@@ -239,6 +244,7 @@ class MethodOptions:
     montavon_split: List[float] = field(default_factory=lambda: [0.33, 0.67])
     output: str = "logit"
     target: str = "label"
+    attention: str = "cp"
 
 
 @dataclass

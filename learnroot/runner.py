@@ -194,12 +194,13 @@ class Pipeline:
         if self.options.metrics.cost:
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
         scores = dict(evaluation.per_sample)
-        if self.options.metrics.conservation:
+        conserving = self.options.metrics.conservation and attribution.conserving
+        if conserving:
             scores["conservation_error"] = conservation.global_error(attribution)
         for name, values in scores.items():  # NaN for samples whose relevance is not finite
             columns[name] = values.detach().double().cpu().masked_fill(bad.cpu(), math.nan).tolist()
         samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
-        layers = self.layer_rows(batch["id"], attribution) if self.options.metrics.conservation else []
+        layers = self.layer_rows(batch["id"], attribution) if conserving else []
         curves = [{"id": batch["id"][row["sample"]], **{key: value for key, value in row.items() if key != "sample"}}
                   for row in evaluation.curves]
         extra = {f"layer_{name}": value for name, value in attribution.layer_maps().items()}
@@ -445,6 +446,9 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     frames = folder.merge(indices=range(len(batches)))
     frames["skipped"] = list(frames["skipped"]) + list(saved.get("excluded", []))  # set aside before reading
     summary = summarise(frames, options)
+    if options.metrics.conservation and not getattr(pipeline.attributor, "conserving", True):
+        # a map, not a relevance decomposition (Chefer's attribution, rollouts): marked, never reported
+        summary["metrics"]["conservation_error"] = {"mean": None, "std": None, "n": 0, "applicable": False}
     if summary["curves"]:
         from .figures import plot_mean_curves
         plot_mean_curves({options.method.name: summary["curves"]}, Path(run_dir) / "curves.png",

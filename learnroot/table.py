@@ -57,6 +57,8 @@ IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "save_laye
 #: Override keys that select presets rather than values (their effect is in the composed config).
 PRESET_KEYS = ("experiment", "cluster")
 FORMATS = ("md", "csv", "tex")
+#: Cell text of a metric that does not apply to a run (``"applicable": false`` in its ``metrics.json``).
+NOT_APPLICABLE = "n/a"
 
 
 class TableError(Exception):
@@ -366,6 +368,12 @@ def label_value(run: Run, key: str):
     return "" if value is None else value
 
 
+def _method_order() -> tuple:
+    """Registered method names in registration order (imports the registry, hence torch, on first use)."""
+    from .methods import names
+    return names()
+
+
 def _sort_key(value):
     order = list(_methods())
     if isinstance(value, str) and value in order:
@@ -458,7 +466,7 @@ def tidy_frame(runs: list[Run], columns: list[tuple[str, str]]) -> pd.DataFrame:
 def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[str]) -> pd.DataFrame:
     """The numeric pivot: one row per configuration, label columns, ``n``, then per metric
     ``<m>_mean``, ``<m>_std``, ``<m>_n`` and ``<m>_best`` (bool), rows in :func:`sort_runs` order."""
-    rows = []
+    rows, not_applicable = [], []
     for run in sort_runs(used, columns):
         row = {title: label_value(run, key) for title, key in columns}
         row["n"] = run.n_ok if run.n_ok is not None else run.n_samples
@@ -466,9 +474,12 @@ def pivot_frame(used: list[Run], columns: list[tuple[str, str]], metrics: list[s
             stats = run.metrics.get(name) or {}
             row[f"{name}_mean"], row[f"{name}_std"] = _number(stats.get("mean")), _number(stats.get("std"))
             row[f"{name}_n"] = stats.get("n")
+            if stats.get("applicable") is False:
+                not_applicable.append((len(rows), name))
         rows.append(row)
     titles = [title for title, _ in columns]
     frame = pd.DataFrame(rows, columns=titles + ["n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")])
+    frame.attrs["not_applicable"] = not_applicable  # (row position, metric): shown as NOT_APPLICABLE
     for name in metrics:
         frame[f"{name}_best"] = best_mask(frame[f"{name}_mean"], metric_direction(name))
     return frame
@@ -500,10 +511,14 @@ def format_number(value: float) -> str:
 def _cells(frame: pd.DataFrame, metrics: list[str], pm: str) -> list[dict]:
     """Per row: ``{metric: (text, best)}`` with ``mean pm std`` and ``(n=k)`` when k differs from n."""
     rows = []
-    for _, row in frame.iterrows():
+    not_applicable = set(frame.attrs.get("not_applicable", ()))
+    for position, (_, row) in enumerate(frame.iterrows()):
         cells = {}
         for name in metrics:
             mean, std, count = row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"]
+            if (position, name) in not_applicable:  # e.g. the conservation error of a map that is no decomposition
+                cells[name] = (NOT_APPLICABLE, False)
+                continue
             text = format_number(mean)
             if math.isfinite(mean) and std is not None and math.isfinite(std):
                 text += f"{pm}{format_number(std)}"
@@ -512,6 +527,10 @@ def _cells(frame: pd.DataFrame, metrics: list[str], pm: str) -> list[dict]:
             cells[name] = (text, bool(row[f"{name}_best"]))
         rows.append(cells)
     return rows
+
+
+def _any_not_applicable(frame: pd.DataFrame, metrics: list[str]) -> bool:
+    return any(name in metrics for _, name in frame.attrs.get("not_applicable", ()))
 
 
 def _arrow(name: str, down: str, up: str) -> str:
@@ -540,6 +559,9 @@ def render_markdown(frame: pd.DataFrame, titles: list[str], metrics: list[str], 
                  "is better).")
     lines.append("Bold marks the best mean, not a significant difference: `learnroot-table PATH --paired BASELINE` "
                  "gives paired differences with bootstrap confidence intervals.")
+    if _any_not_applicable(frame, metrics):
+        lines.append(f"{NOT_APPLICABLE}: the metric does not apply to the run (no conservation error for maps that "
+                     "are not relevance decompositions: Chefer's transformer attribution, attention rollouts).")
     failed = [run for run in problems if run.status != NOT_STARTED]
     not_started = [run for run in problems if run.status == NOT_STARTED]
     for runs, title in ((failed, "run(s) without results"),

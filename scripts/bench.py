@@ -103,10 +103,12 @@ from zennit.core import Composite
 import learnroot
 from learnroot.config import ConfigError, compose_options
 from learnroot.allocator import tune_allocator
-from learnroot.attribution import make_attributor
+from learnroot.attribution import architecture, make_attributor
 from learnroot.canonizers import canonizers
 from learnroot.methods import RuleBook, get as get_method, names
 from learnroot.metrics.evaluate import evaluate
+from learnroot.models.small_vit import small_vit
+from learnroot.models.vit import VIT_MODELS, vit_model
 from learnroot.normalisation import Normalisation
 from learnroot.models import preprocess_of, small_cnn
 from learnroot.options import (DatasetOptions, MethodOptions, MetricsOptions,
@@ -121,7 +123,7 @@ COLUMNS = ("device", "device_name", "threads", "malloc", "torch", "zennit", "mod
            "peak_delta_mb", "memory", "x_forward", "x_floor", "x_zennit", "x_dtd_zplus", "x_paper_code",
            "ratio_clock", "relevance_sum", "r_top", "conservation", "note")
 SIZES = {"vgg16": 224, "vgg19": 224, "resnet18": 224, "resnet50": 224, "mobilenet_v2": 224, "small_cnn": 64,
-         "tiny": 28}
+         "tiny": 28, "vit_tiny": 224, "vit_small": 224, "vit_base": 224, "vit_b_16": 224, "small_vit": 64}
 TORCHVISION = ("vgg16", "vgg19", "resnet18", "resnet50", "mobilenet_v2")
 #: Models in torchvision's VGG layout (``features``, ``avgpool`` to 7 x 7, ``classifier``): what the
 #: paper's ``DTDOpt`` handles as ``model_archi='vgg'``.
@@ -154,7 +156,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg16",
-                        help="comma list of vgg16, vgg19, resnet18, resnet50, mobilenet_v2, small_cnn")
+                        help="comma list of vgg16, vgg19, resnet18, resnet50, mobilenet_v2, small_cnn, "
+                             "vit_tiny, vit_small, vit_base, vit_b_16, small_vit (ViTs: the methods that explain them)")
     parser.add_argument("--weights", default="",
                         help="comma list of MODEL=PATH: a torchvision state dict instead of random weights")
     parser.add_argument("--size", type=int, default=0, help="image side in pixels (0: 224, small_cnn 64)")
@@ -326,6 +329,10 @@ def build_subject(name: str, size: int, device: torch.device, seed: int, weights
         model, classes = small_cnn(6), 6
     elif name == "tiny":
         model, classes = TinyVGG(), 5
+    elif name in VIT_MODELS:
+        model, classes = vit_model(replace(options, weights="random", crop=size or SIZES[name])), 1000
+    elif name == "small_vit":
+        model, classes = small_vit(6), 6
     else:
         raise SystemExit(f"unknown model {name!r}")
     if weights:
@@ -798,8 +805,13 @@ def run_batch(bench: Bench, subject: Subject, device: torch.device, batch: int, 
     units = {"forward": forward_fn(model), "floor": floor_fn(model)}
     bench.group(context, x, target, ({"method": "-", "measure": "floor"}, units["floor"]),
                 {"forward": units["forward"]}, emit=("forward",))
+    kind = architecture(model)
+    if kind == "vit":  # no dtd_zplus or raw-zennit reference: the methods against forward and floor only
+        for name in (name for name in methods if kind in get_method(name).architectures):
+            run_baseline(bench, context, subject, x, target, units, name, None)
+        return
     zplus = make_attributor(model, method_options("dtd_zplus"), root_options("default"), subject.box)
-    for name in methods:
+    for name in (name for name in methods if kind in get_method(name).architectures):
         if name == "ours":
             run_ours(bench, context, subject, x, target, units, zplus)
         else:
@@ -826,7 +838,8 @@ def run_baseline(bench: Bench, context: dict, subject: Subject, x, target, units
     attributor = zplus if name == "dtd_zplus" else make_attributor(subject.model, method, root_options("default"),
                                                                     subject.box)
     references = dict(units)
-    baseline = ZennitBaseline(subject.model, method, subject.box, x) if args.zennit else None
+    vit = architecture(subject.model) == "vit"
+    baseline = ZennitBaseline(subject.model, method, subject.box, x) if args.zennit and not vit else None
     if baseline is not None:
         references["zennit"] = baseline
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from learnroot.methods import names
 
-METHODS = names()
+METHODS = names(architecture="cnn")  # the tiny benchmark's model is a CNN
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 COLUMNS = ["device", "device_name", "threads", "malloc", "torch", "zennit", "model", "weights", "size", "batch", "images",

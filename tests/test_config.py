@@ -18,7 +18,8 @@ GROUPS = ("model", "dataset", "method", "root_opt", "metrics", "paths")
 NEEDS = {"dataset=imagenet": ["dataset.root=/data/val"],
          "dataset=imagenet_segmentation": ["dataset.root=/data/gtsegs_ijcv.mat"],
          "dataset=mnist": ["dataset.root=/data/mnist"], "dataset=cifar10": ["dataset.root=/data/cifar10"],
-         "dataset=coco_seg": ["dataset.root=/data/coco128-seg"]}
+         "dataset=coco_seg": ["dataset.root=/data/coco128-seg"],
+         **{f"method={name}": ["model=small_vit"] for name in set(names(architecture="vit")) - set(names(architecture="cnn"))}}
 
 
 def compose_options(*overrides: str) -> RunOptions:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from ..options import OUTPUTS, MethodOptions, RootOptOptions, check_choice
 from . import catalogue  # noqa: F401 - registers the CNN methods
-from .registry import KINDS, REGISTRY, Method, get, names, register
+from .registry import ARCHITECTURES, KINDS, REGISTRY, Method, attach, get, names, register
 from .rulebook import RuleBook
+from ..transformers import methods as _transformer_methods  # noqa: F401,E402 - registers the ViT methods
 
-__all__ = ["KINDS", "REGISTRY", "Method", "get", "names", "register", "RuleBook", "validate", "OUTPUTS"]
+__all__ = ["KINDS", "ARCHITECTURES", "REGISTRY", "Method", "attach", "get", "names", "register", "RuleBook",
+           "validate", "OUTPUTS"]
 
 
 def validate(method: MethodOptions, root_opt: RootOptOptions) -> None:
@@ -21,7 +23,7 @@ def validate(method: MethodOptions, root_opt: RootOptOptions) -> None:
     :data:`learnroot.options.CHOICES`), for science code called without the CLI.
     """
     get(method.name)
-    for key in ("pixel_rule", "pool_rule", "zplus_fallback", "output", "target"):
+    for key in ("pixel_rule", "pool_rule", "zplus_fallback", "output", "target", "attention"):
         check_choice(f"method.{key}", getattr(method, key))
     for key in ("weights", "layers", "pixel_layer"):
         check_choice(f"root_opt.{key}", getattr(root_opt, key))

@@ -7,16 +7,21 @@ or a module of its own), its yaml file and its reference test.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from ..registry import Registry
 
-__all__ = ["KINDS", "Method", "register", "get", "names", "REGISTRY"]
+__all__ = ["KINDS", "ARCHITECTURES", "Method", "register", "attach", "get", "names", "REGISTRY"]
 
 #: Method kinds: ``gradient`` (differentiates the model), ``rule`` (zennit rules on CNN layers),
 #: ``transformer`` (its own attributor, for vision transformers).
 KINDS = ("gradient", "rule", "transformer")
+
+#: Model architectures a method can explain, with their names in messages: ``cnn`` (any model the
+#: zennit rules apply to) and ``vit`` (:class:`learnroot.transformers.vit.VisionTransformer`).
+ARCHITECTURES = {"cnn": "CNNs", "vit": "vision transformers"}
+_DEFAULT_ARCHITECTURES = {"gradient": ("cnn", "vit"), "rule": ("cnn",), "transformer": ("vit",)}
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class Method:
         relevance of the logits ``index`` ``(B, 1)`` at ``x`` and the logits at ``x``.
     build : callable, optional
         ``transformer`` methods: ``(model, method_options, root_options, box) -> attributor``.
+    vit_build : callable, optional
+        A ``rule`` method that also explains vision transformers (``ours``): their attributor's
+        builder, with ``build``'s signature (see :func:`attach`).
+    architectures : tuple of str
+        The :data:`ARCHITECTURES` the method explains; by default ``gradient``: both, ``rule``: ``cnn``,
+        ``transformer``: ``vit``.
     params : tuple of str
         The :class:`~learnroot.options.MethodOptions` fields the method reads (besides ``name``,
         ``output`` and ``target``, which every method reads).
@@ -58,6 +69,8 @@ class Method:
     build: Optional[Callable] = None
     params: tuple = field(default_factory=tuple)
     uses_root_opt: bool = False
+    vit_build: Optional[Callable] = None
+    architectures: tuple = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -65,6 +78,27 @@ class Method:
         needed = {"rule": "hidden", "gradient": "gradient", "transformer": "build"}[self.kind]
         if getattr(self, needed) is None:
             raise ValueError(f"method {self.name!r} of kind {self.kind} needs {needed}=...")
+        if not self.architectures:
+            object.__setattr__(self, "architectures", _DEFAULT_ARCHITECTURES[self.kind])
+        unknown = set(self.architectures) - set(ARCHITECTURES)
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown architecture(s) {', '.join(sorted(unknown))}")
+
+    def builder(self, architecture: str) -> Optional[Callable]:
+        """The attributor builder for models of ``architecture``, or None for the rule/gradient
+        attributor of :mod:`learnroot.attribution`."""
+        if architecture == "vit" and self.kind != "gradient":
+            return self.build if self.kind == "transformer" else self.vit_build
+        return None
+
+    def check(self, architecture: str, model: str = "") -> None:
+        """``ValueError`` (one line, naming the methods that fit) unless the method explains ``architecture``."""
+        if architecture in self.architectures:
+            return
+        fitting = ", ".join(names(architecture=architecture))
+        subject = f"model {model} ({ARCHITECTURES[architecture][:-1]})" if model else ARCHITECTURES[architecture]
+        raise ValueError(f"method {self.name} explains {' and '.join(ARCHITECTURES[a] for a in self.architectures)} "
+                         f"only, not {subject}; methods for {ARCHITECTURES[architecture]}: {fitting}")
 
 
 #: name -> Method, in registration order.
@@ -72,9 +106,22 @@ REGISTRY: Registry[Method] = Registry("method")
 register = REGISTRY.register
 
 
-def names(kind: Optional[str] = None) -> tuple[str, ...]:
-    """Registered method names (of one kind), in registration order."""
-    return tuple(name for name, method in REGISTRY.items() if kind is None or method.kind == kind)
+def attach(name: str, architecture: str, build: Callable) -> Method:
+    """Let the registered method ``name`` also explain ``architecture`` (``vit``) with ``build``
+    (e.g. ``ours`` on vision transformers, declared in :mod:`learnroot.transformers.methods`)."""
+    if architecture != "vit":
+        raise ValueError(f"only vision-transformer attributors can be attached, not {architecture!r}")
+    method = get(name)
+    REGISTRY[name] = replace(method, vit_build=build,
+                             architectures=tuple(dict.fromkeys(method.architectures + (architecture,))))
+    return REGISTRY[name]
+
+
+def names(kind: Optional[str] = None, architecture: Optional[str] = None) -> tuple[str, ...]:
+    """Registered method names (of one kind, for one architecture), in registration order."""
+    return tuple(name for name, method in REGISTRY.items()
+                 if (kind is None or method.kind == kind)
+                 and (architecture is None or architecture in method.architectures))
 
 
 def get(name: str) -> Method:

@@ -18,12 +18,15 @@ from .cifar_resnet import cifar_resnet
 from .lenet import lenet5_mnist
 from .mobilenet import mobilenet_v2
 from .small_cnn import cached_small_cnn, small_cnn, small_cnn_path
+from .small_vit import cached_small_vit, small_vit
 from .toy import toy_sigmoid
 from .torchvision_models import TORCHVISION, torchvision_model
+from .vit import VIT_MODELS, vit_model
 from .weights import ModelError, load_state_dict
 
 __all__ = ["ModelError", "ModelSpec", "REGISTRY", "register", "build_model", "preprocess_of", "load_state_dict",
-           "small_cnn", "small_cnn_path", "cached_small_cnn", "toy_sigmoid", "num_outputs"]
+           "small_cnn", "small_cnn_path", "cached_small_cnn", "small_vit", "cached_small_vit", "toy_sigmoid",
+           "num_outputs", "architecture_of"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,15 @@ class ModelSpec:
         One line for README and ``--help``.
     outputs : callable, optional
         ``(model_options, dataset_options) -> int``: number of outputs; default ``model.num_classes``.
+    architecture : str
+        ``cnn`` or ``vit`` (:data:`learnroot.methods.ARCHITECTURES`): which methods can explain it.
     """
 
     name: str
     build: Callable
     summary: str
     outputs: Callable = None
+    architecture: str = "cnn"
 
 
 #: name -> ModelSpec, in registration order.
@@ -65,6 +71,12 @@ def num_outputs(options: ModelOptions, dataset_options) -> int:
     if spec is not None and spec.outputs is not None:
         return spec.outputs(options, dataset_options)
     return options.num_classes
+
+
+def architecture_of(name: str) -> str:
+    """``cnn`` or ``vit``: the architecture of the registered model ``name`` (``cnn`` if unknown)."""
+    spec = REGISTRY.get(name)
+    return spec.architecture if spec is not None else "cnn"
 
 
 def build_model(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
@@ -105,5 +117,16 @@ register(ModelSpec("cifar_resnet", lambda options, dataset, cache: cifar_resnet(
                    outputs=lambda o, d: o.num_classes or 10))
 register(ModelSpec("mobilenet_v2", lambda options, dataset, cache: mobilenet_v2(options),
                    "torchvision MobileNetV2 (ImageNet), local weights"))
+def _small_vit(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
+    if dataset_options.name != "shapes" and options.weights in ("auto", ""):
+        raise ModelError("model=small_vit with weights=auto is trained on dataset=shapes; "
+                         "pass model.weights=PATH to use it on another dataset")
+    return cached_small_vit(options, dataset_options, cache_dir)
+
+
+register(ModelSpec("small_vit", _small_vit, "the embedded small vision transformer for the shapes benchmark",
+                   outputs=_shape_classes, architecture="vit"))
+for _name, _summary in VIT_MODELS.items():
+    register(ModelSpec(_name, lambda options, dataset, cache: vit_model(options), _summary, architecture="vit"))
 register(ModelSpec("toy_sigmoid", lambda options, dataset, cache: toy_sigmoid(),
                    "f(x, y) = sigmoid(x) + sigmoid(y), the supplement's toy network", outputs=lambda o, d: 1))

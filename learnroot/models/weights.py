@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ModelError", "load_state_dict", "hub_checkpoint", "read_state_dict"]
+__all__ = ["ModelError", "load_state_dict", "fit_state_dict", "hub_checkpoint", "read_state_dict"]
 
 
 class ModelError(Exception):
@@ -71,6 +71,17 @@ def load_state_dict(model: nn.Module, path: str, name: str, prefix: str = "") ->
     state = read_state_dict(path)
     if prefix:
         state = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
+    fit_state_dict(model, state, file, name)
+
+
+def fit_state_dict(model: nn.Module, state: dict, file, name: str) -> None:
+    """Load ``state`` (read from ``file``) into ``model`` if its keys and shapes fit exactly.
+
+    Raises
+    ------
+    ModelError
+        Missing, unexpected or mis-shaped keys (named, with their counts).
+    """
     own = model.state_dict()
     # BatchNorm's step counter is absent from checkpoints of old torch versions (BatchNorm fills it in)
     missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]

@@ -1,0 +1,153 @@
+"""The transformer methods in the method registry, and their attributors.
+
+=====================  ======================================================================
+method                 what the attributor computes on a :class:`VisionTransformer`
+=====================  ======================================================================
+``chefer``             Chefer et al. (2021) transformer attribution (:mod:`.chefer`): a patch map
+``ours``               the learned root inside Chefer's propagation (:mod:`.ours`): a patch map
+``attnlrp``            AttnLRP (:mod:`.attnlrp`): pixel relevance, conserving layer by layer
+``attention_rollout``  Abnar & Zuidema's rollout of the raw attention (:mod:`.rollout`)
+``raw_attention``      the last block's class-token attention (:mod:`.rollout`)
+=====================  ======================================================================
+
+Every attributor returns a :class:`~learnroot.attribution.Attribution` whose relevance has the
+input's shape ``(B, C, H, W)``: a patch map is upsampled bilinearly to ``H x W`` (as the paper's code
+does, ``align_corners=False``) and spread evenly over the ``C`` channels, so that the channel sum (what
+every metric and heatmap uses) is the upsampled map. Patch maps are not relevance decompositions:
+their attributions say so (``conserving=False``), their total relevance ``r_top`` is 1 (Chefer's
+one-hot start) and no conservation error is reported for them. AttnLRP records the relevance sums of
+every operation (:class:`~learnroot.conservation.LayerSums`) for the layer-wise conservation errors.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from ..methods.registry import Method, attach, register
+from ..rules.affine import ParamCache
+from ..rules.learned import RootLog
+from .attnlrp import AttnLRPRules, attnlrp
+from .chefer import CheferRules, chefer_map
+from .ours import OursRules
+from .rollout import attention_rollout, raw_attention
+from .vit import VisionTransformer, is_vit
+
+__all__ = ["TransformerAttributor", "upsample_patch_map"]
+
+
+def upsample_patch_map(patch_map: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """A patch map ``(B, P)`` (row-major, ``P = g^2``) as input-shaped relevance ``(B, C, H, W)``:
+    bilinear upsampling to ``H x W``, divided evenly over the ``C`` channels."""
+    batch, patches = patch_map.shape
+    grid = int(round(patches ** 0.5))
+    channels, height, width = shape
+    image = F.interpolate(patch_map.reshape(batch, 1, grid, grid), size=(height, width), mode="bilinear",
+                          align_corners=False)
+    return (image / channels).expand(batch, channels, height, width).contiguous()
+
+
+class TransformerAttributor:
+    """``attributor(x, target) -> Attribution`` of one transformer method on a private copy of the model.
+
+    Parameters
+    ----------
+    model : VisionTransformer
+        Deep-copied once (eval mode, parameters frozen).
+    method : MethodOptions
+    root_opt : RootOptOptions
+    box : (torch.Tensor, torch.Tensor)
+        Pixel box ``(low, high)`` in normalised input space, broadcastable to ``(1, C, 1, 1)``.
+    """
+
+    def __init__(self, model, method, root_opt, box):
+        if not is_vit(model):
+            raise ValueError(f"method {method.name} explains vision transformers (learnroot's VisionTransformer); "
+                             f"got {type(model).__name__}")
+        self.method = method
+        self.root_opt = root_opt
+        self.box = box
+        self.model: VisionTransformer = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.log = RootLog()
+        self._pixel_rules: dict = {}
+        self._cache = ParamCache()  # signed weight parts, made once per layer
+        self._chefer = CheferRules(self._cache)
+        self._attnlrp_rules = None
+
+    @property
+    def conserving(self) -> bool:
+        """Whether the method's result is a relevance decomposition (AttnLRP) rather than a patch map."""
+        return self.method.name == "attnlrp"
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor):
+        from ..attribution import Attribution
+        with torch.inference_mode(False):
+            x = x.clone() if x.is_inference() else x
+            target = target.clone() if target.is_inference() else target
+            target = target.to(device=x.device, dtype=torch.long)
+            if self.method.name == "attnlrp":
+                return self._attnlrp(x, target)
+            self.log.clear()
+            patch_map, logits = self._patch_map(x, target)
+            logit = logits.gather(1, target.view(-1, 1))[:, 0].detach()
+            fallback = self.log.fallback(x.shape[0], device=x.device)
+            return Attribution(relevance=upsample_patch_map(patch_map.detach(), tuple(x.shape[1:])),
+                               target_logit=logit, r_top=torch.ones_like(logit), layers=[],
+                               root_fallback=fallback, conserving=self.conserving)
+
+    def _patch_map(self, x, target):
+        name = self.method.name
+        if name == "chefer":
+            return chefer_map(self.model, x, target, self._chefer)
+        if name == "ours":
+            rules = OursRules(self.model, self.root_opt, log=self.log, output=self.method.output, cache=self._cache)
+            return chefer_map(self.model, x, target, rules)
+        with torch.no_grad():
+            trace = self.model.trace(x)
+        if name == "attention_rollout":
+            return attention_rollout(trace), trace.logits
+        if name == "raw_attention":
+            return raw_attention(trace), trace.logits
+        raise ValueError(f"method {name!r} has no transformer attributor")
+
+    def pixel_rule(self, x: torch.Tensor):
+        """The patch embedding's rule (``method.pixel_rule``; zB in the pixel box), made once per input shape."""
+        from ..methods.rulebook import RuleBook
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if key not in self._pixel_rules:
+            low, high = (torch.as_tensor(bound).to(device=x.device, dtype=x.dtype).expand(1, *x.shape[1:])
+                         for bound in self.box)
+            self._pixel_rules[key] = RuleBook(self.method, self.root_opt).pixel((low, high))
+        return self._pixel_rules[key]
+
+    def _attnlrp(self, x, target):
+        from ..attribution import Attribution, output_relevance
+        method = self.method
+        if self._attnlrp_rules is None:  # made once: its cache keeps |W| of every layer
+            self._attnlrp_rules = AttnLRPRules(gamma=method.gamma, attention=method.attention, bias=method.bias,
+                                               stabilizer=method.stabilizer)
+        rules = self._attnlrp_rules
+        with torch.no_grad():
+            trace = self.model.trace(x)
+        seed, r_top, logit = output_relevance(trace.logits, target, method.output)
+        sink: list = []
+        relevance = attnlrp(self.model, trace, seed, rules, self.pixel_rule(x), sink)
+        return Attribution(relevance=relevance.detach(), target_logit=logit, r_top=r_top, layers=sink,
+                           root_fallback=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
+
+
+def build(model, method, root_opt, box) -> TransformerAttributor:
+    """The registry's ``build`` of every transformer method."""
+    return TransformerAttributor(model, method, root_opt, box)
+
+
+register(Method("chefer", "transformer", "Chefer et al. 2021 transformer attribution (paper's ViT baseline)",
+                build=build))
+register(Method("attnlrp", "transformer", "AttnLRP (Achtibat et al. 2024): conserving LRP through attention, "
+                "LayerNorm, GELU", build=build, params=("gamma", "attention", "bias", "stabilizer", "pixel_rule")))
+register(Method("attention_rollout", "transformer", "attention rollout (Abnar & Zuidema 2020)", build=build))
+register(Method("raw_attention", "transformer", "last block's class-token attention", build=build))
+attach("ours", "vit", build)
