@@ -234,6 +234,7 @@ def test_rollout_against_hand_computed_matrices():
     m2 = torch.tensor([[[0.6, 0.2, 0.2], [0.15, 0.65, 0.2], [0.0, 0.25, 0.75]]])
     expected = torch.tensor([[[0.6 * 0.75 + 0.2 * 0.1 + 0.2 * 0.05, 0.6 * 0.125 + 0.2 * 0.8 + 0.2 * 0.05,
                                0.6 * 0.125 + 0.2 * 0.1 + 0.2 * 0.9]]])
+    assert torch.allclose((m2 @ m1)[:, :1], expected)  # the hand arithmetic is the first row of M2 M1
     assert torch.allclose(rollout([a1, a2], add_identity=True, normalise=True)[:, :1], expected)
     # Chefer's variant: (A + I) without normalisation
     assert torch.allclose(rollout([a1, a2], normalise=False), (a2 + torch.eye(3)) @ (a1 + torch.eye(3)))

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..options import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
