@@ -271,7 +271,7 @@ def test_ours_with_zero_steps_equals_chefer_exactly():
 def test_ours_paper_quirks_halve_the_linear_rule_and_zero_the_softmax():
     from learnroot.transformers.chefer import CheferRules
     from learnroot.transformers.ours import OursRules, gelu_paper_rule
-    model, (x, _) = tiny_vit(), inputs(2)
+    model = tiny_vit()
     quirks = OursRules(model, RootOptOptions(dense=LayerRootOptions(steps=0), paper_quirks=True))
     relevance = torch.randn(2, 17, 64)
     hidden = torch.randn(2, 17, 32)
