@@ -24,7 +24,9 @@
 #   3. sanity: on the test part (SANITY_LIMIT images, default 100) of each of SANITY_SETUPS (default
 #      "lenet5_mnist small_cnn_shapes"): experiment=sanity (sparse attack, signal/root, class
 #      sensitivity, cascading randomisation for ours, dtd_zplus, lrp_gamma, dtd_montavon) and ours with
-#      the learned pixel root; tables $RESULTS/tables/real_sanity_<setup>{,_vs_dtd_zplus_paired}.*,
+#      the learned pixel root, and the four methods again under a stronger attack (k 5000 at 224 px,
+#      epsilon 0.1, step 0.02); tables $RESULTS/tables/real_sanity_<setup>{,_vs_dtd_zplus_paired}.* with
+#      the scores in SANITY_METRICS (add object_share for mobilenet_coco),
 #      figure $RESULTS/figures/real_sanity_<setup>_randomisation.{png,pdf}
 #   STAGES (default "search test sanity"), SETUPS (default "lenet5_mnist resnet20_cifar10 resnet56_cifar10
 #   mobilenet_imagenet mobilenet_coco small_cnn_shapes"), SEARCH_SETUPS (default: SETUPS without
@@ -104,7 +106,7 @@ if [[ $mode == real ]]; then
     methods=${METHODS:-gradient,gradient_x_input,integrated_gradients,lrp_0,lrp_epsilon,lrp_gamma,dtd_zplus,dtd_zb,dtd_ww,dtd_montavon,ours}
     controls=${CONTROLS:-shuffled_control,uniform_control,mse_threshold,threshold_control,paper}
     read -r -a sanity_setups <<< "${SANITY_SETUPS:-lenet5_mnist small_cnn_shapes}"
-    sanity_metrics=accuracy,attack_success,attack_iterations,attack_advantage,root_logit,root_kept,signal_kept,class_spearman,object_share,randomisation_spearman_top,randomisation_spearman_mean
+    sanity_metrics=${SANITY_METRICS:-accuracy,attack_success,attack_iterations,attack_advantage,root_logit,root_kept,signal_kept,class_spearman,randomisation_spearman_top,randomisation_spearman_mean}
     runs=$RESULTS/runs/real; tables=$RESULTS/tables; figures=$RESULTS/figures; status=0
     stamp=$(date +%Y-%m-%d_%H-%M-%S)  # each invocation sweeps into folders of its own: re-running adds, never overwrites
     if [[ -n $dry_run ]]; then run() { printf '%q ' "$@" | sed 's/ $//'; echo; }
@@ -154,6 +156,9 @@ if [[ $mode == real ]]; then
                     || status=1
                 run "$BIN/learnroot-run" -m experiment=sanity method=ours root_opt.pixel_layer=learned "${common[@]}" \
                     "hydra.sweep.dir=$out/pixel_root/$stamp" "$@" || status=1
+                # the paper's attack budget, scaled by the image area, rarely flips a small image's label: a stronger one
+                run "$BIN/learnroot-run" -m experiment=sanity metrics.attack_k=5000 metrics.attack_epsilon=0.1 \
+                    metrics.attack_step=0.02 "${common[@]}" "hydra.sweep.dir=$out/strong_attack/$stamp" "$@" || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_sanity_$setup" --metrics "$sanity_metrics" -q \
                     || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_sanity_${setup}_vs_dtd_zplus" \
