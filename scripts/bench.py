@@ -225,8 +225,9 @@ def composed(*overrides: str) -> RunOptions:
 
 
 def method_options(name: str) -> MethodOptions:
-    """The method as ``conf/method/<name>.yaml`` configures it."""
-    return conf_values("method", name)
+    """The method as ``conf/method/<name>.yaml`` configures it (composed with a model it explains)."""
+    model = () if "cnn" in get_method(name).architectures else ("model=small_vit",)
+    return composed(f"method={name}", *model).method
 
 
 def parse_overrides(text: str) -> list[str]:

@@ -107,3 +107,12 @@ def test_paper_code_is_timed_next_to_ours(tmp_path):
     assert float(paper["relevance_sum"]) != pytest.approx(float(paper["r_top"]), rel=1e-3)  # it does not conserve
     skipped = [row for row in rows if row["model"] == "small_cnn" and row["method"] == "paper_code"]
     assert len(skipped) == 1 and skipped[0]["note"].startswith("not run") and skipped[0]["s_per_image"] == ""
+
+
+def test_vision_transformer_methods_are_timed(tmp_path):
+    # transformer-only methods compose with a model they explain (a CNN default would refuse them)
+    rows = bench_rows(tmp_path, "--models", "small_vit", "--batch-sizes", "1", "--methods", "chefer,attnlrp",
+                      "--root-opt", "", "--sweep-steps", "", "--max-repeats", "1")
+    timed = {row["method"] for row in rows if row["measure"] == "attribution"}
+    assert timed == {"chefer", "attnlrp"}
+    assert all(float(row["x_forward"]) > 0 for row in rows if row["measure"] == "attribution")
