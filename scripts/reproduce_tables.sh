@@ -4,7 +4,7 @@
 #
 # Usage: bash scripts/reproduce_tables.sh [--help] [--dry-run] [real] [override ...]
 #
-#   bash scripts/reproduce_tables.sh                      # shapes benchmark, CPU: about 10 min on 2 cores
+#   bash scripts/reproduce_tables.sh                      # shapes benchmark, CPU: about 2 min on 2 cores
 #   LIMIT=4 bash scripts/reproduce_tables.sh              # quick check: into outputs/reproduce/, not results/
 #   DATA=/data/imagenet/val WEIGHTS=/data/weights bash scripts/reproduce_tables.sh   # ImageNet
 #   bash scripts/reproduce_tables.sh cluster=slurm hydra.launcher.partition=gpu     # extra overrides
