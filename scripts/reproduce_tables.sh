@@ -20,7 +20,8 @@
 #   2. test: on the disjoint TEST part (TEST_LIMIT images): every method (experiment=real_models,
 #      METHODS) and the learned root's controls and presets (experiment=real_controls); tables
 #      $RESULTS/tables/real_<setup>.{md,csv,tex} and real_<setup>_vs_<baseline>_paired.* for the
-#      baselines in BASELINES; heatmap grid $RESULTS/figures/real_<setup>_heatmaps.{png,pdf}
+#      baselines in BASELINES; heatmap grid $RESULTS/figures/real_<setup>_heatmaps.{png,pdf} (shows the
+#      shared images: .gitignore keeps it out of git)
 #   3. sanity: on the test part (SANITY_LIMIT images, default 100) of each of SANITY_SETUPS (default
 #      "lenet5_mnist small_cnn_shapes"): experiment=sanity (sparse attack, signal/root, class
 #      sensitivity, cascading randomisation for ours, dtd_zplus, lrp_gamma, dtd_montavon) and ours with
