@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SMALL_CNN_VERSION", "SHIPPED_WEIGHTS", "small_cnn", "accuracy", "train_small_cnn", "training_spec",
            "small_cnn_path", "small_cnn_file", "cached_small_cnn", "read_weights", "save_weights",
-           "shipped_meta", "train_and_save"]
+           "shipped_meta", "train_and_save", "train_on_shapes"]
 
 #: Bump when the architecture or the training procedure changes (it is part of the cache key).
 SMALL_CNN_VERSION = 3
@@ -245,15 +245,28 @@ def _differences(spec: dict, shipped: dict) -> str:
     return ", ".join(f"{key} {shipped.get(key)!r} -> {spec.get(key)!r}" for key in keys) or "none"
 
 
-def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path: str | Path) -> tuple[nn.Module, dict]:
-    """Generate the benchmark's splits, train the small CNN and write it with its ``meta`` to ``path``.
+def train_on_shapes(name: str, trainer, identity, options: ModelOptions, dataset_options, cache_dir: str,
+                    path: str | Path) -> tuple[nn.Module, dict]:
+    """Generate the shapes benchmark's splits, train a model on them and write it with its ``meta`` to ``path``.
+
+    Parameters
+    ----------
+    name : str
+        The model's name (``meta["model"]`` and log lines).
+    trainer : callable
+        ``(train, val, options, num_classes) -> (model, info)``; ``info`` holds at least ``val_accuracy``,
+        ``epochs`` and ``seconds``.
+    identity : callable
+        ``(benchmark name, num_classes) -> dict``: the keys that identify the trained model (its ``key``).
+    options, dataset_options, cache_dir, path
+        Training options, the benchmark (trained on its whole train split), cache folder, output file.
 
     Returns
     -------
     model : torch.nn.Module
         The trained model (eval mode).
     meta : dict
-        What was written beside the weights.
+        What was written beside the weights (plain JSON types).
     """
     from ..data import SHAPE_CLASSES, build_dataset, shapes_root
     from ..data.shapes import read_split_digest
@@ -264,16 +277,24 @@ def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path:
     preprocess = preprocess_of(options)
     train = build_dataset(full, preprocess, num_classes, cache_dir, split="train")
     val = build_dataset(full, preprocess, num_classes, cache_dir, split="val")
-    model, info = train_small_cnn(train, val, options, num_classes)
-    spec = training_spec(root.name, options, num_classes)
-    meta = {"model": "small_cnn", "spec": spec, "key": _key(spec), **info, "torch": str(torch.__version__),
+    model, info = trainer(train, val, options, num_classes)
+    meta = {"model": name, **identity(root.name, num_classes), **info, "torch": str(torch.__version__),
             "train_seed": options.train_seed,
             "digests": {split: read_split_digest(root, split) for split in ("train", "val")}}
     meta = json.loads(json.dumps(meta))  # plain types only: weights_only loading accepts nothing else
     save_weights(model, path, meta)
-    log.info("small_cnn: validation accuracy %.4f after %d epoch(s) in %.0f s; saved to %s", info["val_accuracy"],
+    log.info("%s: validation accuracy %.4f after %d epoch(s) in %.0f s; saved to %s", name, info["val_accuracy"],
              info["epochs"], info["seconds"], path)
     return model, meta
+
+
+def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path: str | Path) -> tuple[nn.Module, dict]:
+    """Generate the benchmark's splits, train the small CNN and write it with its ``meta`` (``spec``, ``key``,
+    accuracy, time, torch version, split digests) to ``path`` (:func:`train_on_shapes`)."""
+    def identity(benchmark: str, num_classes: int) -> dict:
+        spec = training_spec(benchmark, options, num_classes)
+        return {"spec": spec, "key": _key(spec)}
+    return train_on_shapes("small_cnn", train_small_cnn, identity, options, dataset_options, cache_dir, path)
 
 
 def _check_digest(meta: dict, dataset_options, cache_dir: str) -> None:

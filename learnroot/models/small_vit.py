@@ -39,7 +39,7 @@ from torch import nn
 
 from ..options import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
-from .small_cnn import accuracy, read_weights, save_weights
+from .small_cnn import accuracy, read_weights, train_on_shapes
 from .weights import fit_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -228,30 +228,16 @@ def shipped_meta() -> dict:
 
 
 def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path: str | Path) -> tuple[nn.Module, dict]:
-    """Generate the benchmark's splits, train the small ViT and write it (float16) with its ``meta`` to ``path``.
+    """Generate the benchmark's splits, train the small ViT and write it (float16) with its ``meta`` to ``path``
+    (:func:`~learnroot.models.small_cnn.train_on_shapes`).
 
     ``meta``: ``model``, ``key``, ``benchmark``, ``val_accuracy``, ``epochs``, ``seconds``, ``torch`` and
     the split ``digests``. :func:`cached_small_vit` uses a file at :data:`PACKAGED_WEIGHTS` when its key
     is the one of the options asked for.
     """
-    from ..data import SHAPE_CLASSES, build_dataset, shapes_root
-    from ..data.shapes import read_split_digest
-    from . import preprocess_of
-    num_classes = len(SHAPE_CLASSES)
-    full = replace(dataset_options, limit=None, part="all")  # trains on the whole train split
-    root = shapes_root(full, cache_dir)
-    preprocess = preprocess_of(options)
-    train = build_dataset(full, preprocess, num_classes, cache_dir, split="train")
-    val = build_dataset(full, preprocess, num_classes, cache_dir, split="val")
-    model, info = train_small_vit(train, val, options, num_classes)
-    meta = {"model": "small_vit", "key": small_vit_key(root.name, options, num_classes), "benchmark": root.name,
-            **info, "torch": str(torch.__version__), "train_seed": options.train_seed,
-            "digests": {split: read_split_digest(root, split) for split in ("train", "val")}}
-    meta = json.loads(json.dumps(meta))  # plain types only: weights_only loading accepts nothing else
-    save_weights(model, path, meta)
-    log.info("small_vit: validation accuracy %.4f after %d epoch(s) in %.0f s; saved to %s", info["val_accuracy"],
-             info["epochs"], info["seconds"], path)
-    return model, meta
+    def identity(benchmark: str, num_classes: int) -> dict:
+        return {"key": small_vit_key(benchmark, options, num_classes), "benchmark": benchmark}
+    return train_on_shapes("small_vit", train_small_vit, identity, options, dataset_options, cache_dir, path)
 
 
 def cached_small_vit(options: ModelOptions, dataset_options, cache_dir: str) -> VisionTransformer:
