@@ -23,10 +23,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .config import (ConfigError, _is_container_field, check_choices, check_inputs, compose, config_groups,
-                     group_options, jobs_run_here, register, schema_keys)
+from .config import (ConfigError, _is_container_field, check_inputs, compose, config_groups, group_options,
+                     jobs_run_here, one_line, register, schema_keys, to_options)
 from .options import RunOptions
 
 PROG = "learnroot-run"
@@ -46,48 +46,6 @@ def expected_errors() -> tuple[type[Exception], ...]:
 
 #: ``OSError`` numbers that mean "the output folder cannot take more": reported in one line.
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
-
-
-def to_options(cfg: DictConfig) -> RunOptions:
-    """Turn the composed config (without its ``hydra`` node) into checked :class:`RunOptions`.
-
-    Raises
-    ------
-    ConfigError
-        Missing mandatory values, unresolvable interpolations, or bad choices.
-    """
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"missing mandatory value(s): {', '.join(missing)} (set e.g. {missing[0]}=...)")
-    try:
-        options = OmegaConf.to_object(cfg)
-    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types; all are config errors
-        raise ConfigError(one_line(error)) from None
-    check_choices(options)
-    return options
-
-
-def one_line(error: BaseException) -> str:
-    """A one-line description of a Hydra/OmegaConf error: its first line, the cause's first line,
-    and the available options when Hydra lists them."""
-    text = str(error).strip()
-    while not text and error.__cause__ is not None:
-        error = error.__cause__
-        text = str(error).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    message = re.sub(r"^In '[^']*': ", "", lines[0])
-    if "add --multirun" in text:
-        message += " (to sweep over the values add -m; for a list write key=[a,b])"
-    if "Available options" in text:
-        listed = text.split("Available options", 1)[1].split("Config search path", 1)[0]
-        options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
-        message += f" (available: {', '.join(options)})"
-    cause = error.__cause__
-    if cause is not None and str(cause).strip():
-        message = f"{message.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
-    return message
 
 
 def _is_sweep_value(value: str) -> bool:

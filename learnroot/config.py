@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from .options import CHOICES, CIFAR_RESNET_DEPTHS, RunOptions
 
@@ -268,6 +269,48 @@ def check_inputs(options: RunOptions, device: bool = True) -> None:
             raise ConfigError("device=mps but MPS is not available here (use device=cpu or device=auto)")
 
 
+def to_options(cfg) -> RunOptions:
+    """Turn the composed config (without its ``hydra`` node) into checked :class:`RunOptions`.
+
+    Raises
+    ------
+    ConfigError
+        Missing mandatory values, unresolvable interpolations, or bad choices.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing mandatory value(s): {', '.join(missing)} (set e.g. {missing[0]}=...)")
+    try:
+        options = OmegaConf.to_object(cfg)
+    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types; all are config errors
+        raise ConfigError(one_line(error)) from None
+    check_choices(options)
+    return options
+
+
+def one_line(error: BaseException) -> str:
+    """A one-line description of a Hydra/OmegaConf error: its first line, the cause's first line,
+    and the available options when Hydra lists them."""
+    text = str(error).strip()
+    while not text and error.__cause__ is not None:
+        error = error.__cause__
+        text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    message = re.sub(r"^In '[^']*': ", "", lines[0])
+    if "add --multirun" in text:
+        message += " (to sweep over the values add -m; for a list write key=[a,b])"
+    if "Available options" in text:
+        listed = text.split("Available options", 1)[1].split("Config search path", 1)[0]
+        options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+        message += f" (available: {', '.join(options)})"
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        message = f"{message.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+    return message
+
+
 def compose(overrides: list[str] | tuple = ()):
     """The composed ``DictConfig`` of the shipped config tree with ``overrides`` (no ``hydra`` node).
 
@@ -295,7 +338,6 @@ def compose_options(*overrides: str) -> RunOptions:
     ConfigError
         One line naming the problem.
     """
-    from .cli import one_line, to_options
     try:
         cfg = compose(overrides)
     except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors

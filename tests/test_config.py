@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from learnroot.cli import to_options, validate
+from learnroot.cli import validate
+from learnroot.config import to_options
 from learnroot.config import ConfigError
 from learnroot.methods import names
 from learnroot.options import RunOptions
