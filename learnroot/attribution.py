@@ -40,8 +40,9 @@ from zennit.core import Composite
 
 from .canonizers import canonizers, unmerged_batchnorms
 from .conservation import Recorded
-from .methods import RuleBook, get, validate
-from .options import MethodOptions, RootOptOptions
+from .groups import RootOptOptions
+from .methods import get, validate
+from .methods.rulebook import RuleBook
 from .rules import AFFINE, RootLog
 from .rules.layers import generic_rule, layer_kind
 
@@ -211,7 +212,7 @@ def recordable_layers(model: nn.Module) -> list[str]:
 class Attributor:
     """``attributor(x, target) -> Attribution`` for one method; see :func:`make_attributor`."""
 
-    def __init__(self, model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,
+    def __init__(self, model: nn.Module, method, root_opt: RootOptOptions,
                  box: tuple[torch.Tensor, torch.Tensor], keep_layers=()):
         validate(method, root_opt)
         self.spec = get(method.name)
@@ -339,7 +340,7 @@ class Attributor:
     def _gradient(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         index = target.to(device=x.device, dtype=torch.long).view(-1, 1)
         with torch.enable_grad():
-            relevance, logits = self.spec.gradient(self.model, x, index, self.method)
+            relevance, logits = self.spec.gradient_function()(self.model, x, index, self.method)
         _, r_top, logit = output_relevance(logits, target, self.method.output)
         scale = torch.where(logit != 0, r_top / logit, torch.zeros_like(logit))
         relevance = relevance * scale.view(-1, *(1,) * (x.dim() - 1))
@@ -347,7 +348,7 @@ class Attributor:
                            root_fallback=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
 
 
-def make_attributor(model: nn.Module, method: MethodOptions, root_opt: RootOptOptions,
+def make_attributor(model: nn.Module, method, root_opt: RootOptOptions,
                     box: tuple[torch.Tensor, torch.Tensor],
                     keep_layers=()) -> Callable[[torch.Tensor, torch.Tensor], Attribution]:
     """Build the attributor of one method.

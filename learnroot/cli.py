@@ -25,8 +25,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import (ConfigError, _is_container_field, check_inputs, compose, config_groups, group_options,
-                     jobs_run_here, one_line, register, schema_keys, to_options)
+from .config import (ConfigError, _is_container_field, check_inputs, check_registered, compose, config_groups,
+                     group_options, jobs_run_here, one_line, register, schema_keys, to_options)
 from .options import RunOptions
 
 PROG = "learnroot-run"
@@ -80,9 +80,10 @@ def validate(overrides: list[str], multirun: bool = False, inputs: bool = True) 
     multirun : bool
         Check every value of a simple comma sweep.
     inputs : bool
-        Also check the choices and what the run needs from the machine (files, folders, device;
-        :func:`learnroot.config.check_inputs`); ``False`` checks the composition alone, without
-        importing torch (``--cfg``).
+        Also check the values (every declared range, choice and constraint; no torch), then what the run
+        needs from the machine (files, folders, device; :func:`learnroot.config.check_inputs`), then the
+        registered names (:func:`learnroot.config.check_registered`, which imports torch); ``False``
+        checks the composition alone (``--cfg``).
 
     Raises
     ------
@@ -90,13 +91,18 @@ def validate(overrides: list[str], multirun: bool = False, inputs: bool = True) 
         One line naming the problem.
     """
     sets = _validation_override_sets(overrides, multirun)
+    checked = []
     for override_set in sets or []:
         try:
             cfg = compose(override_set)
         except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
             raise ConfigError(one_line(error)) from None
         if inputs:
-            check_inputs(to_options(cfg), device=jobs_run_here(overrides))
+            checked.append(to_options(cfg, registered=False))
+    for options in checked:
+        check_inputs(options, device=jobs_run_here(overrides))
+    for options in checked:
+        check_registered(options)
 
 
 def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:

@@ -1,12 +1,13 @@
-"""Hydra schemas, choices and composition: the options dataclasses as Hydra's typed config.
+"""Hydra schema and composition: the declared options as Hydra's typed config, and their checks.
 
 ``base_config`` is the typed root of ``conf/config.yaml``: every group file (``conf/model/*.yaml``
-...) is merged into a structured node, so a misspelled key or a wrong type fails while the
-config is composed. Choices among fixed names are checked by :func:`check_choices`: the names of
-models, datasets and methods come from their registries, the others from
-:data:`learnroot.options.CHOICES`. :func:`compose_options` composes the shipped config tree with
-overrides into checked :class:`~learnroot.options.RunOptions` (for the CLI, tests and the benchmark).
-This module imports torch only when a check needs a registry.
+...) is merged into a structured node made from the declarations (:mod:`learnroot.options`), so a
+misspelled key or a wrong type fails while the config is composed. :func:`check_values` checks every
+declared range, choice and constraint (:mod:`learnroot.params`) without importing torch;
+:func:`check_registered` checks the names of models and datasets and whether the method explains the
+model (this needs the registries, and torch). :func:`compose_options` composes the shipped config
+tree with overrides into checked :class:`~learnroot.options.RunOptions` (for the CLI, the Python API,
+tests and the benchmark).
 """
 from __future__ import annotations
 
@@ -20,22 +21,10 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from .options import CHOICES, CIFAR_RESNET_DEPTHS, RunOptions
+from .options import RunOptions
+from .params import check_options, params_of
 
 CONFIG_MODULE = "learnroot.conf"
-
-POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "metrics.aopc_steps", "dataset.image_size",
-            "method.ig_steps", "metrics.attack_k", "metrics.attack_epsilon", "metrics.attack_step",
-            "metrics.attack_steps")
-NON_NEGATIVE = ("root_opt.conv.steps", "root_opt.dense.steps", "root_opt.pixel.steps", "root_opt.k",
-                "dataset.num_workers", "metrics.aopc_patch", "metrics.randomisation_layers")
-#: Keys that must lie in (0, 1].
-FRACTIONS = ("metrics.pf_log_start", "metrics.aopc_fraction")
-
-
-#: ``device=`` values: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>``, ``mps``.
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
-
 
 class ConfigError(Exception):
     """An invalid configuration; ``str(error)`` is one line."""
@@ -63,6 +52,17 @@ def schema_keys(node=RunOptions, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(default):
             keys += schema_keys(type(default), key + ".")
     return keys
+
+
+def param_at(key: str):
+    """The :class:`~learnroot.params.Param` declared for a dotted key (``dataset.root``), or ``None``."""
+    node, param = RunOptions, None
+    for part in key.split("."):
+        param = next((item for item in params_of(node) if item.name == part), None) if node is not None else None
+        if param is None:
+            return None
+        node = param.type if param.nested else None
+    return param
 
 
 def group_options(group: str) -> list[str]:
@@ -130,16 +130,55 @@ def register() -> None:
 
 
 def registered_choices() -> dict[str, tuple]:
-    """Names of the registered models, datasets and methods (imports the registries)."""
+    """Names of the registered models, datasets and methods (imports the model and data registries, and torch)."""
     from .data import REGISTRY as DATASETS
     from .methods import REGISTRY as METHODS
     from .models import REGISTRY as MODELS
     return {"model.name": tuple(MODELS), "dataset.name": tuple(DATASETS), "method.name": tuple(METHODS)}
 
 
-def choices() -> dict[str, tuple]:
-    """Every key restricted to fixed names, with its allowed values."""
-    return {**registered_choices(), **CHOICES}
+def check_values(options: RunOptions) -> None:
+    """Check every declared parameter and constraint of every group (:func:`learnroot.params.check_options`)
+    and the method's name. Imports no torch: a bad value is reported in well under a second.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key, the bad value and what is allowed.
+    """
+    from .methods import REGISTRY as METHODS
+    if options.method.name not in METHODS:
+        raise ConfigError(f"method.name={options.method.name!r} is not one of: {', '.join(METHODS)}"
+                          f"{did_you_mean(options.method.name, METHODS)}")
+    try:
+        check_options(options)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_registered(options: RunOptions) -> None:
+    """Check what needs the model and data registries (and so torch): the model's and the dataset's names,
+    a dataset's root where it needs one, and whether the method explains the model's architecture.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the problem and the choices.
+    """
+    for key, allowed in registered_choices().items():
+        value = _get(options, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}{did_you_mean(value, allowed)}")
+    from .data import REGISTRY as DATASETS
+    needs_root = DATASETS[options.dataset.name].needs_root
+    if needs_root and not options.dataset.root:
+        raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={needs_root}")
+    from .methods import get as get_method
+    from .models import architecture_of
+    try:
+        get_method(options.method.name).check(architecture_of(options.model.name), options.model.name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _get(options, dotted: str):
@@ -150,68 +189,15 @@ def _get(options, dotted: str):
 
 
 def check_choices(options: RunOptions) -> None:
-    """Check fields restricted to fixed names or ranges.
+    """:func:`check_values`, then :func:`check_registered`.
 
     Raises
     ------
     ConfigError
         Naming the key, the bad value and the allowed ones.
     """
-    for key, allowed in choices().items():
-        value = _get(options, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}{did_you_mean(value, allowed)}")
-    if not re.fullmatch(DEVICE_PATTERN, str(options.device)):
-        raise ConfigError(f"device={options.device!r} is not one of: auto, cpu, cuda, cuda:<index>, mps"
-                          f"{did_you_mean(options.device, ('auto', 'cpu', 'cuda', 'mps'))}")
-    for key in POSITIVE:
-        if _get(options, key) <= 0:
-            raise ConfigError(f"{key} must be positive, got {_get(options, key)}")
-    for key in NON_NEGATIVE:
-        if _get(options, key) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {_get(options, key)}")
-    for key in FRACTIONS:
-        if not 0 < _get(options, key) <= 1:
-            raise ConfigError(f"{key} must lie in (0, 1], got {_get(options, key)}")
-    limit = options.dataset.limit
-    if limit is not None and limit < 1:
-        raise ConfigError(f"dataset.limit must be at least 1 (or null for every sample), got {limit}")
-    for kind in ("conv", "dense", "pixel"):
-        layer = getattr(options.root_opt, kind)
-        if not (math.isfinite(layer.lr) and math.isfinite(layer.clip)):
-            raise ConfigError(f"root_opt.{kind}.lr and root_opt.{kind}.clip must be finite")
-    fractions = options.metrics.perturbation_fractions
-    if not fractions or any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(fractions):
-        raise ConfigError(f"metrics.perturbation_fractions must be increasing values in (0, 1), got {list(fractions)}")
-    low, high = options.model.value_range
-    if not low < high:
-        raise ConfigError(f"model.value_range must be [low, high] with low < high, got {list(options.model.value_range)}")
-    if len(options.model.mean) != len(options.model.std) or any(s <= 0 for s in options.model.std):
-        raise ConfigError("model.mean and model.std must have one entry per channel, std > 0")
-    from .data import REGISTRY as DATASETS
-    needs_root = DATASETS[options.dataset.name].needs_root
-    if needs_root and not options.dataset.root:
-        raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={needs_root}")
-    method = options.method
-    if method.alpha < 0 or method.beta < 0 or abs(method.alpha - method.beta - 1.0) > 1e-12:
-        raise ConfigError(f"method.alpha and method.beta must be >= 0 with alpha - beta = 1, "
-                          f"got alpha={method.alpha}, beta={method.beta}")
-    if options.model.name == "cifar_resnet" and options.model.depth not in CIFAR_RESNET_DEPTHS:
-        raise ConfigError(f"model.depth={options.model.depth} is not one of: "
-                          f"{', '.join(map(str, CIFAR_RESNET_DEPTHS))}")
-    if options.model.pad < 0:
-        raise ConfigError(f"model.pad must be >= 0, got {options.model.pad}")
-    from .methods import get as get_method
-    from .models import architecture_of
-    try:
-        get_method(options.method.name).check(architecture_of(options.model.name), options.model.name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
-        raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
-    if options.metrics.class_other < -1:
-        raise ConfigError(f"metrics.class_other must be -1 (the runner-up class) or an output index, "
-                          f"got {options.metrics.class_other}")
+    check_values(options)
+    check_registered(options)
 
 
 def jobs_run_here(overrides) -> bool:
@@ -269,8 +255,11 @@ def check_inputs(options: RunOptions, device: bool = True) -> None:
             raise ConfigError("device=mps but MPS is not available here (use device=cpu or device=auto)")
 
 
-def to_options(cfg) -> RunOptions:
+def to_options(cfg, registered: bool = True) -> RunOptions:
     """Turn the composed config (without its ``hydra`` node) into checked :class:`RunOptions`.
+
+    ``registered=False`` checks the values only (:func:`check_values`, no torch); the default also checks
+    the registered names (:func:`check_registered`).
 
     Raises
     ------
@@ -279,12 +268,19 @@ def to_options(cfg) -> RunOptions:
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"missing mandatory value(s): {', '.join(missing)} (set e.g. {missing[0]}=...)")
+        param = param_at(missing[0])
+        what = f": {param.help}" if param is not None and param.help else ""
+        group = missing[0].split(".")[0]
+        chosen = cfg.get(group, {}).get("name") if group in cfg and hasattr(cfg[group], "get") else None
+        where = f" for {group}={chosen}" if chosen else ""
+        raise ConfigError(f"missing mandatory value(s){where}: {', '.join(missing)} (set {missing[0]}=...{what})")
     try:
         options = OmegaConf.to_object(cfg)
     except Exception as error:  # noqa: BLE001 - OmegaConf raises many types; all are config errors
         raise ConfigError(one_line(error)) from None
-    check_choices(options)
+    check_values(options)
+    if registered:
+        check_registered(options)
     return options
 
 

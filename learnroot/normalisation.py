@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
+from .lazy import torch
 
 __all__ = ["Normalisation"]
 
@@ -59,11 +59,11 @@ class Normalisation:
         low, high = self.value_range
         return ((x * std + mean - low) / (high - low)).clamp(0, 1)
 
-    def box(self, device=None, dtype=torch.float32, channels: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def box(self, device=None, dtype=None, channels: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw pixel range in normalised space, ``(low, high)`` tensors of shape ``(1, C, 1, 1)``
-        (``C`` = the number of mean values, or ``channels`` when given)."""
+        (``C`` = the number of mean values, or ``channels`` when given; ``dtype`` default float32)."""
         channels = channels or len(self.mean)
-        like = torch.empty(1, channels, 1, 1, device=device, dtype=dtype)
+        like = torch.empty(1, channels, 1, 1, device=device, dtype=torch.float32 if dtype is None else dtype)
         mean, std = self.stats(like)
         low, high = self.value_range
         return (low - mean) / std, (high - mean) / std

@@ -1,9 +1,10 @@
 """A name -> declaration table, the one mechanism behind the method, metric, model and dataset registries."""
 from __future__ import annotations
 
+import importlib
 from typing import Generic, TypeVar
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "resolve"]
 
 Spec = TypeVar("Spec")
 
@@ -34,3 +35,25 @@ class Registry(dict, Generic[Spec]):
             return self[name]
         except KeyError:
             raise ValueError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self)}") from None
+
+
+def resolve(target):
+    """The object a ``"package.module:attribute"`` string names (imported on first use); other values as they are.
+
+    Declarations name heavy implementations this way, so that reading the declarations imports no torch.
+
+    Raises
+    ------
+    ValueError
+        A string that is not ``module:attribute``, or names nothing importable (one line).
+    """
+    if not isinstance(target, str):
+        return target
+    module_name, colon, attribute = target.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"{target!r} is not a 'package.module:attribute' target")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"{target!r}: module {module_name} has no {attribute!r}") from None

@@ -30,6 +30,7 @@ from .data.folder import check_sample_ids
 from .attribution import make_attributor, recordable_layers
 from .memory import chunk_size
 from .metrics.evaluate import evaluate
+from .metrics.registry import switched_on
 from .models import build_model, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import FolderInUse, RunFolder
@@ -191,10 +192,10 @@ class Pipeline:
         evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"],
                                                  attribution=attribution, other=other)
         columns = self.sample_columns(batch, logits, target, label, attribution, bad & ~bad_logits, bad_logits)
-        if self.options.metrics.cost:
+        if switched_on(self.options.metrics, "cost"):
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
         scores = dict(evaluation.per_sample)
-        conserving = self.options.metrics.conservation and attribution.conserving
+        conserving = switched_on(self.options.metrics, "conservation") and attribution.conserving
         if conserving:
             scores["conservation_error"] = conservation.global_error(attribution)
         for name, values in scores.items():  # NaN for samples whose relevance is not finite
@@ -446,7 +447,7 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     frames = folder.merge(indices=range(len(batches)))
     frames["skipped"] = list(frames["skipped"]) + list(saved.get("excluded", []))  # set aside before reading
     summary = summarise(frames, options)
-    if options.metrics.conservation and not getattr(pipeline.attributor, "conserving", True):
+    if switched_on(options.metrics, "conservation") and not getattr(pipeline.attributor, "conserving", True):
         # a map, not a relevance decomposition (Chefer's attribution, rollouts): marked, never reported
         summary["metrics"]["conservation_error"] = {"mean": None, "std": None, "n": 0, "applicable": False}
     if summary["curves"]:

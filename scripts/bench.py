@@ -105,7 +105,8 @@ from learnroot.config import ConfigError, compose_options
 from learnroot.allocator import tune_allocator
 from learnroot.attribution import architecture, make_attributor
 from learnroot.canonizers import canonizers
-from learnroot.methods import RuleBook, get as get_method, names
+from learnroot.methods import get as get_method, names
+from learnroot.methods.rulebook import RuleBook
 from learnroot.metrics.evaluate import evaluate
 from learnroot.models.small_vit import small_vit
 from learnroot.models.vit import VIT_MODELS, vit_model

@@ -9,9 +9,14 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from learnroot.config import compose_options
+from learnroot.config import compose_options, param_at
+from learnroot.groups import ROOT_LOSSES
+from learnroot.methods import COMMON_PARAMS as METHOD_COMMON
 from learnroot.methods import REGISTRY, names, validate
-from learnroot.options import (LayerRootOptions, MethodOptions, RootOptOptions, RunOptions)
+from learnroot.metrics import REGISTRY as METRICS
+from learnroot.metrics.registry import active
+from learnroot.options import (LayerRootOptions, MethodOptions, MetricsOptions, RootOptOptions, RunOptions)
+from learnroot.params import params_of
 
 try:
     from tests import reference as ref
@@ -56,7 +61,7 @@ def test_method_yaml_agrees_with_its_declaration(name):
     model = ["model=small_vit"] if spec.kind == "transformer" else []  # methods refuse the other architecture
     options = compose_options(f"method={name}", *model).method
     validate(options, RootOptOptions())
-    unread = set(values) - {"name", "output", "target"} - set(spec.params)
+    unread = set(values) - {"name", "output", "target"} - set(spec.param_names)
     assert not unread, f"conf/method/{name}.yaml sets {unread}, which {name} does not read"
     assert options.name == name
 
@@ -66,3 +71,56 @@ def test_every_rule_method_has_a_reference(name):
     """tests/reference.py writes each rule method out independently; a new method must add its own."""
     rules = ref.method_rules(name, 4, [False, False, True, True])
     assert len(rules) == 4
+
+
+def test_every_metric_setting_is_written_out_in_the_default_preset():
+    """conf/metrics/default.yaml names every declared metric parameter (a new metric adds its own there); the
+    other metric presets start from it."""
+    values = yaml.safe_load((CONF / "metrics" / "default.yaml").read_text())
+    assert set(values) == {field.name for field in dataclasses.fields(MetricsOptions)}
+    for preset in sorted((CONF / "metrics").glob("*.yaml")):
+        if preset.stem != "default":
+            assert yaml.safe_load(preset.read_text())["defaults"][0] == "default", preset.name
+
+
+def test_metric_presets_that_select_run_nothing_else():
+    """``metrics=none`` and ``fast`` list the metrics they run, so a metric added with its switch on stays off."""
+    for preset, allowed in (("none", {"conservation", "cost"}),
+                            ("fast", {"removal", "localisation", "conservation", "cost"})):
+        options = compose_options(f"metrics={preset}").metrics
+        running = {name for name, metric in METRICS.items() if metric.params and active(metric, options, Masked())}
+        assert running == allowed, preset
+
+
+class Masked:
+    """A batch context that has masks (localisation's condition)."""
+
+    mask = object()
+
+
+def test_every_parameter_has_a_help_line_and_a_declared_owner():
+    for options in (RunOptions, MethodOptions, MetricsOptions, RootOptOptions, LayerRootOptions):
+        for param in params_of(options):
+            assert param.help and "\n" not in param.help, f"{options.__name__}.{param.name}"
+    owned = {param.name for method in REGISTRY.values() for param in method.params}
+    owned |= {param.name for param in METHOD_COMMON}
+    assert owned == {field.name for field in dataclasses.fields(MethodOptions)}
+
+
+def test_choice_lists_agree_with_what_the_implementations_dispatch_on():
+    """The choices of a declaration are the one list; the implementations dispatch on them (no second list)."""
+    from learnroot.methods.rulebook import RuleBook
+    from learnroot.rules.losses import RootLoss
+    from learnroot.metrics.baselines import make_baseline
+    from learnroot.normalisation import Normalisation
+    import torch
+    for loss in ROOT_LOSSES:
+        RootLoss(loss)
+    with pytest.raises(ValueError):
+        RootLoss("huber")
+    box = (torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
+    for rule in param_at("method.pixel_rule").choices:
+        RuleBook(MethodOptions(pixel_rule=rule)).pixel(box)
+    norm = Normalisation((0.5,) * 3, (0.25,) * 3)
+    for baseline in param_at("metrics.pf_baseline").choices:
+        assert make_baseline(torch.zeros(1, 3, 4, 4), baseline, norm, sigma=1.0, seed=0).shape == (1, 3, 4, 4)

@@ -17,6 +17,7 @@ from learnroot.attribution import make_attributor
 from learnroot.config import ConfigError, compose_options
 from learnroot.options import MethodOptions
 from learnroot.rules import learned
+from learnroot.options import LayerRootOptions, RootOptOptions
 from learnroot.rules.learned import RESCUE_FLOOR, AffineMap, LearnedRoot, RootLog, descend
 from learnroot.rules.losses import RootLoss
 
@@ -153,13 +154,15 @@ def test_rescue_pullback_only_for_samples_that_would_lose_relevance(monkeypatch,
     calls = []
     original = AffineMap.pullback
     monkeypatch.setattr(AffineMap, "pullback", lambda self, s, d: calls.append(1) or original(self, s, d))
-    hook = LearnedRoot(loss=RootLoss("cosine"), steps=2, lr=lr, step="relative", stabilizer=1e-6, log=RootLog())
+    hook = LearnedRoot(LayerRootOptions(loss="cosine", steps=2, lr=lr), RootOptOptions(step="relative", stabilizer=1e-6),
+                       log=RootLog())
     got = relevance_through(hook, layer, x, r_out)
     rescued = hook.log.records[0]["rescued"]
     assert len(calls) == 2 + 1 + rescues  # descent, redistribution, rescue
     assert bool((rescued > 0).all()) == rescues and bool((rescued == 0).all()) != rescues
     # the rescue returns the excess over the start's own loss to the stabiliser: at most RESCUE_FLOOR more than z+
-    zplus = relevance_through(LearnedRoot(loss=RootLoss("cosine"), steps=0, stabilizer=1e-6), layer, x, r_out)
+    zplus = relevance_through(LearnedRoot(LayerRootOptions(loss="cosine", steps=0), RootOptOptions(stabilizer=1e-6)),
+                              layer, x, r_out)
 
     def error(relevance):
         return (relevance.flatten(1).sum(1) - r_out.flatten(1).sum(1)).abs() / r_out.flatten(1).abs().sum(1)

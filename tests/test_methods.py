@@ -103,7 +103,7 @@ ROOT = RootOptOptions(conv=LayerRootOptions(loss="mse", steps=3, lr=0.05, clip=1
 
 
 @pytest.mark.parametrize("layers,k,learned", [("all", 0, [1, 2, 3, 4]), ("conv", 0, [1, 2]), ("dense", 0, [3, 4]),
-                                              ("first_k", 3, [2, 3, 4]), ("first_k", 0, [])])
+                                              ("first_k", 3, [2, 3, 4]), ("first_k", 1, [4])])
 def test_ours_layer_selection_matches_reference(layers, k, learned):
     model, x = small_cnn(), images()
     root = replace(ROOT, layers=layers, k=k)
@@ -115,6 +115,11 @@ def test_ours_layer_selection_matches_reference(layers, k, learned):
 
     expected = reference_relevance(model, x, "dtd_zplus", learned={index: settings(index) for index in learned})
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9)
+
+
+def test_first_k_without_k_is_refused_by_its_declaration():
+    with pytest.raises(ValueError, match="root_opt.layers=first_k needs root_opt.k > 0"):
+        make_attributor(small_cnn(), MethodOptions(name="ours"), replace(ROOT, layers="first_k", k=0), BOX)
 
 
 @pytest.mark.parametrize("variant", [dict(weights="all"), dict(normalise=False), dict(project=False),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from zennit.core import Composite
 from zennit.rules import ZPlus
 
 from learnroot import rules
-from learnroot.methods import RuleBook, get
+from learnroot.methods import get
+from learnroot.methods.rulebook import RuleBook
 
 
 def hidden_rules(options, root_opt, hidden, fast=True):
@@ -247,10 +249,12 @@ def learned_setup(case, eps=EPS):
                     normalise=case.pop("normalise", True), softmax=case.pop("softmax", False),
                     paper_quirks=case.pop("paper_quirks", False))
     assert not case
-    hook = LearnedRoot(loss=RootLoss(settings["loss"], settings["softmax"], settings["paper_quirks"]),
-                       steps=settings["steps"], lr=settings["lr"], clip=settings["clip"], weights=settings["weights"],
-                       project=settings["project"], normalise=settings["normalise"], box=box, stabilizer=eps,
-                       log=RootLog(keep_signals=True))
+    layer_options = LayerRootOptions(loss=settings["loss"], steps=settings["steps"], lr=settings["lr"],
+                                     clip=settings["clip"])
+    root_options = RootOptOptions(weights=settings["weights"], project=settings["project"],
+                                  normalise=settings["normalise"], softmax=settings["softmax"],
+                                  paper_quirks=settings["paper_quirks"], stabilizer=eps, step="additive")
+    hook = LearnedRoot(layer_options, root_options, box=box, log=RootLog(keep_signals=True))
     return layer, shape, x, r_out, box, settings, hook
 
 
@@ -300,7 +304,8 @@ def test_learned_root_with_zero_steps_is_zplus(kind):
     layer, shape = make_layer(kind)
     x = hidden_input(shape)
     r_out = upper_relevance(layer, x)
-    learned = run_hook(LearnedRoot(loss=RootLoss("ssim"), steps=0, stabilizer=EPS), layer, x, r_out)
+    learned = run_hook(LearnedRoot(LayerRootOptions(loss="ssim", steps=0), RootOptOptions(stabilizer=EPS)), layer, x,
+                       r_out)
     zplus = run_hook(ZPlus(stabilizer=EPS, zero_params=["bias"]), layer, x, r_out)
     assert torch.equal(learned, zplus)
 
@@ -337,7 +342,8 @@ def test_learned_root_flags_fallback_in_the_log():
     r_out = upper_relevance(layer, x)
     r_out[2, 0] = math.inf
     log = RootLog()
-    run_hook(LearnedRoot(loss=RootLoss("mse"), steps=2, lr=0.1, log=log), layer, x, r_out)
+    run_hook(LearnedRoot(LayerRootOptions(loss="mse", steps=2, lr=0.1, clip=1.0), RootOptOptions(step="additive"),
+                         log=log), layer, x, r_out)
     assert log.fallback(BATCH).tolist() == [False, False, True]
 
 
@@ -357,8 +363,8 @@ def test_learned_root_conserves_and_rescues_vanished_responses():
     assert bool((record["signal"] == 0).float().mean() > 0.9)  # one huge step: almost everything off
     assert bool((record["rescued"] > 0.5 * r_out.flatten(1).sum(1)).all())
     torch.testing.assert_close(got.flatten(1).sum(1), r_out.flatten(1).sum(1), rtol=1e-6, atol=0)
-    hook.normalise = False  # control: the Taylor term does not conserve
-    taylor = run_hook(hook.copy(), layer, x, r_out)
+    taylor_hook = LearnedRoot(hook.layer, replace(hook.options, normalise=False))  # control: the Taylor term
+    taylor = run_hook(taylor_hook, layer, x, r_out)  # does not conserve
     assert not torch.allclose(taylor.flatten(1).sum(1), r_out.flatten(1).sum(1), rtol=1e-2)
 
 
@@ -380,11 +386,13 @@ def test_rule_hooks_use_only_zennits_shared_api():
     for cls in (rules.LearnedRoot, rules.LayerBox, rules.GradientPass):
         assert not changed & set(vars(cls)), cls
         assert {"backward", "copy"} <= set(vars(cls))
-    hook = LearnedRoot(loss=RootLoss("l1"), steps=3, lr=0.5, clip=0.0, weights="all", project=False,
-                       normalise=False, box=None, stabilizer=1e-3, log=RootLog())
+    hook = LearnedRoot(LayerRootOptions(loss="l1", steps=3, lr=0.5, clip=0.0),
+                       RootOptOptions(weights="all", project=False, normalise=False, stabilizer=1e-3, step="additive"),
+                       box=None, log=RootLog())
     copied = hook.copy()
-    own = ("stored_tensors", "tensor_handles", "zplus")  # zplus: the z+ hook each copy makes for itself
+    own = ("stored_tensors", "tensor_handles", "zplus", "loss")  # zplus, loss: made by each copy for itself
     assert {k: v for k, v in vars(copied).items() if k not in own} == {k: v for k, v in vars(hook).items() if k not in own}
+    assert repr(copied.loss) == repr(hook.loss) == "RootLoss('l1', softmax=False, paper_quirks=False)"
     assert [(type(h.rule), h.cache, h.stabilizer, h.fallback) for h in (copied.zplus, hook.zplus)] == \
         [(ZPlus, hook.cache, 1e-3, False)] * 2
 

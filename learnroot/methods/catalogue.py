@@ -24,12 +24,45 @@ Gradient methods differentiate the target logit: ``gradient``, ``gradient_x_inpu
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import List
 
+from ..lazy import nn, torch
+from ..params import Constraint, Param
 from .registry import Method, register
 
-RULE_PARAMS = ("pixel_rule", "pool_rule", "zplus_fallback", "stabilizer", "bias")
+#: Rules of the pixel layer (``method.pixel_rule``).
+PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
+
+
+def _split(value) -> str | None:
+    ok = len(value) == 2 and 0.0 <= value[0] <= value[1] <= 1.0
+    return None if ok else "must be two fractions 0 <= a <= b <= 1"
+
+
+def _alpha_minus_beta(options) -> str | None:
+    if abs(options.alpha - options.beta - 1.0) > 1e-12:
+        return f"method.alpha and method.beta must have alpha - beta = 1, got alpha={options.alpha}, beta={options.beta}"
+    return None
+
+
+PIXEL_RULE = Param("pixel_rule", str, "zb", "rule of the pixel (first affine) layer", choices=PIXEL_RULES)
+STABILIZER = Param("stabilizer", float, 1e-6, "small constant keeping denominators away from zero", above=0)
+BIAS = Param("bias", bool, False, "include biases in the redistribution (DTD leaves them out; docs/METHOD.md)")
+EPSILON = Param("epsilon", float, 0.25, "LRP-epsilon stabiliser (paper: 0.25)", min=0)
+GAMMA = Param("gamma", float, 0.5, "LRP-gamma weight of the positive contributions (paper: 0.5)", min=0)
+ALPHA = Param("alpha", float, 2.0, "LRP-alpha-beta: weight of the positive contributions", min=0)
+BETA = Param("beta", float, 1.0, "LRP-alpha-beta: weight of the negative contributions (alpha - beta = 1)", min=0)
+#: The parameters of every rule method.
+RULE_PARAMS = (
+    PIXEL_RULE,
+    Param("pool_rule", str, "norm", "rule of average and sum pooling: proportional to the inputs (norm), with "
+          "epsilon added to the window sum, or equal shares (flat)", choices=("norm", "epsilon", "flat")),
+    Param("zplus_fallback", str, "wsquare", "z+ and ours: relevance of neurons without a positive contribution "
+          "goes by w^2, or is dropped (none, zennit's behaviour)", choices=("wsquare", "none")),
+    STABILIZER,
+    BIAS,
+)
+ALPHA_BETA = Constraint(("alpha", "beta"), _alpha_minus_beta)
 
 
 def _same(rule):
@@ -79,7 +112,7 @@ def ours(book, hidden) -> dict:
             for name, module in hidden}
 
 
-def _input_gradient(model, x, index) -> tuple[torch.Tensor, torch.Tensor]:
+def _input_gradient(model, x, index):
     """``(d f_c / d x, logits)`` at ``x``."""
     inputs = x.detach().requires_grad_(True)
     logits = model(inputs)
@@ -87,18 +120,18 @@ def _input_gradient(model, x, index) -> tuple[torch.Tensor, torch.Tensor]:
     return gradient, logits.detach()
 
 
-def plain_gradient(model, x, index, options) -> tuple[torch.Tensor, torch.Tensor]:
+def plain_gradient(model, x, index, options):
     """``d f_c / d x`` (and the logits at ``x``)."""
     return _input_gradient(model, x, index)
 
 
-def gradient_times_input(model, x, index, options) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_times_input(model, x, index, options):
     """``x * d f_c / d x`` (and the logits at ``x``)."""
     gradient, logits = _input_gradient(model, x, index)
     return x.detach() * gradient, logits
 
 
-def integrated_gradients(model, x, index, options) -> tuple[torch.Tensor, torch.Tensor]:
+def integrated_gradients(model, x, index, options):
     """``x * mean_k d f_c / d x (k x / m)``, ``k = 1..m``: right Riemann sum from the zero baseline (the
     last point is ``x`` itself, whose logits are returned)."""
     total = torch.zeros_like(x)
@@ -108,19 +141,24 @@ def integrated_gradients(model, x, index, options) -> tuple[torch.Tensor, torch.
     return x.detach() * total / options.ig_steps, logits
 
 
+IG_STEPS = Param("ig_steps", int, 32, "integrated gradients: interpolation steps", min=1)
+MONTAVON_SPLIT = Param("montavon_split", List[float], [0.33, 0.67], "dtd_montavon: fractions of depth where the "
+                       "gamma block and the epsilon block end", check=_split)
+
 register(Method("gradient", "gradient", "input gradient of the target logit", gradient=plain_gradient))
 register(Method("gradient_x_input", "gradient", "gradient times input", gradient=gradient_times_input))
 register(Method("integrated_gradients", "gradient", "integrated gradients from the zero baseline",
-                gradient=integrated_gradients, params=("ig_steps",)))
+                gradient=integrated_gradients, params=(IG_STEPS,)))
 register(Method("lrp_0", "rule", "LRP-0 on every affine layer", hidden=_same(lambda book: book.epsilon(0.0)),
-                pixel_rule="epsilon", params=RULE_PARAMS + ("epsilon",)))
+                pixel_rule="epsilon", params=RULE_PARAMS + (EPSILON,)))
 register(Method("lrp_epsilon", "rule", "LRP-epsilon on the hidden layers, zB on the pixels",
                 hidden=_same(lambda book: book.epsilon(book.method.epsilon)), pixel_rule="zb",
-                params=RULE_PARAMS + ("epsilon",)))
+                params=RULE_PARAMS + (EPSILON,)))
 register(Method("lrp_gamma", "rule", "LRP-gamma on the hidden layers, zB on the pixels",
-                hidden=_same(lambda book: book.gamma()), pixel_rule="zb", params=RULE_PARAMS + ("gamma",)))
+                hidden=_same(lambda book: book.gamma()), pixel_rule="zb", params=RULE_PARAMS + (GAMMA,)))
 register(Method("lrp_alpha_beta", "rule", "LRP-alpha-beta on the hidden layers, zB on the pixels",
-                hidden=_same(lambda book: book.alpha_beta()), pixel_rule="zb", params=RULE_PARAMS + ("alpha", "beta")))
+                hidden=_same(lambda book: book.alpha_beta()), pixel_rule="zb", params=RULE_PARAMS + (ALPHA, BETA),
+                constraints=(ALPHA_BETA,)))
 register(Method("dtd_zplus", "rule", "DTD z+ on the hidden layers, zB on the pixels",
                 hidden=_same(lambda book: book.zplus()), pixel_rule="zb", params=RULE_PARAMS))
 register(Method("dtd_zb", "rule", "zB with each layer's own input range as box",
@@ -128,6 +166,7 @@ register(Method("dtd_zb", "rule", "zB with each layer's own input range as box",
 register(Method("dtd_ww", "rule", "w^2 on the hidden layers, zB on the pixels",
                 hidden=_same(lambda book: book.wsquare()), pixel_rule="zb", params=RULE_PARAMS))
 register(Method("dtd_montavon", "rule", "gamma / epsilon / LRP-0 by depth (Montavon et al. 2019)",
-                hidden=montavon, pixel_rule="zb", params=RULE_PARAMS + ("epsilon", "gamma", "montavon_split")))
+                hidden=montavon, pixel_rule="zb", params=RULE_PARAMS + (EPSILON, GAMMA, MONTAVON_SPLIT)))
 register(Method("ours", "rule", "learned roots (root_opt) on the hidden layers, starting from z+",
-                hidden=ours, pixel_rule="zb", params=RULE_PARAMS, uses_root_opt=True))
+                hidden=ours, pixel_rule="zb", params=RULE_PARAMS, uses_root_opt=True,
+                vit_build="learnroot.transformers.methods:build"))

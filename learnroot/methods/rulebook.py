@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 
-from ..options import PIXEL_RULES, LayerRootOptions, MethodOptions, RootOptOptions
+from ..groups import RootOptOptions
 from ..rules import FastRule, LayerBox, LearnedRoot, RootLog
 
 __all__ = ["RuleBook"]
@@ -34,7 +34,7 @@ class RuleBook:
         Wrap zennit's rules in :class:`~learnroot.rules.FastRule` (default) or return them as they are.
     """
 
-    def __init__(self, method: MethodOptions, root_opt: Optional[RootOptOptions] = None,
+    def __init__(self, method, root_opt: Optional[RootOptOptions] = None,
                  log: Optional[RootLog] = None, fast: bool = True):
         self.method = method
         self.root_opt = RootOptOptions() if root_opt is None else root_opt
@@ -95,11 +95,11 @@ class RuleBook:
         """zB whose box is ``[min, max]`` of each sample's own layer input."""
         return LayerBox(stabilizer=self.method.stabilizer, zero_params=self.zero_params, fast=self.fast)
 
-    def learned(self, layer: LayerRootOptions, box=None, log: Optional[RootLog] = None) -> LearnedRoot:
+    def learned(self, layer, box=None, log: Optional[RootLog] = None) -> LearnedRoot:
         """The learned root with one layer type's settings (``box``: the pixel layer's; ``log``: instead of
         the book's)."""
-        return LearnedRoot.from_options(layer, self.root_opt, box=box, log=self.log if log is None else log,
-                                        fallback=self.fallback)
+        return LearnedRoot(layer, self.root_opt, box=box, log=self.log if log is None else log,
+                           fallback=self.fallback)
 
     def pixel(self, box: tuple[torch.Tensor, torch.Tensor]):
         """The classic pixel-layer rule chosen by ``method.pixel_rule``."""
@@ -108,5 +108,5 @@ class RuleBook:
                  "epsilon": lambda: self.epsilon(self.method.epsilon), "gamma": self.gamma,
                  "alpha_beta": self.alpha_beta}
         if name not in rules:
-            raise ValueError(f"unknown method.pixel_rule {name!r}; choose one of {', '.join(PIXEL_RULES)}")
+            raise ValueError(f"unknown method.pixel_rule {name!r}; choose one of {', '.join(rules)}")
         return rules[name]()

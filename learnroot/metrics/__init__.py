@@ -17,7 +17,7 @@ from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
 from learnroot.metrics.evaluate import Context, Evaluation, evaluate
 from learnroot.metrics.flipping import Curve, relevance_map
 from learnroot.metrics.localisation import LOCALISATION_METRICS, localisation
-from learnroot.metrics.registry import REGISTRY, Metric, Score, direction, register, scores
+from learnroot.metrics.registry import REGISTRY, Metric, Score, direction, register, scores, switch
 
 #: Modules of this package that hold no metric.
 _INFRASTRUCTURE = {"baselines", "evaluate", "flipping", "localisation", "registry", "similarity"}
@@ -29,11 +29,12 @@ for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
 register(Metric("conservation", (
     Score("conservation_error", "lower", "conservation", default=True,
           summary="|sum of the pixel relevance - relevance put on the output| / |output relevance|"),),
-    enabled=lambda options, context: options.conservation, cost="none (sums recorded during the attribution)"))
+    params=(switch("conservation", True, "global and layer-wise conservation errors"),),
+    cost="none (sums recorded during the attribution)"))
 register(Metric("cost", (
     Score("seconds_attribution", "lower", "cost", default=True, summary="seconds per image for the attribution"),
     Score("seconds_evaluation", "lower", "cost", summary="seconds per image for the metrics"),),
-    enabled=lambda options, context: options.cost, cost="none"))
+    params=(switch("cost", True, "seconds per image and peak memory"),), cost="none"))
 register(Metric("model", (
     Score("accuracy", "higher", "model", summary="top-1 accuracy of the model on the explained samples"),
     Score("target_logit", None, "model", summary="logit of the explained class"),

@@ -64,10 +64,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from learnroot.lazy import F, torch
 
-from learnroot.metrics.registry import Metric, Score, register
+from learnroot.metrics.registry import SEED, Metric, Score, register, switch
+from learnroot.params import Param
 
 __all__ = ["REFERENCE_SIDE", "attack_positions", "sparse_attack", "compute_attack"]
 
@@ -244,7 +244,21 @@ register(Metric(
            "the attack with a random ranking: final perturbation norm"),
      Score("attack_advantage", "higher", "faithfulness", True,
            "attack steps the explanation saves over a random ranking (random - guided iterations)")),
-    enabled=lambda options, context: options.attack,
+    params=(
+        switch("attack", False, "explanation-guided sparse attack: perturb the top-ranked positions until the label "
+               "flips"),
+        Param("attack_k", int, 500, "positions perturbed per step at 224 x 224 pixels, scaled with the image area "
+              "(the paper: 500)", min=1),
+        Param("attack_norm", str, "linf", "linf (sign steps, |delta| <= epsilon per value) or l2 (normalised steps, "
+              "||delta||_2 <= epsilon)", choices=("linf", "l2")),
+        Param("attack_epsilon", float, 0.025, "budget as a fraction of the raw value range (the paper: 0.05 on "
+              "[-1, 1])", above=0),
+        Param("attack_step", float, 0.005, "length of one step, same units", above=0),
+        Param("attack_steps", int, 30, "most steps (the paper: 30)", min=1),
+        Param("attack_reexplain", bool, True, "explain the perturbed image again before every step (the paper)"),
+        Param("attack_random", bool, True, "the same attack with a random ranking, as a control"),
+        SEED,
+    ),
     compute=compute_attack,
     cost="per correctly classified sample and step taken (at most attack_steps): one forward and one backward "
          "pass, plus one attribution when attack_reexplain; the random control one more forward and backward"))

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from learnroot.lazy import F, torch
 
 from learnroot.normalisation import Normalisation
 

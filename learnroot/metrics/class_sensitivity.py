@@ -30,9 +30,10 @@ Cost: one attribution per sample (class ``b``); the second map goes into ``relev
 """
 from __future__ import annotations
 
-import torch
+from learnroot.lazy import torch
 
-from learnroot.metrics.registry import Metric, Score, register
+from learnroot.metrics.registry import Metric, Score, register, switch
+from learnroot.params import Param
 from learnroot.metrics.similarity import spearman, ssim
 
 __all__ = ["other_classes", "object_share", "compute_class_sensitivity"]
@@ -138,6 +139,10 @@ register(Metric(
      Score("class_ssim", "lower", "sanity", False, "SSIM of the maps of the explained and a second class"),
      Score("object_share", "higher", "sanity", True,
            "two-object images: positive relevance on the explained object's own mask vs the other's (0.5: agnostic)")),
-    enabled=lambda options, context: options.class_sensitivity,
+    params=(
+        switch("class_sensitivity", False, "explain a second class and compare the maps (Sixt et al. 2020)"),
+        Param("class_other", int, -1, "the second class: -1 the runner-up (multi-object images: the second "
+              "object's class), or an output index", min=-1),
+    ),
     compute=compute_class_sensitivity,
     cost="one attribution per sample (the second class)"))

@@ -23,17 +23,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-import torch
-from torch import nn
+from learnroot.lazy import nn, torch
 
-from learnroot.metrics.baselines import BASELINES, Normalisation, make_baseline
-from learnroot.metrics.flipping import SCHEDULES, Curve, relevance_map
-from learnroot.metrics.registry import REGISTRY
-from learnroot.options import MetricsOptions
+from learnroot.metrics.baselines import Normalisation, make_baseline
+from learnroot.metrics.flipping import Curve, relevance_map
+from learnroot.metrics.registry import REGISTRY, active
+from learnroot.params import check_options
 
 __all__ = ["Context", "Evaluation", "Normalisation", "evaluate", "curve_rows"]
-
-LOCALISATION_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -60,8 +57,8 @@ class Evaluation:
     arrays: dict = field(default_factory=dict)
 
 
-def _check(x, relevance, target, label, mask, options: MetricsOptions) -> None:
-    """Raise ``ValueError`` on inconsistent shapes or options."""
+def _check(x, relevance, target, label, mask, options) -> None:
+    """Raise ``ValueError`` on inconsistent shapes, or options their declarations do not allow."""
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
     if relevance.shape != x.shape:
@@ -72,15 +69,7 @@ def _check(x, relevance, target, label, mask, options: MetricsOptions) -> None:
             raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
     if mask is not None and tuple(mask.shape) != (batch, *x.shape[2:]):
         raise ValueError(f"mask must have shape {(batch, *x.shape[2:])}, got {tuple(mask.shape)}")
-    for key in ("pf_baseline", "aopc_baseline"):
-        if getattr(options, key) not in BASELINES:
-            raise ValueError(f"unknown {key} {getattr(options, key)!r}; expected one of {BASELINES}")
-    if options.pf_schedule not in SCHEDULES:
-        raise ValueError(f"unknown pf_schedule {options.pf_schedule!r}; expected one of {SCHEDULES}")
-    if options.localisation not in LOCALISATION_MODES:
-        raise ValueError(
-            f"unknown localisation mode {options.localisation!r}; expected one of {LOCALISATION_MODES}"
-        )
+    check_options(options, "metrics.")
     if options.localisation == "on" and mask is None:
         raise ValueError("metrics.localisation is 'on' but the dataset gives no masks")
 
@@ -190,7 +179,7 @@ class Context:
     target: torch.Tensor
     label: torch.Tensor
     mask: Optional[torch.Tensor]
-    options: MetricsOptions
+    options: object
     norm: Normalisation
     attributor: Optional[Callable] = None
     attribution: Optional[object] = None
@@ -223,7 +212,7 @@ def evaluate(
     target: torch.Tensor,
     label: torch.Tensor,
     mask: Optional[torch.Tensor],
-    options: MetricsOptions,
+    options,
     norm: Normalisation,
     attributor: Optional[Callable] = None,
     attribution=None,
@@ -289,7 +278,7 @@ def evaluate(
         per_sample: dict[str, torch.Tensor] = {}
         curves: dict[str, Curve] = {}
         for metric in REGISTRY.values():
-            if metric.compute is None or not metric.enabled(options, context):
+            if metric.compute is None or not active(metric, options, context):
                 continue
             scores, metric_curves = metric.compute(context)
             per_sample.update(scores)

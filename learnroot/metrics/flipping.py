@@ -62,12 +62,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
-import torch
-from torch import nn
-
-from learnroot.metrics.registry import Metric, Score, register
+from learnroot.lazy import nn, torch
+from learnroot.metrics.baselines import BASELINES
+from learnroot.metrics.registry import Metric, Score, register, switch
+from learnroot.params import Param
 
 #: Curve kinds and their ranking direction (``True``: most relevant removed first).
 KINDS = {"morf": True, "lerf": False, "positive": True, "negative": False}
@@ -458,6 +458,10 @@ def removal_counts(options, n_pixels: int) -> dict[str, torch.Tensor]:
     return counts
 
 
+def _increasing(values) -> Optional[str]:
+    return None if values and list(values) == sorted(values) else "must be increasing values in (0, 1)"
+
+
 def compute_removal(context) -> tuple[dict, dict]:
     """Pixel flipping and positive / negative perturbation of a batch (:class:`~learnroot.metrics.evaluate.Context`),
     sharing their forward passes."""
@@ -485,6 +489,17 @@ register(Metric(
            "top-1 accuracy after removing the top 10..90 %: AUC over 0.1..0.9 (at most 0.8)"),
      Score("negative_auc", "higher", "faithfulness", True,
            "top-1 accuracy after removing the bottom 10..90 %: AUC over 0.1..0.9 (at most 0.8)")),
+    params=(
+        switch("pixel_flipping", True, "MoRF and LeRF pixel flipping"),
+        Param("pf_steps", int, 20, "steps from 0 to 100 % of the pixels removed", min=1),
+        Param("pf_schedule", str, "linear", "linear: equal steps (Samek et al. 2017); log: fractions spaced "
+              "geometrically from pf_log_start, AUC over the normalised log axis", choices=SCHEDULES),
+        Param("pf_log_start", float, 0.001, "fraction removed at the first step of the log schedule", above=0, max=1),
+        Param("pf_baseline", str, "zero", "replacement of the removed pixels", choices=BASELINES),
+        switch("perturbation", True, "positive / negative perturbation (Chefer et al. 2021)"),
+        Param("perturbation_fractions", List[float], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+              "fractions removed, each from the clean image", above=0, below=1, check=_increasing),
+    ),
     enabled=lambda options, context: options.pixel_flipping or options.perturbation,
     compute=compute_removal,
     cost="2 x (pf_steps - 1) forward passes (pixel flipping), + 2 x the perturbation fractions not on that grid "

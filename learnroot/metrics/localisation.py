@@ -31,9 +31,13 @@ from __future__ import annotations
 
 import warnings
 
-import torch
+from learnroot.lazy import torch
 
 from learnroot.metrics.registry import Metric, Score, register
+from learnroot.params import Param
+
+#: ``metrics.localisation``: with masks when the dataset has them, always (an error without), never.
+MODES = ("auto", "on", "off")
 
 LOCALISATION_METRICS = (
     "pixel_accuracy",
@@ -250,6 +254,8 @@ register(Metric(
      Score("average_precision", "higher", "plausibility", True, "average precision of the map against the mask"),
      Score("pointing_game", "higher", "plausibility", True, "the map's maximum lies on the object"),
      Score("mass_inside", "higher", "plausibility", True, "share of positive relevance on the object")),
+    params=(Param("localisation", str, "auto", "scores against object masks: auto (when the dataset has masks), on "
+                  "(an error without masks) or off", choices=MODES),),
     enabled=lambda options, context: context.mask is not None and options.localisation != "off",
     compute=lambda context: (localisation(context.map2d, context.mask), {}),
     cost="none (no forward pass)"))

@@ -36,11 +36,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
-from torch import nn
+from learnroot.lazy import nn, torch
 
 from learnroot.metrics.flipping import Curve
-from learnroot.metrics.registry import Metric, Score, register
+from learnroot.metrics.registry import SEED, Metric, Score, register, switch
+from learnroot.params import Param
 from learnroot.metrics.similarity import spearman, ssim
 
 __all__ = ["ValueCurve", "affine_layers", "randomise_layer", "cascade", "compute_randomisation"]
@@ -125,6 +125,11 @@ register(Metric(
      Score("randomisation_ssim_top", "lower", "sanity", False, "SSIM of |map| with the original, top layer random"),
      Score("randomisation_ssim_mean", "lower", "sanity", False,
            "mean SSIM of |map| with the original over the cascading randomisation")),
-    enabled=lambda options, context: options.randomisation,
+    params=(
+        switch("randomisation", False, "cascading model parameter randomisation (Adebayo et al. 2018)"),
+        Param("randomisation_layers", int, 0, "randomise this many Linear/Conv layers from the top, one more per "
+              "step; 0: all", min=0),
+        SEED,
+    ),
     compute=compute_randomisation,
     cost="randomisation_layers attributions per sample (all Linear/Conv layers by default)"))

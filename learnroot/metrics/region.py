@@ -59,11 +59,12 @@ import hashlib
 import math
 from typing import Optional, Sequence
 
-import torch
-from torch import nn
+from learnroot.lazy import nn, torch
 
 from learnroot.metrics.flipping import Curve, ranked_curves, removal_positions
-from learnroot.metrics.registry import Metric, Score, register
+from learnroot.metrics.baselines import BASELINES
+from learnroot.metrics.registry import Metric, Score, register, switch
+from learnroot.params import Param
 
 __all__ = ["ORDERS", "auto_patch", "patch_index", "patch_scores", "region_counts", "sample_seeds", "random_ranks",
            "region_curves", "aopc", "aopc_scores", "compute_aopc"]
@@ -232,6 +233,15 @@ def _scores():
 
 register(Metric(
     "aopc", _scores(),
-    enabled=lambda options, context: options.aopc,
+    params=(
+        switch("aopc", False, "region perturbation (Samek et al. 2017): AOPC of patches removed in MoRF, LeRF and "
+               "random order"),
+        Param("aopc_patch", int, 0, "side of the square patches in pixels; 0: round(9 H / 224), at least 1", min=0),
+        Param("aopc_steps", int, 20, "perturbation steps L", min=1),
+        Param("aopc_fraction", float, 0.2, "fraction of the patches removed at step L (Samek: 16 %)", above=0, max=1),
+        Param("aopc_baseline", str, "uniform", "replacement of the removed patches (Samek: uniform noise)",
+              choices=BASELINES),
+        Param("aopc_seed", int, 0, "seed of the random order (with each sample's id)"),
+    ),
     compute=compute_aopc,
     cost="3 x aopc_steps forward passes (MoRF, LeRF and random orders; the clean image shared)"))

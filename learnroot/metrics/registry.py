@@ -6,21 +6,48 @@ optionally, curves. Every score declares whether higher or lower is better and w
 (faithfulness to the model, plausibility against human masks, conservation, cost), as in Quantus;
 ``learnroot-table``, ``metrics.json`` and the command-line summary read the directions from here.
 
-Adding a metric = a module with its compute function and one :func:`register` call, imported in
-:mod:`learnroot.metrics`, plus its switch in ``conf/metrics/*.yaml`` (and the options it reads).
+A metric declares its parameters (its switch, its settings), each once, as a
+:class:`~learnroot.params.Param`; the ``metrics`` group's options class is made from them
+(:mod:`learnroot.options`). Adding a metric = a module of this package with its compute function and
+one :func:`register` call (the package imports it), its switch and settings in
+``conf/metrics/default.yaml``, and its test.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
+from learnroot.params import Constraint, Param
 from learnroot.registry import Registry
 
-__all__ = ["DIRECTIONS", "KINDS", "Score", "Metric", "REGISTRY", "register", "score", "scores", "direction"]
+__all__ = ["DIRECTIONS", "KINDS", "COMMON_PARAMS", "SEED", "CHUNK", "BLUR_SIGMA", "Score", "Metric", "REGISTRY",
+           "register", "score", "scores", "direction", "switch", "active", "switched_on", "SELECT"]
 
 DIRECTIONS = ("higher", "lower", None)
 #: What a score measures.
 KINDS = ("faithfulness", "plausibility", "conservation", "sanity", "cost", "model")
+
+
+SEED = Param("seed", int, 0, "seed of random baselines, the attack's random ranking and the randomised weights")
+CHUNK = Param("pf_chunk", int, 256, "most perturbed images per forward pass (the run lowers it to fit the memory)",
+              min=1)
+BLUR_SIGMA = Param("pf_blur_sigma", float, 5.0, "Gaussian sigma (pixels) of the blur baseline", above=0)
+
+
+def _registered(names) -> Optional[str]:
+    unknown = [name for name in names if name not in REGISTRY]
+    return f"must name registered metrics ({', '.join(REGISTRY)}); unknown: {', '.join(unknown)}" if unknown else None
+
+
+SELECT = Param("select", Optional[List[str]], None, "run only these metrics (their switches still apply); null: "
+               "every metric whose switch is on", check=_registered)
+#: Settings shared by the metrics (the selection, random draws, forward-pass chunks, the blur baseline).
+COMMON_PARAMS = (SELECT, SEED, CHUNK, BLUR_SIGMA)
+
+
+def switch(name: str, default: bool, help: str) -> Param:
+    """The on/off parameter of a metric (``metrics.<name>``)."""
+    return Param(name, bool, default, help)
 
 
 @dataclass(frozen=True)
@@ -64,8 +91,12 @@ class Metric:
         The metric's name (by convention its switch in :class:`~learnroot.options.MetricsOptions`).
     scores : tuple of Score
         The columns it produces.
-    enabled : callable
-        ``(metrics_options, context) -> bool``: whether it runs for this batch.
+    params : tuple of Param
+        Its switch and settings (fields of :class:`~learnroot.options.MetricsOptions`); a setting
+        several metrics read is one ``Param`` object that each lists (or one of :data:`COMMON_PARAMS`).
+    enabled : callable, optional
+        ``(metrics_options, context) -> bool``: whether it runs for this batch; default: its first
+        parameter, the switch, is on.
     compute : callable, optional
         ``(context) -> (per_sample, curves)`` with ``per_sample`` a dict of ``(B,)`` tensors and
         ``curves`` a dict of :class:`~learnroot.metrics.flipping.Curve`; ``None`` for scores the runner
@@ -76,9 +107,22 @@ class Metric:
 
     name: str
     scores: tuple
-    enabled: Callable = field(default=lambda options, context: True)
+    params: tuple = ()
+    enabled: Optional[Callable] = None
     compute: Optional[Callable] = None
     cost: str = ""
+    constraints: tuple = ()
+
+    def __post_init__(self):
+        if not all(isinstance(param, Param) for param in self.params):
+            raise ValueError(f"metric {self.name!r}: params must be Param declarations")
+        if not all(isinstance(item, Constraint) for item in self.constraints):
+            raise ValueError(f"metric {self.name!r}: constraints must be Constraint declarations")
+        if self.enabled is None:
+            if not self.params or self.params[0].type is not bool:
+                raise ValueError(f"metric {self.name!r}: give enabled=... or a switch as its first parameter")
+            key = self.params[0].name
+            object.__setattr__(self, "enabled", lambda options, context: bool(getattr(options, key)))
 
 
 #: name -> Metric, in registration (and evaluation) order.
@@ -93,6 +137,18 @@ def register(metric: Metric) -> Metric:
         raise ValueError(f"metric {metric.name!r}: score(s) {', '.join(clash)} already registered")
     REGISTRY.register(metric)
     return metric
+
+
+def active(metric: Metric, options, context=None) -> bool:
+    """Whether ``metric`` runs: selected (``metrics.select``; metrics without parameters always are) and
+    enabled (its switch, or its own condition on the options and the batch's ``context``)."""
+    selected = options.select is None or metric.name in options.select or not metric.params
+    return selected and bool(metric.enabled(options, context))
+
+
+def switched_on(options, name: str) -> bool:
+    """Whether the registered metric ``name`` runs (:func:`active`, for metrics that need no batch)."""
+    return active(REGISTRY[name], options)
 
 
 def scores() -> dict[str, Score]:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import warnings
 
-import torch
+from learnroot.lazy import torch
 
-from learnroot.metrics.registry import Metric, Score, register
+from learnroot.metrics.registry import Metric, Score, register, switch
 
 __all__ = ["signal_noise_scores", "compute_signal_noise"]
 
@@ -82,6 +82,7 @@ register(Metric(
      Score("root_kept", "lower", "sanity", True, "the model still predicts the explained class on r"),
      Score("signal_logit", "higher", "sanity", False, "logit of the explained class on the signal x - r"),
      Score("signal_kept", "higher", "sanity", True, "the model still predicts the explained class on x - r")),
-    enabled=lambda options, context: options.signal_noise,
+    params=(switch("signal_noise", False, "signal / root test: f_c(x - r) and f_c(r) for a method with one pixel "
+                   "root r"),),
     compute=compute_signal_noise,
     cost="two forward passes per sample (the root is the run's own)"))

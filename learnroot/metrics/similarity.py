@@ -14,9 +14,8 @@ both). Maps are ``(B, H, W)`` (or any ``(B, ...)`` for the rank correlation).
 """
 from __future__ import annotations
 
-import torch
+from learnroot.lazy import torch
 
-from learnroot.rules.ssim import ssim_map
 
 __all__ = ["average_ranks", "spearman", "ssim", "scaled"]
 
@@ -95,4 +94,5 @@ def ssim(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.Tens
         a, b = a.abs(), b.abs()
     a, b = scaled(a)[:, None], scaled(b)[:, None]
     data_range = torch.full((a.shape[0],), 1.0 if absolute else 2.0, dtype=a.dtype, device=a.device)
+    from learnroot.rules.ssim import ssim_map  # the rules package needs torch and zennit: not at import
     return ssim_map(a, b, data_range).flatten(1).mean(1)

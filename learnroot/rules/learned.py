@@ -58,17 +58,15 @@ from torch import nn
 from zennit.core import BasicHook, stabilize
 from zennit.rules import ZPlus
 
-from ..options import LayerRootOptions, RootOptOptions
+from ..groups import LayerRootOptions, RootOptOptions, root_param
+from ..params import check_options
 from .affine import ParamCache, affine_response, affine_vjp, grad_input_like, stabilize_fast
 from .empty import spread_empty
 from .fast import FastRule
 from .losses import RootLoss
 
-__all__ = ["STEPS", "TOL_MODES", "CONTROLS", "AffineMap", "descend", "RootLog", "LearnedRoot"]
+__all__ = ["AffineMap", "descend", "RootLog", "LearnedRoot"]
 
-STEPS = ("additive", "relative")
-TOL_MODES = ("stop", "extrapolate")
-CONTROLS = ("none", "threshold", "shuffled", "uniform")
 #: Rescues of less than this share of a sample's relevance (sum of magnitudes) at a layer are skipped.
 RESCUE_FLOOR = 1e-7
 
@@ -221,10 +219,8 @@ def descend(response, x: torch.Tensor, relevance: torch.Tensor, loss: Callable, 
 def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, step="additive", tol=0.0,
              tol_mode="stop"):
     """:func:`descend`, also returning the start ``s_0`` and its response (None without steps)."""
-    if step not in STEPS:
-        raise ValueError(f"unknown root step {step!r}; choose one of {', '.join(STEPS)}")
-    if tol_mode not in TOL_MODES:
-        raise ValueError(f"unknown root tol_mode {tol_mode!r}; choose one of {', '.join(TOL_MODES)}")
+    root_param("step").validate(step, "root_opt.step")
+    root_param("tol_mode").validate(tol_mode, "root_opt.tol_mode")
     x = x.detach()
     start = torch.clamp(x, low, high) if project and step == "additive" else x.clone()
     signal, first, fraction = start, None, None
@@ -329,9 +325,7 @@ def control_target(relevance: torch.Tensor, control: str, seed: int = 0) -> torc
         return flat.gather(1, order).view_as(relevance)
     if control == "uniform":
         return relevance.flatten(1).mean(dim=1).view(-1, *(1,) * (relevance.dim() - 1)).expand_as(relevance)
-    if control in ("none", "threshold"):
-        return relevance
-    raise ValueError(f"unknown root control {control!r}; choose one of {', '.join(CONTROLS)}")
+    return relevance  # none, threshold
 
 
 class LearnedRoot(BasicHook):
@@ -344,37 +338,20 @@ class LearnedRoot(BasicHook):
 
     Parameters
     ----------
-    loss : RootLoss or callable
-        ``(response, relevance) -> (B,)``.
-    steps : int
-        Most descent steps; ``0`` is the z+ rule (``weights='plus'``).
-    lr, clip : float
-        Step size and elementwise gradient clip of the additive step (``0``: no clip).
-    weights : str
-        ``plus`` (``W' = w+`` / ``w-`` by the input's sign) or ``all`` (``W' = w``).
-    project : bool
-        Project onto the admissible set at the start and after every step.
-    normalise : bool
-        ``R_in = s * W'(R / W'^T s)`` (conserving) if True, else ``s * W'(R / W'^T x)``.
+    layer : LayerRootOptions, optional
+        This layer type's settings: ``loss``, ``steps`` (``0`` is the z+ rule with ``weights='plus'``),
+        ``lr`` and ``clip`` (elementwise gradient clip of the additive step; ``0``: none).
+    options : RootOptOptions, optional
+        The settings shared by every layer (``weights``, ``project``, ``normalise``, ``softmax``,
+        ``paper_quirks``, ``stabilizer``, ``step``, ``tol``, ``tol_mode``, ``control``,
+        ``control_seed``; see the module docstring). Both are checked against their declarations.
     box : (torch.Tensor, torch.Tensor), optional
         ``(low, high)`` of the layer input, broadcastable to it: the root is kept in this box
         (the pixel layer; additive steps only). ``None``: the root lies between 0 and the input.
-    stabilizer : float
-        Added (with the sign) to the denominators, as zennit's ``stabilize``.
     log : RootLog, optional
         Receives the per-sample fallback flags (and signals).
     cache : ParamCache, optional
         Holds ``W'`` per layer across calls; shared by all copies (a new one by default).
-    step : str
-        ``additive`` or ``relative`` (see the module docstring).
-    tol : float
-        Early-stopping tolerance of the descent.
-    tol_mode : str
-        ``stop`` or ``extrapolate`` (see the module docstring).
-    control : str
-        ``none``, ``threshold``, ``shuffled`` or ``uniform`` (see the module docstring).
-    control_seed : int
-        Seed of the ``shuffled`` control.
     fallback : bool
         Redistribute the relevance of neurons whose response at the start is exactly zero (z+'s empty
         neurons, which no signal on the segment can explain) by w^2 (:mod:`learnroot.rules.empty`)
@@ -389,59 +366,43 @@ class LearnedRoot(BasicHook):
     costs. Inputs with negative entries double each pass (``w+`` and ``w-``).
     """
 
-    def __init__(self, loss: Callable = None, steps: int = 5, lr: float = 1.0, clip: float = 1.0,
-                 weights: str = "plus", project: bool = True, normalise: bool = True, box=None,
-                 stabilizer: float = 1e-6, log: Optional[RootLog] = None, cache: Optional[ParamCache] = None,
-                 step: str = "additive", tol: float = 0.0, control: str = "none", control_seed: int = 0,
-                 fallback: bool = False, tol_mode: str = "stop"):
+    def __init__(self, layer: Optional[LayerRootOptions] = None, options: Optional[RootOptOptions] = None,
+                 box=None, log: Optional[RootLog] = None, cache: Optional[ParamCache] = None, fallback: bool = False):
         super().__init__()
-        if weights not in ("plus", "all"):
-            raise ValueError(f"unknown root weights {weights!r}; choose plus or all")
-        if step not in STEPS:
-            raise ValueError(f"unknown root step {step!r}; choose one of {', '.join(STEPS)}")
-        if control not in CONTROLS:
-            raise ValueError(f"unknown root control {control!r}; choose one of {', '.join(CONTROLS)}")
-        if tol_mode not in TOL_MODES:
-            raise ValueError(f"unknown root tol_mode {tol_mode!r}; choose one of {', '.join(TOL_MODES)}")
-        self.loss = RootLoss() if loss is None else loss
-        self.steps = int(steps)
-        self.lr = float(lr)
-        self.clip = float(clip)
-        self.weights = weights
-        self.project = project
-        self.normalise = normalise
+        self.layer = LayerRootOptions() if layer is None else layer
+        self.options = RootOptOptions() if options is None else options
+        check_options(self.layer, "root layer ")
+        check_options(self.options, "root_opt.")
+        self.loss = RootLoss(self.layer.loss, softmax=self.options.softmax, paper_quirks=self.options.paper_quirks)
         self.box = box
-        self.stabilizer = stabilizer
         self.log = log
         self.cache = ParamCache() if cache is None else cache
-        self.step = step if box is None else "additive"
-        self.tol = float(tol)
-        self.tol_mode = tol_mode
-        self.control = control
-        self.control_seed = int(control_seed)
         self.fallback = bool(fallback)
-        self.zplus = FastRule(ZPlus(stabilizer=stabilizer, zero_params=["bias"]), cache=self.cache,
-                              stabilizer=stabilizer, fallback=self.fallback)
+        self.zplus = FastRule(ZPlus(stabilizer=self.stabilizer, zero_params=["bias"]), cache=self.cache,
+                              stabilizer=self.stabilizer, fallback=self.fallback)
 
-    @classmethod
-    def from_options(cls, layer: LayerRootOptions, options: RootOptOptions, box=None,
-                     log: Optional[RootLog] = None, cache: Optional[ParamCache] = None,
-                     fallback: bool = False) -> "LearnedRoot":
-        """Build the rule from one layer type's options and the shared root options."""
-        loss = RootLoss(layer.loss, softmax=options.softmax, paper_quirks=options.paper_quirks)
-        return cls(loss=loss, steps=layer.steps, lr=layer.lr, clip=layer.clip, weights=options.weights,
-                   project=options.project, normalise=options.normalise, box=box,
-                   stabilizer=options.stabilizer, log=log, cache=cache, step=options.step, tol=options.tol,
-                   control=options.control, control_seed=options.control_seed, fallback=fallback,
-                   tol_mode=options.tol_mode)
+    # the settings, read from the two options objects
+    steps = property(lambda self: self.layer.steps)
+    lr = property(lambda self: self.layer.lr)
+    clip = property(lambda self: self.layer.clip)
+    weights = property(lambda self: self.options.weights)
+    project = property(lambda self: self.options.project)
+    normalise = property(lambda self: self.options.normalise)
+    stabilizer = property(lambda self: self.options.stabilizer)
+    tol = property(lambda self: self.options.tol)
+    tol_mode = property(lambda self: self.options.tol_mode)
+    control = property(lambda self: self.options.control)
+    control_seed = property(lambda self: self.options.control_seed)
+
+    @property
+    def step(self) -> str:
+        """``additive`` or ``relative``; always ``additive`` in a pixel box."""
+        return self.options.step if self.box is None else "additive"
 
     def copy(self) -> "LearnedRoot":
         """A copy with the same configuration, sharing the log and the cache."""
-        return type(self)(loss=self.loss, steps=self.steps, lr=self.lr, clip=self.clip, weights=self.weights,
-                          project=self.project, normalise=self.normalise, box=self.box,
-                          stabilizer=self.stabilizer, log=self.log, cache=self.cache, step=self.step,
-                          tol=self.tol, control=self.control, control_seed=self.control_seed, fallback=self.fallback,
-                          tol_mode=self.tol_mode)
+        return type(self)(self.layer, self.options, box=self.box, log=self.log, cache=self.cache,
+                          fallback=self.fallback)
 
     @property
     def is_zplus(self) -> bool:

@@ -1,4 +1,4 @@
-"""The transformer methods in the method registry, and their attributors.
+"""The attributors of the vision-transformer methods (declared in :mod:`learnroot.methods.transformer_methods`).
 
 =====================  ======================================================================
 method                 what the attributor computes on a :class:`VisionTransformer`
@@ -25,7 +25,6 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..methods.registry import Method, attach, register
 from ..rules.affine import ParamCache
 from ..rules.learned import RootLog
 from .attnlrp import AttnLRPRules, attnlrp
@@ -140,14 +139,5 @@ class TransformerAttributor:
 
 
 def build(model, method, root_opt, box) -> TransformerAttributor:
-    """The registry's ``build`` of every transformer method."""
+    """The ``build`` of every transformer method's declaration (:mod:`learnroot.methods.transformer_methods`)."""
     return TransformerAttributor(model, method, root_opt, box)
-
-
-register(Method("chefer", "transformer", "Chefer et al. 2021 transformer attribution (paper's ViT baseline)",
-                build=build))
-register(Method("attnlrp", "transformer", "AttnLRP (Achtibat et al. 2024): conserving LRP through attention, "
-                "LayerNorm, GELU", build=build, params=("gamma", "attention", "bias", "stabilizer", "pixel_rule")))
-register(Method("attention_rollout", "transformer", "attention rollout (Abnar & Zuidema 2020)", build=build))
-register(Method("raw_attention", "transformer", "last block's class-token attention", build=build))
-attach("ours", "vit", build)

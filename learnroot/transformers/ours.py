@@ -43,7 +43,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..options import LayerRootOptions, RootOptOptions
+from ..groups import LayerRootOptions, RootOptOptions
 from ..rules.affine import ParamCache
 from ..rules.learned import RootLog, descend
 from ..rules.losses import RootLoss
