@@ -27,7 +27,6 @@ from omegaconf import DictConfig
 
 from .config import (ConfigError, _is_container_field, check_inputs, check_registered, compose, config_groups,
                      group_options, jobs_run_here, one_line, register, schema_keys, to_options)
-from .options import RunOptions
 
 PROG = "learnroot-run"
 log = logging.getLogger("learnroot")

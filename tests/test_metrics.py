@@ -68,7 +68,7 @@ def curve(result, kind, key="logit", sample=0):
 def test_counts_round_half_up():
     assert flip_counts(10, 4).tolist() == [0, 3, 5, 8, 10]
     assert flip_counts(16, 4).tolist() == [0, 4, 8, 12, 16]
-    assert fraction_counts(10, [0.05, 0.15, 0.25, 1.0]).tolist() == [1, 2, 3, 10]
+    assert fraction_counts(10, [0.05, 0.15, 0.25, 0.95]).tolist() == [1, 2, 3, 10]
     with pytest.raises(ValueError):
         fraction_counts(10, [0.5, 0.2])
     with pytest.raises(ValueError):

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..options import DatasetOptions
+from ..groups import DatasetOptions
 from ..registry import Registry
 from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, split_part
 from .images import BadImage, Preprocess

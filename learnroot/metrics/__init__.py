@@ -20,7 +20,7 @@ from learnroot.metrics.localisation import LOCALISATION_METRICS, localisation
 from learnroot.metrics.registry import REGISTRY, Metric, Score, direction, register, scores, switch
 
 #: Modules of this package that hold no metric.
-_INFRASTRUCTURE = {"baselines", "evaluate", "flipping", "localisation", "registry", "similarity"}
+_INFRASTRUCTURE = {"baselines", "evaluate", "flipping", "localisation", "registry", "schedules", "similarity"}
 for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
     if _module not in _INFRASTRUCTURE:
         importlib.import_module(f"{__name__}.{_module}")

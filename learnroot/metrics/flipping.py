@@ -60,19 +60,18 @@ region perturbation (:mod:`learnroot.metrics.region`), whose rankings order patc
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import List, Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 from learnroot.lazy import nn, torch
 from learnroot.metrics.baselines import BASELINES
 from learnroot.metrics.registry import Metric, Score, register, switch
+from learnroot.metrics.schedules import (FRACTIONS, PF_LOG_START, PF_STEPS, SCHEDULES, flip_counts, fraction_counts,
+                                         log_axis, log_counts)
 from learnroot.params import Param
 
 #: Curve kinds and their ranking direction (``True``: most relevant removed first).
 KINDS = {"morf": True, "lerf": False, "positive": True, "negative": False}
-#: Pixel-flipping schedules (``metrics.pf_schedule``).
-SCHEDULES = ("linear", "log")
 
 
 @dataclass
@@ -140,85 +139,6 @@ def removal_positions(map2d: torch.Tensor, descending: bool) -> torch.Tensor:
     order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
     ranks = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, ranks)
-
-
-def flip_counts(n_pixels: int, steps: int) -> torch.Tensor:
-    """Pixels removed after each pixel-flipping step.
-
-    Parameters
-    ----------
-    n_pixels : int
-        ``N = H * W``.
-    steps : int
-        Number of equal steps, >= 1.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(steps + 1,)`` long, ``n_k = round(k * N / steps)`` (halves rounded up), from 0 to ``N``.
-    """
-    if steps < 1:
-        raise ValueError(f"pixel flipping needs at least 1 step, got {steps}")
-    k = torch.arange(steps + 1, dtype=torch.long)
-    return (2 * k * n_pixels + steps) // (2 * steps)
-
-
-def log_counts(n_pixels: int, steps: int, start: float = 0.001) -> torch.Tensor:
-    """Pixels removed after each step of the logarithmic schedule (see the module docstring).
-
-    Parameters
-    ----------
-    n_pixels : int
-        ``N = H * W``.
-    steps : int
-        Number of geometric steps, >= 1.
-    start : float
-        Fraction removed at the first step, in ``(0, 1]``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(steps + 1,)`` long: 0, then ``max(1, round(start ** ((steps - k) / (steps - 1)) * N))``
-        for ``k = 1 .. steps`` (halves rounded up), ending at ``N``; non-decreasing (rounding may
-        repeat a count on small images).
-    """
-    if steps < 1:
-        raise ValueError(f"pixel flipping needs at least 1 step, got {steps}")
-    if not 0.0 < start <= 1.0:
-        raise ValueError(f"the log schedule's first fraction must lie in (0, 1], got {start}")
-    counts = [0]
-    for k in range(1, steps + 1):
-        fraction = 1.0 if k == steps else start ** ((steps - k) / (steps - 1))
-        counts.append(max(1, math.floor(fraction * n_pixels + 0.5)))
-    return torch.tensor(counts, dtype=torch.long)
-
-
-def log_axis(steps: int) -> torch.Tensor:
-    """The normalised log axis of the logarithmic schedule: ``(steps + 1,)`` float64 ``k / steps``."""
-    return torch.arange(steps + 1, dtype=torch.float64) / steps
-
-
-def fraction_counts(n_pixels: int, fractions: Sequence[float]) -> torch.Tensor:
-    """Pixels removed for each perturbation fraction.
-
-    Parameters
-    ----------
-    n_pixels : int
-        ``N = H * W``.
-    fractions : sequence of float
-        Strictly increasing fractions in ``[0, 1]``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(F,)`` long, ``round(f * N)`` (halves rounded up).
-    """
-    values = [float(f) for f in fractions]
-    if not values:
-        raise ValueError("perturbation needs at least one fraction")
-    if any(not 0.0 <= f <= 1.0 for f in values) or any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"perturbation fractions must increase strictly within [0, 1], got {values}")
-    return torch.tensor([math.floor(f * n_pixels + 0.5) for f in values], dtype=torch.long)
 
 
 def _unique_jobs(ranking: torch.Tensor, counts: torch.Tensor, n_units: int):
@@ -458,10 +378,6 @@ def removal_counts(options, n_pixels: int) -> dict[str, torch.Tensor]:
     return counts
 
 
-def _increasing(values) -> Optional[str]:
-    return None if values and list(values) == sorted(values) else "must be increasing values in (0, 1)"
-
-
 def compute_removal(context) -> tuple[dict, dict]:
     """Pixel flipping and positive / negative perturbation of a batch (:class:`~learnroot.metrics.evaluate.Context`),
     sharing their forward passes."""
@@ -491,14 +407,13 @@ register(Metric(
            "top-1 accuracy after removing the bottom 10..90 %: AUC over 0.1..0.9 (at most 0.8)")),
     params=(
         switch("pixel_flipping", True, "MoRF and LeRF pixel flipping"),
-        Param("pf_steps", int, 20, "steps from 0 to 100 % of the pixels removed", min=1),
+        PF_STEPS,
         Param("pf_schedule", str, "linear", "linear: equal steps (Samek et al. 2017); log: fractions spaced "
               "geometrically from pf_log_start, AUC over the normalised log axis", choices=SCHEDULES),
-        Param("pf_log_start", float, 0.001, "fraction removed at the first step of the log schedule", above=0, max=1),
+        PF_LOG_START,
         Param("pf_baseline", str, "zero", "replacement of the removed pixels", choices=BASELINES),
         switch("perturbation", True, "positive / negative perturbation (Chefer et al. 2021)"),
-        Param("perturbation_fractions", List[float], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-              "fractions removed, each from the clean image", above=0, below=1, check=_increasing),
+        FRACTIONS,
     ),
     enabled=lambda options, context: options.pixel_flipping or options.perturbation,
     compute=compute_removal,

@@ -12,7 +12,7 @@ from typing import Callable
 from torch import nn
 
 from ..data.images import Preprocess
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from ..registry import Registry
 from .cifar_resnet import cifar_resnet
 from .lenet import lenet5_mnist

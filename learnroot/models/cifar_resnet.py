@@ -18,7 +18,7 @@ from torch import nn
 from zennit.layer import Sum
 
 from ..layers import PadShortcut
-from ..options import CIFAR_RESNET_DEPTHS, ModelOptions
+from ..groups import CIFAR_RESNET_DEPTHS, ModelOptions
 from .torchvision_models import random_weights_warning
 from .weights import ModelError, load_state_dict
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..layers import ChannelsLastFlatten, SumPool2d
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from .weights import ModelError
 
 __all__ = ["read_toolbox_txt", "lenet5_mnist"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from .torchvision_models import random_weights_warning
 from .weights import ModelError, hub_checkpoint, load_state_dict
 

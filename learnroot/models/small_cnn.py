@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from .weights import ModelError, load_state_dict
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
 from .small_cnn import accuracy, read_weights, train_on_shapes
 from .weights import fit_state_dict, read_state_dict

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from .weights import ModelError, hub_checkpoint, load_state_dict
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from ..transformers.vit import VIT_CONFIGS, VisionTransformer, timm_layout, torchvision_to_timm
 from .weights import ModelError, fit_state_dict, hub_checkpoint, read_state_dict
 

@@ -13,7 +13,8 @@ from .affine import AFFINE, ParamCache, affine_response, affine_vjp
 from .basic import GradientPass, LayerBox
 from .empty import spread_empty
 from .fast import PRODUCT_RULES, FastRule
-from .learned import LearnedRoot, RootLog, descend
+from .descent import descend
+from .learned import LearnedRoot, RootLog
 from .losses import RootLoss
 from .ssim import SSIMReference, relevance_softmax, ssim_map, ssim_window
 
