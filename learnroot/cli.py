@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import (ConfigError, _is_container_field, check_inputs, check_registered, compose, config_groups,
-                     group_options, jobs_run_here, one_line, register, schema_keys, to_options)
+                     group_options, help_text, jobs_run_here, one_line, register, schema_keys, to_options)
 
 PROG = "learnroot-run"
 log = logging.getLogger("learnroot")
@@ -332,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     prefer_passive_wait()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     flags, overrides = split_flags(argv)
+    if any(flag in ("-h", "--help") for flag in flags):
+        print(help_text())
+        return
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
     try:
         resume = [item.split("=", 1)[1] for item in overrides if item.startswith("resume=")]

@@ -338,3 +338,37 @@ def compose_options(*overrides: str) -> RunOptions:
     except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
         raise ConfigError(one_line(error)) from None
     return to_options(cfg)
+
+
+def help_text() -> str:
+    """``learnroot-run --help``: usage, the config groups with their options, and every parameter with its
+    default, allowed values and help, read from the declarations (methods: which of them read it)."""
+    from .methods import REGISTRY as METHODS
+    from .params import describe, describe_one
+    readers: dict[str, list[str]] = {}
+    for method in METHODS.values():
+        for param in method.params:
+            readers.setdefault(param.name, []).append(method.name)
+    lines = ["learnroot-run: explain a classifier with DTD/LRP rules or learned roots (method=ours) and evaluate the",
+             "explanations. Usage: learnroot-run [group=option ...] [key=value ...]; -m sweeps comma-separated values;",
+             "resume=RUN_DIR completes an interrupted run; --cfg job prints the composed config; --hydra-help: Hydra's.",
+             "", "Config groups (group=option):"]
+    lines += [f"  {group}: {', '.join(group_options(group))}" for group in config_groups()]
+    groups = [param.name for param in params_of(RunOptions) if param.nested]
+    for title in ["top-level"] + groups:
+        if title == "top-level":
+            rows = [(param.name, *describe_one(param)) for param in params_of(RunOptions) if not param.nested]
+            prefix = ""
+        else:
+            prefix = title + "."
+            rows = describe(param_at(title).type, prefix)
+        lines += ["", f"{title} parameters (key = default: help):"]
+        for key, default, text in rows:
+            who = readers.get(key[len("method."):], []) if prefix == "method." else []
+            rule = [name for name, method in METHODS.items() if method.kind == "rule"]
+            if set(rule) <= set(who):
+                who = ["every rule method"] + [name for name in who if name not in rule]
+            suffix = f" [read by {', '.join(who)}]" if who else ""
+            lines.append(f"  {key} = {default}: {text}{suffix}")
+    lines += ["", "Outputs: <paths.output_root>/runs/<timestamp>/ (or sweeps/<timestamp>/<job>/). Examples: README.md."]
+    return "\n".join(lines)

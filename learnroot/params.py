@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 __all__ = ["Param", "Constraint", "options_class", "params_of", "constraints_of", "check_options", "describe",
-           "merge_params"]
+           "merge_params", "describe_one"]
 
 
 def _base(annotation) -> tuple[type, bool]:
@@ -259,6 +259,14 @@ def check_options(options, prefix: str = "") -> None:
                 raise ValueError(message)
 
 
+def describe_one(param: Param) -> tuple[str, str]:
+    """``(default as written in yaml, help with the allowed values)`` of one parameter."""
+    allowed = param.range_text()
+    default = "null" if param.default is None else str(param.default).replace("True", "true").replace(
+        "False", "false")
+    return default, param.help + (f" ({allowed})" if allowed else "")
+
+
 def describe(options, prefix: str = "") -> list[tuple[str, str, str]]:
     """``(key, default, help with the allowed values)`` for every parameter (nested ones flattened)."""
     rows = []
@@ -266,10 +274,6 @@ def describe(options, prefix: str = "") -> list[tuple[str, str, str]]:
         key = prefix + param.name
         if param.nested:
             rows += describe(param.type, key + ".")
-            continue
-        allowed = param.range_text()
-        text = param.help + (f" ({allowed})" if allowed else "")
-        default = "null" if param.default is None else str(param.default).replace("True", "true").replace(
-            "False", "false")
-        rows.append((key, default, text))
+        else:
+            rows.append((key, *describe_one(param)))
     return rows

@@ -124,3 +124,13 @@ def test_choice_lists_agree_with_what_the_implementations_dispatch_on():
     norm = Normalisation((0.5,) * 3, (0.25,) * 3)
     for baseline in param_at("metrics.pf_baseline").choices:
         assert make_baseline(torch.zeros(1, 3, 4, 4), baseline, norm, sigma=1.0, seed=0).shape == (1, 3, 4, 4)
+
+
+def test_help_lists_every_declared_key_with_its_help():
+    from learnroot.config import help_text, schema_keys
+    text = help_text()
+    leaves = [key for key in schema_keys() if param_at(key) is not None and not param_at(key).nested]
+    for key in leaves:
+        assert f"  {key} = " in text, key
+    assert "method.montavon_split = [0.33, 0.67]: dtd_montavon: fractions of depth" in text
+    assert "[read by dtd_montavon]" in text
