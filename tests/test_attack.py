@@ -61,8 +61,7 @@ def attack(model, x=None, label=0, **changes):
     x = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64) if x is None else x
     settings = dict(attack_k=K_TWO, attack_random=False)
     settings.update(changes)
-    options = replace(MetricsOptions(), pixel_flipping=False, perturbation=False, localisation="off", attack=True,
-                      **settings)
+    options = replace(MetricsOptions(), select=["attack"], attack=True, **settings)
     attributor = explain(model)
     batch = x.shape[0]
     result = evaluate(model, x, model.weight * x, torch.zeros(batch, dtype=torch.long),

@@ -34,8 +34,7 @@ class Linear2(nn.Module):
 
 
 def aopc_only(**changes) -> MetricsOptions:
-    return replace(MetricsOptions(), pixel_flipping=False, perturbation=False, localisation="off", aopc=True,
-                   **changes)
+    return replace(MetricsOptions(), select=["aopc"], aopc=True, **changes)
 
 
 def run(model, x, relevance, ids=None, target=0, label=0, **changes):

@@ -28,9 +28,10 @@ BOX = (torch.zeros(1, 1, 1, 1, dtype=torch.float64), torch.ones(1, 1, 1, 1, dtyp
 
 
 def only(**changes) -> MetricsOptions:
-    """Metrics options with nothing on but ``changes``."""
-    return replace(MetricsOptions(), pixel_flipping=False, perturbation=False, localisation="off", conservation=False,
-                   cost=False, **changes)
+    """Metrics options with nothing on but the metrics whose switches ``changes`` turns on."""
+    from learnroot.metrics import REGISTRY
+    selected = [name for name, metric in REGISTRY.items() if metric.params and changes.get(metric.params[0].name)]
+    return replace(MetricsOptions(), select=selected, **changes)
 
 
 def linear(weights) -> nn.Module:

@@ -30,7 +30,7 @@ class Linear2(nn.Module):
 
 
 def run(model, x, relevance, **changes):
-    options = replace(MetricsOptions(), perturbation=False, localisation="off", **changes)
+    options = replace(MetricsOptions(), select=["removal"], perturbation=False, **changes)
     batch = x.shape[0]
     return evaluate(model, x, relevance, torch.zeros(batch, dtype=torch.long), torch.zeros(batch, dtype=torch.long),
                     None, options, NORM)

@@ -24,8 +24,9 @@ __all__ = ["DIRECTIONS", "KINDS", "COMMON_PARAMS", "SEED", "CHUNK", "BLUR_SIGMA"
            "register", "score", "scores", "direction", "switch", "active", "switched_on", "SELECT"]
 
 DIRECTIONS = ("higher", "lower", None)
-#: What a score measures.
-KINDS = ("faithfulness", "plausibility", "conservation", "sanity", "cost", "model")
+#: What a score measures: Quantus's categories (faithfulness, robustness, localisation as ``plausibility``,
+#: complexity, randomisation and the other sanity checks as ``sanity``), and this project's own.
+KINDS = ("faithfulness", "robustness", "plausibility", "complexity", "sanity", "conservation", "cost", "model")
 
 
 SEED = Param("seed", int, 0, "seed of random baselines, the attack's random ranking and the randomised weights")
