@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "learnroot"
 #: Layers, lowest first: a module may import its own layer and the layers below (docs/ARCHITECTURE.md). A module
 #: belongs to the first entry whose name or package it is.
 LAYERS = [
-    ("foundation", ["learnroot", "learnroot.params", "learnroot.registry", "learnroot.lazy", "learnroot.groups",
+    ("foundation", ["learnroot", "learnroot.params", "learnroot.registry", "learnroot.lazy", "learnroot.groups", "learnroot.seeds",
                     "learnroot.normalisation", "learnroot.layers", "learnroot.openmp", "learnroot.allocator"]),
     ("rules", ["learnroot.rules", "learnroot.conservation", "learnroot.canonizers", "learnroot.graph",
                "learnroot.explanation", "learnroot.transformers.vit"]),

@@ -3,15 +3,24 @@
 rule factory (:mod:`.rulebook`, imported by the attributor; it needs torch).
 
 ``learnroot.methods.REGISTRY`` maps every method name to its :class:`Method` declaration; use
-:func:`learnroot.attribution.make_attributor` to run one. Importing this package imports no torch:
-a new method's module registers itself here (one import line below, in registration order).
+:func:`learnroot.attribution.make_attributor` to run one. Importing this package imports no torch and
+registers every method: the CNN methods (:mod:`.catalogue`) first, then every other module of the package
+in alphabetical order, so that a new method's module registers itself without an import line here.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..params import check_options
-from . import catalogue  # noqa: F401 - registers the CNN methods
-from . import transformer_methods  # noqa: F401 - registers the ViT methods
+from . import catalogue  # noqa: F401 - registers the CNN methods first
 from .registry import ARCHITECTURES, COMMON_PARAMS, KINDS, OUTPUTS, REGISTRY, Method, get, names, register
+
+#: Modules of this package that declare no method.
+_INFRASTRUCTURE = {"catalogue", "registry", "rulebook"}
+for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+    if _module not in _INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["KINDS", "ARCHITECTURES", "COMMON_PARAMS", "OUTPUTS", "REGISTRY", "Method", "get", "names", "register",
            "validate"]

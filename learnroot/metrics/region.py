@@ -55,15 +55,14 @@ Cost
 """
 from __future__ import annotations
 
-import hashlib
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 from learnroot.lazy import nn, torch
-
-from learnroot.metrics.flipping import Curve, ranked_curves, removal_positions
 from learnroot.metrics.baselines import BASELINES
+from learnroot.metrics.flipping import Curve, ranked_curves, removal_positions
 from learnroot.metrics.registry import Metric, Score, register, switch
+from learnroot.seeds import sample_seeds
 from learnroot.params import Param
 
 __all__ = ["ORDERS", "auto_patch", "patch_index", "patch_scores", "region_counts", "sample_seeds", "random_ranks",
@@ -112,19 +111,6 @@ def region_counts(n_patches: int, steps: int, fraction: float) -> torch.Tensor:
         raise ValueError(f"the fraction of patches removed must lie in (0, 1], got {fraction}")
     return torch.tensor([min(n_patches, math.floor(k * fraction * n_patches / steps + 0.5))
                          for k in range(steps + 1)], dtype=torch.long)
-
-
-def sample_seeds(seed: int, ids: Optional[Sequence[str]] = None, x: Optional[torch.Tensor] = None) -> list[int]:
-    """One seed per sample: the first 8 bytes of ``sha1("<seed>/<id>")`` (63 bits), or without ids
-    of ``sha1("<seed>/" + the sample's float32 input bytes)``."""
-    if ids is None:
-        if x is None:
-            raise ValueError("sample_seeds needs the sample ids or the inputs")
-        data = x.detach().float().cpu().contiguous().numpy()
-        keys = [f"{seed}/".encode() + sample.tobytes() for sample in data]
-    else:
-        keys = [f"{seed}/{sample_id}".encode() for sample_id in ids]
-    return [int.from_bytes(hashlib.sha1(key).digest()[:8], "big") & (2 ** 63 - 1) for key in keys]
 
 
 def random_ranks(seeds: Sequence[int], n_patches: int, device=None) -> torch.Tensor:
