@@ -24,6 +24,7 @@ import math
 
 from learnroot.lazy import F, torch
 
+from learnroot.metrics.registry import BLUR_SIGMA
 from learnroot.normalisation import Normalisation
 
 BASELINES = ("zero", "black", "blur", "uniform")
@@ -50,8 +51,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     torch.Tensor
         ``(B, C, H, W)`` blurred images.
     """
-    if not sigma > 0:
-        raise ValueError(f"blur sigma must be > 0 pixels, got {sigma}")
+    BLUR_SIGMA.validate(sigma, "metrics.pf_blur_sigma")
     radius = max(1, math.ceil(3.0 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)

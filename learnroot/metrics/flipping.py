@@ -65,7 +65,7 @@ from typing import Mapping, Optional
 
 from learnroot.lazy import nn, torch
 from learnroot.metrics.baselines import BASELINES
-from learnroot.metrics.registry import Metric, Score, register, switch
+from learnroot.metrics.registry import CHUNK, Metric, Score, register, switch
 from learnroot.metrics.schedules import (FRACTIONS, PF_LOG_START, PF_STEPS, SCHEDULES, flip_counts, fraction_counts,
                                          log_axis, log_counts)
 from learnroot.params import Param
@@ -193,8 +193,7 @@ def score_removals(
     pred : torch.Tensor
         ``(B, T)`` long: top-1 class.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    CHUNK.validate(chunk, "metrics.pf_chunk")
     _, batch, n_pixels = positions.shape
     device = x.device
     n_units = n_pixels if n_units is None else n_units
