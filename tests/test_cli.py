@@ -117,7 +117,7 @@ def test_typo_fails_before_any_folder_is_made(run_cli, tmp_path):
     (["+method.epslon=0.1"], "(did you mean method.epsilon?)"),
     (["method=dtd_zplsu"], "(did you mean dtd_zplus?"),
     (["method=ours,dtd_zplus"], "to sweep over the values add -m"),
-    (["device=tpu"], "device='tpu' is not one of"),
+    (["device=tpu"], "device must be auto, cpu, cuda, cuda:<index> or mps, got 'tpu'"),
     (["dataset.root={tmp}/nowhere"], "dataset root not found: {tmp}/nowhere"),
     (["model.weights={tmp}/missing.pt"], "weights file not found"),
 ])
