@@ -201,6 +201,7 @@ def check_choices(options: RunOptions) -> None:
                           f"{', '.join(map(str, CIFAR_RESNET_DEPTHS))}")
     if options.model.pad < 0:
         raise ConfigError(f"model.pad must be >= 0, got {options.model.pad}")
+    check_model_options(options)
     from .methods import get as get_method
     from .models import architecture_of
     try:
@@ -212,6 +213,23 @@ def check_choices(options: RunOptions) -> None:
     if options.metrics.class_other < -1:
         raise ConfigError(f"metrics.class_other must be -1 (the runner-up class) or an output index, "
                           f"got {options.metrics.class_other}")
+
+
+def check_model_options(options: RunOptions) -> None:
+    """The generic models' keys: ``model.arch`` of ``model=torchvision|timm`` (a known, supported name, with
+    the closest one for a typo), ``model.target`` of ``model=custom`` (present, well formed), and
+    ``model.arch``/``target``/``path`` only where they apply (:func:`learnroot.models.check_model`).
+
+    Raises
+    ------
+    ConfigError
+        One line.
+    """
+    from .models import ModelError, check_model
+    try:
+        check_model(options.model)
+    except ModelError as error:
+        raise ConfigError(str(error)) from None
 
 
 def jobs_run_here(overrides) -> bool:
@@ -249,6 +267,9 @@ def check_inputs(options: RunOptions, device: bool = True) -> None:
                              ("dataset.masks", dataset.masks, "folder")):
         if value and not Path(value).expanduser().exists():
             raise ConfigError(f"{key}={value}: no such {kind}")
+    for key, value in (("model.path", options.model.path), ("model.classes", options.model.classes)):
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{key}={value}: no such file")
     weights = options.model.weights
     if weights not in ("auto", "random", "") and not Path(weights).expanduser().is_file():
         raise ConfigError(f"model.weights={weights}: weights file not found (a path, auto or random)")

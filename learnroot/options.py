@@ -9,7 +9,7 @@ each group's default preset and compares it with the dataclass), so there is one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
@@ -76,11 +76,14 @@ class ModelOptions:
     Attributes
     ----------
     name : str
-        A registered model (:data:`learnroot.models.REGISTRY`).
+        A registered model (:data:`learnroot.models.REGISTRY`); ``torchvision``, ``timm`` and ``custom``
+        build the classifier named by ``arch`` or ``target``.
     weights : str
         ``auto`` (small_cnn: the weights shipped with the package for the default benchmark, else
-        trained once and cached; torchvision models: the torch hub cache file), a path to a
-        state-dict file, or ``random`` (smoke tests only; a warning is logged).
+        trained once and cached; torchvision models: the torch hub cache file; timm: the Hugging
+        Face hub cache), a path to a state-dict file (or a checkpoint holding one under
+        ``state_dict`` or ``model``; a ``module.`` prefix is stripped), or ``random`` (smoke tests
+        only; a warning is logged).
     num_classes : int
         Number of outputs; ``0`` means "take it from the dataset" (small_cnn).
     resize, crop : int
@@ -102,6 +105,22 @@ class ModelOptions:
         Training of the embedded small CNN (ignored by the other models): at most
         ``train_epochs`` epochs, stopping once the validation accuracy reaches
         ``train_target_accuracy``.
+    arch : str
+        ``model=torchvision``: a torchvision classification builder (``resnet50``, ``densenet121``, ...);
+        ``model=timm``: a timm model name; ``""`` for the other models.
+    target : str, optional
+        ``model=custom``: the factory of the user's model, ``package.module:factory`` or
+        ``package.module.Class`` (Hydra-style; called with ``kwargs``).
+    path : str, optional
+        ``model=custom``: a Python file defining the module of ``target`` (imported under a private
+        name); ``None``: the module is imported from ``PYTHONPATH``.
+    kwargs : dict
+        Keyword arguments of the factory (``model=custom``) or of the torchvision / timm builder.
+    classes : str, optional
+        Class names of the outputs: a text file with one name per line, a JSON list, or an
+        ``imagenet_class_index.json``-style file (``{"0": ["n01440764", "tench"], ...}``). Maps the
+        class folders of ``dataset=imagenet`` to output indices (by WordNet id or class name) when
+        ``dataset.class_index`` is not set.
     """
 
     name: str = "small_cnn"
@@ -119,6 +138,11 @@ class ModelOptions:
     train_batch_size: int = 64
     train_seed: int = 0
     train_target_accuracy: float = 0.98
+    arch: str = ""
+    target: Optional[str] = None
+    path: Optional[str] = None
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    classes: Optional[str] = None
 
 
 @dataclass
