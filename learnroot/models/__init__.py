@@ -12,7 +12,8 @@ Adding a fixed architecture = a builder module, one :func:`register` call here, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from torch import nn
@@ -35,6 +36,8 @@ from .weights import ModelError, load_state_dict
 __all__ = ["ModelError", "ModelSpec", "REGISTRY", "register", "build_model", "preprocess_of", "load_state_dict",
            "small_cnn", "small_cnn_path", "cached_small_cnn", "small_vit", "cached_small_vit", "toy_sigmoid",
            "num_outputs", "architecture_of", "display_name", "check_model", "class_names", "GENERIC"]
+
+log = logging.getLogger(__name__)
 
 #: The models that build any classifier named by ``model.arch`` or ``model.target``.
 GENERIC = ("torchvision", "timm", "custom")
@@ -182,23 +185,44 @@ def _shape_classes(options, dataset_options) -> int:
 
 register(ModelSpec("small_cnn", _small_cnn, "the embedded VGG-style CNN for the shapes benchmark",
                    outputs=_shape_classes))
-register(ModelSpec("torchvision", lambda options, dataset, cache: torchvision_model(options),
-                   "any torchvision classifier of a family the rules cover (model.arch=NAME), local weights"))
-register(ModelSpec("timm", lambda options, dataset, cache: timm_model(options),
-                   "any timm CNN (model.arch=NAME; pip install learnroot[timm]), local weights"))
+def _head_size(options: ModelOptions, dataset_options) -> int:
+    """Outputs of a torchvision or timm model: ``model.num_classes`` (1000 for ImageNet weights); with
+    ``model.weights=random`` on a dataset that defines its classes (the shapes benchmark), one per class, so
+    that a smoke test runs on the default dataset."""
+    from ..data import num_classes
+    if options.weights == "random" and num_classes(dataset_options):
+        return num_classes(dataset_options)
+    return options.num_classes or (len(class_names(options)) if options.classes else 1000)
+
+
+def _generic(build):
+    def builder(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
+        size = _head_size(options, dataset_options)
+        if size != options.num_classes:
+            log.info("model %s: %d outputs (model.num_classes=%d, model.weights=%s, dataset=%s)",
+                     display_name(options), size, options.num_classes, options.weights, dataset_options.name)
+        return build(replace(options, num_classes=size))
+    return builder
+
+
+register(ModelSpec("torchvision", _generic(torchvision_model),
+                   "any torchvision classifier of a family the rules cover (model.arch=NAME), local weights",
+                   outputs=_head_size))
+register(ModelSpec("timm", _generic(timm_model),
+                   "any timm CNN (model.arch=NAME; pip install learnroot[timm]), local weights", outputs=_head_size))
 register(ModelSpec("custom", lambda options, dataset, cache: custom_model(options),
                    "your own classifier: model.target=package.module:factory (model.path=FILE.py, model.kwargs)"))
 for _name in TORCHVISION:  # the former model names, now presets of model=torchvision (model.arch=<name>)
     if _name != "mobilenet_v2":
-        register(ModelSpec(_name, lambda options, dataset, cache: torchvision_model(options),
-                           f"torchvision {_name} (ImageNet), local weights"))
+        register(ModelSpec(_name, _generic(torchvision_model), f"torchvision {_name} (ImageNet), local weights",
+                           outputs=_head_size))
 register(ModelSpec("lenet5_mnist", lambda options, dataset, cache: lenet5_mnist(options),
                    "the LRP Toolbox's LeNet-5 for MNIST (its plain-text model file)", outputs=lambda o, d: 10))
 register(ModelSpec("cifar_resnet", lambda options, dataset, cache: cifar_resnet(options),
                    "CIFAR-10 ResNet-20/32/44/56/110 of He et al. 2016 (model.depth), option-A shortcuts",
                    outputs=lambda o, d: o.num_classes or 10))
-register(ModelSpec("mobilenet_v2", lambda options, dataset, cache: mobilenet_v2(options),
-                   "torchvision MobileNetV2 (ImageNet), local weights"))
+register(ModelSpec("mobilenet_v2", _generic(mobilenet_v2), "torchvision MobileNetV2 (ImageNet), local weights",
+                   outputs=_head_size))
 def _small_vit(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
     if dataset_options.name != "shapes" and options.weights in ("auto", ""):
         raise ModelError("model=small_vit with weights=auto is trained on dataset=shapes; "

@@ -61,7 +61,8 @@ REFUSED = {"vit_": "a vision transformer (use model=vit_b_16 for torchvision's V
 AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 
 #: Old checkpoint keys of DenseNet (``norm.1``, ``conv.2`` ...) as torchvision renames them when loading.
-_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                           r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def architectures() -> list[str]:
