@@ -421,7 +421,8 @@ def explain(model: nn.Module, images, target=None, method: str = "ours", *, inpu
                        target_logit=joined["target_logit"], r_top=joined["r_top"],
                        layers=pd.DataFrame(rows, columns=["sample", "layer", "kind", "r_out", "r_in", "error"]),
                        conservation_error=joined["global"], worst_layer_error=joined["worst"], inputs=x.detach().cpu(),
-                       options=used, class_names=names, layer_maps={name: torch.cat(values) for name, values in maps.items()})
+                       options=used, class_names=names,
+                       layer_maps={name: torch.cat(values) for name, values in maps.items()})
 
 
 def _worst(errors: list, count: int) -> torch.Tensor:

@@ -423,7 +423,8 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
                         num_workers=options.dataset.num_workers)
     indices = [index for index in range(len(batches)) if index not in done]
-    progress = tqdm(zip(indices, loader), total=len(indices), desc=f"{options.method.name} on {display_name(options.model)}",
+    progress = tqdm(zip(indices, loader), total=len(indices),
+                    desc=f"{options.method.name} on {display_name(options.model)}",
                     unit="batch")
     for index, batch in progress:
         for error in batch["errors"]:

@@ -245,8 +245,8 @@ def test_presets_are_the_torchvision_path_with_the_same_model(monkeypatch):
             256, 224, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], [0.0, 1.0])
     # the same random draw as the former builder (torchvision's, called the same way)
     torch.manual_seed(7)
-    built = build_model(replace_weights(compose_options("model=resnet18").model, "random"), DatasetOptions(name="imagenet"),
-                        "unused")
+    options = replace_weights(compose_options("model=resnet18").model, "random")
+    built = build_model(options, DatasetOptions(name="imagenet"), "unused")
     torch.manual_seed(7)
     former = torchvision.models.resnet18(weights=None, num_classes=1000)
     assert all(torch.equal(value, former.state_dict()[key]) for key, value in built.state_dict().items())
@@ -273,3 +273,86 @@ def test_display_name():
     assert display_name({"name": "vgg16", "weights": "auto"}) == "vgg16"  # a run folder written before
     assert display_name({"name": "torchvision", "arch": "vgg16"}) == "vgg16"
     assert display_name(compose_options("model=vgg16").model) == "vgg16"
+
+
+# ----------------------------------------------------------------------------------------------
+# timm's CNNs (model=timm; skipped without the timm extra)
+
+
+def test_timm_cnn_by_name_with_safetensors_and_hub_cache(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+    torch.manual_seed(8)
+    reference = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    path = tmp_path / "model.safetensors"
+    save_file({key: value.contiguous() for key, value in reference.state_dict().items()}, str(path))
+    options = ModelOptions(name="timm", arch="resnet18.a1_in1k", weights=str(path), num_classes=10, crop=224)
+    model = build_model(options, DatasetOptions(name="imagenet"), "unused")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    # weights=auto: the Hugging Face cache, never the network
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    auto = ModelOptions(**{**options.__dict__, "weights": "auto"})
+    with pytest.raises(ModelError, match=r"weights for timm resnet18.a1_in1k not found: put them at "
+                                         r".*models--timm--resnet18.a1_in1k/snapshots/<revision>/model.safetensors"):
+        build_model(auto, DatasetOptions(name="imagenet"), "unused")
+    repo = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(path.read_bytes())
+    model = build_model(auto, DatasetOptions(name="imagenet"), "unused")
+    assert torch.equal(model.fc.weight, reference.fc.weight)
+
+
+def test_timm_refuses_transformers_and_typos():
+    pytest.importorskip("timm")
+    with pytest.raises(ModelError, match="layers the CNN rules do not cover"):
+        build_model(ModelOptions(name="timm", arch="vit_tiny_patch16_224", weights="random"),
+                    DatasetOptions(name="imagenet"), "unused")
+    with pytest.raises(ConfigError, match="not a timm model \\(did you mean resnet50\\?\\)"):
+        compose_options("model=timm", "model.arch=resnet5O")
+
+
+# ----------------------------------------------------------------------------------------------
+# class files (model.classes)
+
+
+def test_class_files_in_three_formats(tmp_path):
+    import json
+    from learnroot.data.classes import read_classes
+    (tmp_path / "names.txt").write_text("cat\ngreat white shark\ndog\n\n")
+    (tmp_path / "names.json").write_text(json.dumps(["cat", "great white shark", "dog"]))
+    (tmp_path / "index.json").write_text(json.dumps({"0": ["n1", "cat"], "1": ["n2", "great white shark"],
+                                                     "2": ["n3", "dog"], "3": ["n4", "crane"], "4": ["n5", "crane"]}))
+    for name in ("names.txt", "names.json", "index.json"):
+        classes = read_classes(str(tmp_path / name))
+        lookup = classes.lookup
+        assert classes.names[:3] == ("cat", "great white shark", "dog")
+        assert (lookup["cat"], lookup["Great_White_Shark"], lookup["dog"]) == (0, 1, 2)
+    lookup = read_classes(str(tmp_path / "index.json")).lookup
+    assert (lookup["n2"], lookup["n5"]) == (1, 4)
+    assert "crane" not in lookup and lookup.ambiguous == {"crane": {3, 4}}  # two outputs: by id only
+    (tmp_path / "bad.txt").write_text("cat\n\ndog\n")
+    from learnroot.data.classes import ClassFileError
+    with pytest.raises(ClassFileError, match="one class per line"):
+        read_classes(str(tmp_path / "bad.txt"))
+
+
+def test_folder_of_class_names_gets_the_model_outputs(tmp_path):
+    from PIL import Image
+    from learnroot.data import build_dataset
+    from learnroot.explainer import with_model_classes
+    from learnroot.options import RunOptions
+    for folder in ("dog", "great_white_shark"):
+        (tmp_path / "val" / folder).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "val" / folder / "a.png")
+    (tmp_path / "names.txt").write_text("cat\ngreat white shark\ndog\n")
+    options = RunOptions(model=ModelOptions(name="custom", target="x:y", classes=str(tmp_path / "names.txt")),
+                         dataset=DatasetOptions(name="imagenet", root=str(tmp_path / "val"), limit=None))
+    options = with_model_classes(options)
+    dataset = build_dataset(options.dataset, preprocess_of(options.model), 3, "unused")
+    assert [(item["path"].split("/")[-2], item["label"]) for item in dataset] == [("dog", 2), ("great_white_shark", 1)]

@@ -47,7 +47,8 @@ def split_target(target: str) -> tuple[str, str]:
     """
     text = (target or "").strip()
     module, colon, attribute = text.partition(":")
-    if not text or (colon and (not module or not attribute)) or any(not part for part in text.replace(":", ".").split(".")):
+    parts = text.replace(":", ".").split(".")
+    if not text or (colon and (not module or not attribute)) or any(not part for part in parts):
         raise ModelError(f"model.target={target!r} is not package.module:factory or package.module.Class")
     if colon:
         return module, attribute

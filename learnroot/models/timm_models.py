@@ -144,10 +144,12 @@ def _warn_preprocessing(model: nn.Module, options: ModelOptions) -> None:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = (cfg.get("input_size") or (0, 0, 0))[-1]
     mean, std = tuple(cfg.get("mean") or ()), tuple(cfg.get("std") or ())
-    differs = [text for text, same in (
-        (f"mean {list(mean)}", not mean or tuple(round(v, 4) for v in options.mean) == tuple(round(v, 4) for v in mean)),
-        (f"std {list(std)}", not std or tuple(round(v, 4) for v in options.std) == tuple(round(v, 4) for v in std)),
-        (f"crop {size}", not size or options.crop == size)) if not same]
+    def same(ours, theirs) -> bool:
+        return not theirs or tuple(round(v, 4) for v in ours) == tuple(round(v, 4) for v in theirs)
+
+    differs = [text for text, agrees in ((f"mean {list(mean)}", same(options.mean, mean)),
+                                          (f"std {list(std)}", same(options.std, std)),
+                                          (f"crop {size}", not size or options.crop == size)) if not agrees]
     if differs:
         log.warning("timm %s was trained with %s; the run uses model.mean=%s model.std=%s model.crop=%d",
                     options.arch, ", ".join(differs), list(options.mean), list(options.std), options.crop)
