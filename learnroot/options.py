@@ -9,7 +9,7 @@ each group's default preset and compares it with the dataclass), so there is one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
@@ -114,8 +114,9 @@ class ModelOptions:
     path : str, optional
         ``model=custom``: a Python file defining the module of ``target`` (imported under a private
         name); ``None``: the module is imported from ``PYTHONPATH``.
-    kwargs : dict
-        Keyword arguments of the factory (``model=custom``) or of the torchvision / timm builder.
+    kwargs : dict, optional
+        Keyword arguments of the factory (``model=custom``) or of the torchvision / timm builder, e.g.
+        ``model.kwargs={width:64,depth:3}`` (``None``: none).
     classes : str, optional
         Class names of the outputs: a text file with one name per line, a JSON list, or an
         ``imagenet_class_index.json``-style file (``{"0": ["n01440764", "tench"], ...}``). Maps the
@@ -141,7 +142,7 @@ class ModelOptions:
     arch: str = ""
     target: Optional[str] = None
     path: Optional[str] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    kwargs: Any = None
     classes: Optional[str] = None
 
 

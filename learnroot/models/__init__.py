@@ -147,6 +147,9 @@ def check_model(options: ModelOptions) -> None:
     elif options.arch and options.name not in TORCHVISION:
         raise ModelError(f"model.arch={options.arch} applies to model=torchvision and model=timm, not "
                          f"model={options.name}")
+    if options.kwargs is not None and not isinstance(options.kwargs, dict):
+        raise ModelError(f"model.kwargs must be a dict of keyword arguments, e.g. model.kwargs={{width:64}}, "
+                         f"got {options.kwargs!r}")
     if options.name != "custom" and (options.target or options.path):
         raise ModelError(f"model.target and model.path apply to model=custom, not model={options.name}")
 
