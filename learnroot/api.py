@@ -37,6 +37,7 @@ import copy
 import dataclasses
 import difflib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -46,24 +47,16 @@ from torch import nn
 
 from . import conservation
 from .config import compose_options
+from .data.classes import read_classes
 from .data.images import Preprocess
 from .explainer import attributor_for
+from .inputs import INPUTS, input_contract, prepare_images
 from .memory import chunk_size
 from .metrics.evaluate import evaluate as evaluate_batch
 from .options import LayerRootOptions, MethodOptions, MetricsOptions, RootOptOptions, RunOptions
 
-__all__ = ["Explanation", "explain", "evaluate", "INPUTS", "input_contract"]
+__all__ = ["Explanation", "explain", "evaluate", "INPUTS", "input_contract", "prepare_images"]
 
-#: Input contracts by name: how the model's inputs were made from pixels (``mean``, ``std``, ``value_range``;
-#: ``resize`` and ``crop`` are used only for PIL images).
-INPUTS = {
-    "imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "value_range": (0.0, 1.0),
-                 "resize": 256, "crop": 224},
-    "unit": {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "value_range": (0.0, 1.0)},
-    "signed": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "value_range": (0.0, 1.0)},
-}
-#: Keys of an input contract given as a dict (or an object with these attributes).
-INPUT_KEYS = ("mean", "std", "value_range", "resize", "crop", "pad")
 #: Top-level config keys a keyword may set.
 TOP_LEVEL = ("batch_size", "seed", "save_layers")
 #: Config groups a keyword names by preset.
@@ -134,51 +127,6 @@ class Explanation:
     def to_numpy(self) -> np.ndarray:
         """``(B, C, H, W)`` float32 NumPy array of the relevance."""
         return self.relevance.float().numpy()
-
-
-def input_contract(input) -> Preprocess:
-    """The :class:`~learnroot.data.images.Preprocess` an ``input=`` argument names.
-
-    Parameters
-    ----------
-    input : str, dict or object
-        A name of :data:`INPUTS` (``imagenet``: torchvision's ImageNet mean and std on pixels in
-        ``[0, 1]``; ``unit``: pixels in ``[0, 1]``, not normalised; ``signed``: ``(x - 0.5) / 0.5``),
-        a dict with ``mean``, ``std`` and optionally ``value_range`` (default ``[0, 1]``), ``resize``,
-        ``crop``, ``pad``, or an object with these attributes (a ``Preprocess``, ``ModelOptions``).
-
-    Raises
-    ------
-    ValueError
-        An unknown name, a missing ``mean`` / ``std``, or keys that are not part of an input contract.
-    """
-    if input is None:
-        raise ValueError("input= is required: how the images were normalised, e.g. input='imagenet' or "
-                         "input={'mean': [...], 'std': [...], 'value_range': [0, 1]} (names: "
-                         f"{', '.join(INPUTS)})")
-    if isinstance(input, Preprocess):
-        return input
-    if isinstance(input, str):
-        if input not in INPUTS:
-            match = difflib.get_close_matches(input, list(INPUTS), n=1)
-            hint = f" (did you mean {match[0]}?)" if match else ""
-            raise ValueError(f"input={input!r} is not one of: {', '.join(INPUTS)}{hint}; or pass a dict with mean, "
-                             "std, value_range")
-        values = dict(INPUTS[input])
-    elif isinstance(input, Mapping):
-        unknown = set(input) - set(INPUT_KEYS)
-        if unknown:
-            raise ValueError(f"input= has keys that are not part of an input contract: {', '.join(sorted(unknown))} "
-                             f"(keys: {', '.join(INPUT_KEYS)})")
-        values = dict(input)
-    else:
-        values = {key: getattr(input, key) for key in INPUT_KEYS if hasattr(input, key)}
-    if "mean" not in values or "std" not in values:
-        raise ValueError("input= needs mean and std (one value per channel)")
-    return Preprocess(resize=int(values.get("resize", 0) or 0), crop=int(values.get("crop", 0) or 0),
-                      mean=tuple(float(v) for v in values["mean"]), std=tuple(float(v) for v in values["std"]),
-                      value_range=tuple(float(v) for v in values.get("value_range", (0.0, 1.0))),
-                      pad=int(values.get("pad", 0) or 0))
 
 
 def _format(value) -> str:
@@ -275,48 +223,6 @@ def _runnable(model: nn.Module, device) -> nn.Module:
     return model
 
 
-def prepare_images(images, preprocess: Preprocess) -> torch.Tensor:
-    """The model's input batch ``(B, C, H, W)`` float from ``images``.
-
-    Parameters
-    ----------
-    images : torch.Tensor, numpy.ndarray, PIL.Image.Image or sequence of PIL images
-        A float tensor (or array) ``(B, C, H, W)`` or ``(C, H, W)`` is taken as already normalised (the
-        model's input); a ``uint8`` one holds raw pixels 0-255, and PIL images are read, both prepared
-        with ``preprocess`` (resize, crop, scaling to the value range, normalisation, padding).
-    preprocess : Preprocess
-        The input contract.
-
-    Raises
-    ------
-    ValueError
-        An empty batch, images of other shapes, or a channel count that differs from the contract's.
-    """
-    from PIL import Image
-    if isinstance(images, Image.Image):
-        images = [images]
-    if isinstance(images, (list, tuple)) and images and all(isinstance(item, Image.Image) for item in images):
-        batch = torch.stack([preprocess.image(item.convert("RGB") if len(preprocess.mean) == 3 else item)
-                             for item in images])
-    else:
-        batch = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
-        if batch.dim() == 3:
-            batch = batch[None]
-        if batch.dim() != 4:
-            raise ValueError(f"images must be (B, C, H, W) or (C, H, W), got shape {tuple(batch.shape)}")
-        if batch.dtype == torch.uint8:
-            pictures = [Image.fromarray(item.permute(1, 2, 0).squeeze(-1).numpy()) for item in batch]
-            batch = torch.stack([preprocess.image(item) for item in pictures])
-        elif not batch.is_floating_point():
-            raise ValueError(f"images must be float (normalised) or uint8 (raw pixels), got {batch.dtype}")
-    if batch.shape[0] == 0:
-        raise ValueError("images is an empty batch")
-    if batch.shape[1] != len(preprocess.mean):
-        raise ValueError(f"images have {batch.shape[1]} channels but the input contract has {len(preprocess.mean)} "
-                         "(one mean and std per channel)")
-    return batch
-
-
 def _targets(target, logits: torch.Tensor) -> torch.Tensor:
     count, classes = logits.shape
     if target is None:
@@ -361,8 +267,9 @@ def explain(model: nn.Module, images, target=None, method: str = "ours", *, inpu
         with ``mean``, ``std``, ``value_range`` (and ``resize``, ``crop``, ``pad`` for PIL images).
     device : str or torch.device, optional
         Where to run; default the model's own device (a private copy runs elsewhere).
-    class_names : sequence of str, optional
-        The names of the model's outputs, to name each image's explained class.
+    class_names : sequence of str or str, optional
+        The names of the model's outputs, or a class file (``model.classes``' formats: one name per line,
+        a JSON list, ``imagenet_class_index.json``), to name each image's explained class.
     **overrides
         Method parameters (``epsilon=0.1``), presets (``root_opt="paper"``), top-level keys
         (``batch_size=4``, ``save_layers=[...]``) and ``config=[...]`` raw overrides (module docstring).
@@ -410,6 +317,8 @@ def explain(model: nn.Module, images, target=None, method: str = "ours", *, inpu
     if not conserving:
         joined["global"] = torch.full_like(joined["global"], float("nan"))
     names = None
+    if isinstance(class_names, (str, Path)):
+        class_names = read_classes(str(class_names)).names
     if class_names is not None:
         names = [class_names[index] if 0 <= index < len(class_names) else "" for index in joined["target"].tolist()]
     used = {"method": asdict(options.method), "root_opt": asdict(options.root_opt),

@@ -232,6 +232,10 @@ def torchvision_model(options: ModelOptions) -> nn.Module:
                              f"or pass model.weights=PATH (model.weights=random for a smoke test)")
     else:
         file = Path(options.weights).expanduser()
+        if not file.is_file():
+            hub = hub_weight_files(arch)
+            where = f", or model.weights=auto for {hub[0]}" if hub else ""
+            raise ModelError(f"weights file not found: {file} (model.weights=PATH{where})")
     state = strip_prefix(read_weights_file(file), model.state_dict().keys(), file)
     if arch.startswith("densenet"):
         state = rename_keys(state, densenet_keys)
