@@ -92,7 +92,8 @@ def test_keywords_become_the_command_lines_options(resnet):
     x = torch.randn(2, 3, 32, 32)
     zplus = explain(resnet, x, method="dtd_zplus", input="imagenet")
     # ours with zero root steps is z+ bit for bit (METHOD.md section 2)
-    ours = explain(resnet, x, method="ours", input="imagenet", config=["root_opt.conv.steps=0", "root_opt.dense.steps=0"])
+    ours = explain(resnet, x, method="ours", input="imagenet",
+                   config=["root_opt.conv.steps=0", "root_opt.dense.steps=0"])
     assert torch.equal(ours.relevance, zplus.relevance)
     assert ours.options["root_opt"]["conv"]["steps"] == 0
     epsilon = explain(resnet, x, method="lrp_epsilon", epsilon=0.1, input="imagenet")
