@@ -168,6 +168,7 @@ def check_registered(options: RunOptions) -> None:
         value = _get(options, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}{did_you_mean(value, allowed)}")
+    check_model_options(options)
     from .data import REGISTRY as DATASETS
     needs_root = DATASETS[options.dataset.name].needs_root
     if needs_root and not options.dataset.root:
@@ -197,6 +198,23 @@ def check_choices(options: RunOptions) -> None:
     """
     check_values(options)
     check_registered(options)
+
+
+def check_model_options(options: RunOptions) -> None:
+    """The generic models' keys: ``model.arch`` of ``model=torchvision|timm`` (a known, supported name, with
+    the closest one for a typo), ``model.target`` of ``model=custom`` (present, well formed), and
+    ``model.arch``/``target``/``path`` only where they apply (:func:`learnroot.models.check_model`).
+
+    Raises
+    ------
+    ConfigError
+        One line.
+    """
+    from .models import ModelError, check_model
+    try:
+        check_model(options.model)
+    except ModelError as error:
+        raise ConfigError(str(error)) from None
 
 
 def jobs_run_here(overrides) -> bool:
@@ -234,6 +252,9 @@ def check_inputs(options: RunOptions, device: bool = True) -> None:
                              ("dataset.masks", dataset.masks, "folder")):
         if value and not Path(value).expanduser().exists():
             raise ConfigError(f"{key}={value}: no such {kind}")
+    for key, value in (("model.path", options.model.path), ("model.classes", options.model.classes)):
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{key}={value}: no such file")
     weights = options.model.weights
     if weights not in ("auto", "random", "") and not Path(weights).expanduser().is_file():
         raise ConfigError(f"model.weights={weights}: weights file not found (a path, auto or random)")

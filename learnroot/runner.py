@@ -27,11 +27,12 @@ from . import conservation, manifest
 from .data import REGISTRY as DATASETS
 from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list
 from .data.folder import check_sample_ids
-from .attribution import make_attributor, recordable_layers
+from .attribution import recordable_layers
+from .explainer import attributor_for, explained_targets, with_model_classes
 from .memory import chunk_size
 from .metrics.evaluate import evaluate
 from .metrics.registry import switched_on
-from .models import build_model, num_outputs, preprocess_of
+from .models import build_model, display_name, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import FolderInUse, RunFolder
 
@@ -101,7 +102,7 @@ def check_layers(model, options: RunOptions) -> None:
     unknown = [name for name in options.save_layers if name not in known]
     if unknown:
         raise RunError(f"save_layers: {', '.join(unknown)} is not a layer with a relevance rule in "
-                       f"model={options.model.name} (e.g. {', '.join(known[:6])})")
+                       f"model={display_name(options.model)} (e.g. {', '.join(known[:6])})")
     if not options.save_relevance:
         log.warning("save_layers is set but save_relevance=false: the layer maps are not written")
 
@@ -110,6 +111,7 @@ class Pipeline:
     """Everything a run needs, built (and validated) before any work starts."""
 
     def __init__(self, options: RunOptions):
+        options = with_model_classes(options)  # model.classes labels the class folders (dataset.class_index unset)
         self.options = options
         self.device = resolve_device(options.device)
         self.preprocess = preprocess_of(options.model)
@@ -123,10 +125,8 @@ class Pipeline:
             raise RunError("the dataset selection is empty")
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
-        box = self.preprocess.box(self.device)
         check_layers(self.model, options)
-        self.attributor = make_attributor(self.model, options.method, options.root_opt, box,
-                                          keep_layers=options.save_layers)
+        self.attributor = attributor_for(self.model, options, self.preprocess, self.device)
         self.norm = self.preprocess.norm
         self.metrics_options = options.metrics  # pf_chunk: set by size_chunk
         self.memory: dict = {}
@@ -231,10 +231,7 @@ class Pipeline:
             logits = self.model(x)
         if candidates is not None:
             label = candidate_labels(logits, candidates.to(self.device))
-        use_label = self.options.method.target == "label"
-        if use_label and bool((label < 0).any()):
-            log.warning("some samples have no label: explaining the prediction for those")
-        return logits, label, torch.where(use_label & (label >= 0), label, logits.argmax(1))
+        return logits, label, explained_targets(logits, label, self.options.method.target)
 
     def attribute(self, x: torch.Tensor, target: torch.Tensor):
         """The attribution of the batch and its seconds per image."""
@@ -418,7 +415,7 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     if folder.clean_temporary():
         log.info("removed temporary files left by an interrupted write")
     todo = [batch for index, batch in enumerate(batches) if index not in done]
-    log.info("%s on %s / %s: %d samples in %d batches on %s -> %s", options.method.name, options.model.name,
+    log.info("%s on %s / %s: %d samples in %d batches on %s -> %s", options.method.name, display_name(options.model),
              options.dataset.name, len(pipeline.dataset), len(batches), pipeline.device, run_dir)
     if done:
         log.info("resuming: %d of %d batches already done", len(batches) - len(todo), len(batches))
@@ -427,7 +424,8 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
                         num_workers=options.dataset.num_workers)
     indices = [index for index in range(len(batches)) if index not in done]
-    progress = tqdm(zip(indices, loader), total=len(indices), desc=f"{options.method.name} on {options.model.name}",
+    progress = tqdm(zip(indices, loader), total=len(indices),
+                    desc=f"{options.method.name} on {display_name(options.model)}",
                     unit="batch")
     for index, batch in progress:
         for error in batch["errors"]:
@@ -453,7 +451,7 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     if summary["curves"]:
         from .figures import plot_mean_curves
         plot_mean_curves({options.method.name: summary["curves"]}, Path(run_dir) / "curves.png",
-                         title=f"{options.method.name} on {options.model.name} / {options.dataset.name}")
+                         title=f"{options.method.name} on {display_name(options.model)} / {options.dataset.name}")
     samples = frames["samples"]
     flagged = samples[samples["status"] != "ok"] if len(samples) else samples
     earlier = folder.clear_failure()
@@ -469,7 +467,7 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
         "segments": segments,
         **({"earlier_failure": earlier} if earlier else {}),
         "method": options.method.name,
-        "model": options.model.name,
+        "model": display_name(options.model),
         "dataset": options.dataset.name,
         "device": str(pipeline.device),
         "options": asdict(options),

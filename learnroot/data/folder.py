@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from .classes import ClassFileError, read_classes
 from .images import IMAGE_EXTENSIONS, BadImage, Preprocess, load_mask, load_rgb
 
 
@@ -126,7 +126,8 @@ _safe_id = file_sample_id  # the former name
 
 
 def read_class_index(path: str) -> dict[str, int]:
-    """Read an ``imagenet_class_index.json``-style file into ``{wnid: output index}``.
+    """Read a class file (:mod:`learnroot.data.classes`: ``imagenet_class_index.json`` style, a JSON list or a
+    text file of names) into ``{id or class name: output index}``.
 
     Raises
     ------
@@ -134,13 +135,9 @@ def read_class_index(path: str) -> dict[str, int]:
         Missing or malformed file.
     """
     try:
-        raw = json.loads(Path(path).expanduser().read_text())
-        return {str(entry[0]): int(index) for index, entry in raw.items()}
-    except FileNotFoundError:
-        raise DataError(f"class-index file not found: {path}") from None
-    except (ValueError, TypeError, IndexError, AttributeError) as error:
-        raise DataError(f"class-index file {path} is not in imagenet_class_index.json format "
-                        f"({{\"0\": [\"n01440764\", \"tench\"], ...}}): {error}") from None
+        return read_classes(path).lookup
+    except ClassFileError as error:
+        raise DataError(str(error)) from None
 
 
 def class_indices(class_dirs: list[str], num_outputs: int, class_index: Optional[str]) -> dict[str, int]:

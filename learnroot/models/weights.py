@@ -6,12 +6,19 @@ exact path expected.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["ModelError", "load_state_dict", "fit_state_dict", "hub_checkpoint", "read_state_dict"]
+__all__ = ["ModelError", "load_state_dict", "fit_state_dict", "hub_checkpoint", "read_state_dict", "unwrap_state",
+           "strip_prefix", "read_weights_file", "random_weights_warning", "WRAPPERS"]
+
+log = logging.getLogger(__name__)
+
+#: Keys under which training scripts nest the state dict in a checkpoint (``{"state_dict": ..., "epoch": ...}``).
+WRAPPERS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
 
 
 class ModelError(Exception):
@@ -41,15 +48,73 @@ def read_state_dict(path: str) -> dict:
     except Exception as error:  # noqa: BLE001 - any failure to unpickle is reported the same way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"cannot read weights file {file}: {reason}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = unwrap_state(state)
     if not isinstance(state, dict):
         raise ModelError(f"weights file {file} does not hold a state dict")
     return state
 
 
-def load_state_dict(model: nn.Module, path: str, name: str, prefix: str = "") -> None:
+def _is_state(value) -> bool:
+    """Whether ``value`` looks like a state dict: a non-empty dict of tensors (other values allowed beside)."""
+    return isinstance(value, dict) and any(torch.is_tensor(item) for item in value.values())
+
+
+def unwrap_state(state):
+    """The state dict inside a checkpoint: ``state`` itself when its values are tensors, else the first of
+    :data:`WRAPPERS` that holds one (``{"state_dict": {...}, "epoch": 90}``, ``{"model": {...}}``)."""
+    if not isinstance(state, dict) or _is_state(state):
+        return state
+    for key in WRAPPERS:
+        if _is_state(state.get(key)):
+            return state[key]
+    return state
+
+
+def strip_prefix(state: dict, own_keys, file=None, prefix: str = "module.") -> dict:
+    """Remove ``prefix`` (``DataParallel``'s ``module.``) from the keys of ``state`` when every key has it and
+    the model's own keys (``own_keys``) do not; logs how many keys were renamed."""
+    keys = [key for key in state if not key.endswith("num_batches_tracked")] or list(state)
+    if not keys or not all(key.startswith(prefix) for key in keys) or any(key.startswith(prefix) for key in own_keys):
+        return state
+    log.info("weights %s: stripped the prefix %r from %d keys", file if file is not None else "", prefix, len(state))
+    return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
+
+
+def read_weights_file(path) -> dict:
+    """A state dict from a ``.pth``/``.pt``/``.bin`` file (:func:`read_state_dict`) or a ``.safetensors`` file.
+
+    Raises
+    ------
+    ModelError
+        File missing, unreadable, not a state dict, or ``safetensors`` not installed for such a file.
+    """
+    file = Path(path).expanduser()
+    if file.suffix != ".safetensors":
+        return read_state_dict(str(file))
+    if not file.is_file():
+        raise ModelError(f"weights file not found: {file}")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ModelError(f"reading {file} needs the safetensors package (pip install safetensors)") from None
+    try:
+        return load_file(str(file))
+    except Exception as error:  # noqa: BLE001 - any failure to read is reported the same way
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"cannot read weights file {file}: {reason}") from None
+
+
+def random_weights_warning(name: str) -> None:
+    """Log that ``name`` runs with random weights."""
+    log.warning("model %s uses RANDOM weights (model.weights=random): explanations are meaningless "
+                "except as a smoke test", name)
+
+
+def load_state_dict(model: nn.Module, path: str, name: str, prefix: str = "module.") -> None:
     """Load a state-dict file into ``model``, with one-line errors.
+
+    The file holds a state dict, or a checkpoint with one under a key of :data:`WRAPPERS`
+    (``state_dict``, ``model``, ...); ``.safetensors`` files are read too.
 
     Parameters
     ----------
@@ -60,7 +125,8 @@ def load_state_dict(model: nn.Module, path: str, name: str, prefix: str = "") ->
     name : str
         The model's name, for messages.
     prefix : str
-        Stripped from the file's keys where present (e.g. ``module.`` of ``DataParallel``).
+        Stripped from the file's keys when all of them have it and the model's keys do not
+        (``module.`` of ``DataParallel``; logged); ``""``: keep the keys.
 
     Raises
     ------
@@ -68,9 +134,9 @@ def load_state_dict(model: nn.Module, path: str, name: str, prefix: str = "") ->
         File missing, unreadable, or not matching the architecture (keys and shapes named).
     """
     file = Path(path).expanduser()
-    state = read_state_dict(path)
+    state = read_weights_file(path)
     if prefix:
-        state = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
+        state = strip_prefix(state, model.state_dict().keys(), file, prefix)
     fit_state_dict(model, state, file, name)
 
 
