@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from .options import CHOICES, CIFAR_RESNET_DEPTHS, RunOptions
+from .paths import register_resolver
 
 CONFIG_MODULE = "learnroot.conf"
 
@@ -125,8 +126,10 @@ def _is_container_field(key: str) -> bool:
 
 
 def register() -> None:
-    """Register ``base_config`` (the :class:`~learnroot.options.RunOptions` schema)."""
+    """Register ``base_config`` (the :class:`~learnroot.options.RunOptions` schema) and the config's resolver
+    ``${learnroot.project:PATH}`` (:mod:`learnroot.paths`)."""
     ConfigStore.instance().store(name="base_config", node=RunOptions)
+    register_resolver()
 
 
 def registered_choices() -> dict[str, tuple]:

@@ -160,6 +160,10 @@ def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_pa
     edited = dict(saved, overrides=[item.replace("metrics.pf_steps=4", "metrics.pf_steps=5")
                                     for item in saved["overrides"]])
     (run_dir / "manifest.json").write_text(json.dumps(edited))
+    line = _one_line(run_cli(f"resume={run_dir}"))  # issue 22: an edited manifest is refused as such
+    assert "manifest.json was changed after the run started" in line and "start a new run instead" in line
+    from learnroot.manifest import seal
+    (run_dir / "manifest.json").write_text(json.dumps(seal(edited)))  # as if written so: the config differs
     line = _one_line(run_cli(f"resume={run_dir}"))
     assert "configuration differs from the run's manifest" in line and "metrics.pf_steps: 4 -> 5" in line
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "failed.json").exists()
@@ -169,6 +173,7 @@ def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_pa
 
 def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cache):
     from learnroot import runner
+    from learnroot.manifest import seal
     root = _folder(tmp_path / "data", 4)
     options = _options(root, test_cache)
     runner.run(options, tmp_path / "run")
@@ -177,10 +182,10 @@ def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cach
     saved = json.loads(path.read_text())
     older = json.loads(json.dumps(saved))
     older["config"]["metrics"]["pf_baseline"] = "black"  # a package whose default differed
-    path.write_text(json.dumps(older))
+    path.write_text(json.dumps(seal(older)))
     with pytest.raises(runner.RunFolderError, match=r"metrics.pf_baseline: \"black\" -> \"zero\""):
         runner.run(options, tmp_path / "run")
-    path.write_text(json.dumps(dict(saved, learnroot_version="0.0.1")))
+    path.write_text(json.dumps(seal(dict(saved, learnroot_version="0.0.1"))))
     with pytest.raises(runner.RunFolderError, match="started by learnroot 0.0.1"):
         runner.run(options, tmp_path / "run")
     path.write_text(json.dumps(saved))
@@ -233,7 +238,8 @@ def test_resume_ignores_hydra_keys_in_the_run_folder(run_cli, tmp_path, test_cac
                           (["hydra/launcher=basic"], "not a plain key=value"),
                           (["method.nope=1"], "no config key 'method.nope'"),
                           (["method=../../evil"], "method has no option '../../evil'")):
-        (run_dir / "manifest.json").write_text(json.dumps(dict(saved, overrides=saved["overrides"] + bad)))
+        from learnroot.manifest import seal  # a manifest written so (its digest matches), not edited
+        (run_dir / "manifest.json").write_text(json.dumps(seal(dict(saved, overrides=saved["overrides"] + bad))))
         assert fragment in _one_line(run_cli(f"resume={run_dir}"))
         assert victim.read_text() == "precious"
 
