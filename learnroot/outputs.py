@@ -87,8 +87,9 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file + rename)."""
-    _atomic_bytes(Path(path), text.encode())
+    """Write a text file atomically (temporary file + rename) as UTF-8; the bytes of a file name that are not
+    UTF-8 (Python's surrogate escapes) are written as ``\\udcXX``, so the file stays valid UTF-8."""
+    _atomic_bytes(Path(path), text.encode("utf-8", "backslashreplace"))
 
 
 def _jsonable(value):
