@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -78,6 +79,13 @@ def _log_warning(message, category, filename, lineno, file=None, line=None) -> N
     log.warning("%s: %s", category.__name__, str(message).splitlines()[0] if str(message) else "")
 
 
+@functools.lru_cache(maxsize=4)
+def _composed(overrides: tuple[str, ...]):
+    """:func:`learnroot.config.compose`, once per override list (:func:`validate` and :func:`check_output` both
+    need it; the result is only read)."""
+    return compose(list(overrides))
+
+
 def _is_sweep_value(value: str) -> bool:
     return "," in value and not any(bracket in value for bracket in "[({")
 
@@ -122,7 +130,7 @@ def validate(overrides: list[str], multirun: bool = False, inputs: bool = True) 
     sets = _validation_override_sets(overrides, multirun)
     for override_set in sets or []:
         try:
-            cfg = compose(override_set)
+            cfg = _composed(tuple(override_set))
             options = to_options(cfg) if inputs else None
         except ConfigError:
             raise
@@ -159,10 +167,11 @@ def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:
     except manifest.ManifestError as error:
         raise ConfigError(f"resume={run_dir}: {error}") from None
     if saved is None:
-        known = (folder / ".hydra" / "overrides.yaml").is_file()
-        raise ConfigError(f"resume={run_dir}: " + ("the run has no manifest.json (it failed before starting, or an "
-                                                    "older learnroot made it): start it again" if known else
-                                                    "not a learnroot run folder (no manifest.json)"))
+        known = (folder / ".hydra").is_dir()
+        raise ConfigError(f"resume={run_dir}: " + ("the run has no manifest.json (it stopped before it started, or "
+                                                    "an older learnroot made it): nothing was computed; start it "
+                                                    "again" if known else "not a learnroot run folder (no "
+                                                    "manifest.json)"))
     if saved.get("overrides") is None:
         raise ConfigError(f"resume={run_dir}: the run was started from Python, not from learnroot-run: "
                           "call learnroot.runner.run on the folder again")
@@ -191,7 +200,7 @@ def check_output(overrides: list[str], multirun: bool) -> None:
     else:
         sets = _validation_override_sets(overrides, multirun)
         try:
-            cfg = compose(sets[0] if sets else [])
+            cfg = _composed(tuple(sets[0] if sets else []))
             key, target = "paths.output_root", Path(str(cfg.paths.output_root)).expanduser()
         except Exception:  # noqa: BLE001 - composition was checked before; leave anything else to Hydra
             return
