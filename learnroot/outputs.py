@@ -131,10 +131,11 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     as spreadsheets expect (OWASP's advice against CSV injection); other cells and numbers unchanged."""
     changed = {}
     for column in frame.columns:
-        if frame[column].dtype == object:
-            flags = frame[column].map(_formula_like)
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            flags = values.map(_formula_like).astype(bool)
             if bool(flags.any()):
-                changed[column] = frame[column].where(~flags, "'" + frame[column].astype(str))
+                changed[column] = values.where(~flags, "'" + values.astype(str))
     return frame.assign(**changed) if changed else frame
 
 
