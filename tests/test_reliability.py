@@ -409,7 +409,7 @@ def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, lea
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["n_samples"] == 6 and not (run_dir / "failed.json").exists()  # item 11: no stale failure
     assert "No space left" in summary["earlier_failure"]["error"]
-    assert [segment["status"] for segment in summary["segments"]] == ["running", "complete"]
+    assert [segment["status"] for segment in summary["segments"]] == ["failed", "complete"]  # issue 22: closed
     assert summary["runtime_s"] == pytest.approx(sum(segment["seconds"] for segment in summary["segments"]))
 
 
