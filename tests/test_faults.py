@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -61,9 +62,10 @@ def warm(learnroot_env):
 def reference(warm, tmp_path_factory) -> dict:
     """The tables of the uninterrupted run (``ARGS``), without the timing columns."""
     cwd = tmp_path_factory.mktemp("reference")
+    started = time.monotonic()
     result = warm.run(*ARGS, cwd=cwd)
     assert result["code"] == 0, result["stderr"]
-    return tables(only_run(cwd))
+    return {**tables(only_run(cwd)), "seconds": time.monotonic() - started}
 
 
 def only_run(cwd: Path) -> Path:
@@ -100,7 +102,7 @@ def assert_complete(run_dir: Path, reference: dict) -> None:
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["status"] == "complete" and summary["n_samples"] == 6
     for name, frame in tables(run_dir).items():
-        pd.testing.assert_frame_equal(frame, reference[name], obj=name)
+        pd.testing.assert_frame_equal(frame, reference[name], obj=name)  # the same rows, none mixed, lost or twice
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "failed.json").exists()
     segments = json.loads((run_dir / "segments.json").read_text())
     assert segments[-1]["status"] == "complete"
@@ -153,10 +155,10 @@ def test_kill_at_a_moment_then_go_on(warm, reference, tmp_path, moment):
 def test_kill_at_random_moments_then_go_on(warm, reference, tmp_path):
     seed = random.randrange(10 ** 6)
     rng = random.Random(seed)
-    for attempt in range(3):
+    for attempt in range(3):  # anywhere within the time an uninterrupted run takes
         cwd = tmp_path / str(attempt)
         cwd.mkdir()
-        killed = warm.run(*ARGS, cwd=cwd, kill_after_s=rng.uniform(0.5, 3.0))
+        killed = warm.run(*ARGS, cwd=cwd, kill_after_s=rng.uniform(0.2, 1.0) * reference["seconds"])
         assert killed["code"] in (0, -9), (seed, killed["stderr"][-3000:])
         if not (cwd / "outputs" / "runs").is_dir():  # killed before Hydra made the folder
             continue
@@ -267,20 +269,28 @@ def test_real_small_file_system(learnroot_env, reference, tmp_path):
 
 # ------------------------------------------------------------------------------------ tampered run folders
 
-def _interrupted(warm, cwd: Path) -> Path:
-    """A run folder stopped after its first batch (SIGKILL)."""
+@pytest.fixture(scope="module")
+def stopped(warm, tmp_path_factory) -> Path:
+    """A run folder stopped after its first batch (SIGKILL); tests work on copies (:func:`_interrupted`)."""
+    cwd = tmp_path_factory.mktemp("stopped")
     killed = warm.run(*ARGS, cwd=cwd, fault={"match": r"batch-000001\.json$", "action": "kill"})
     assert killed["code"] == -9
     return only_run(cwd)
 
 
-def test_a_part_of_another_run_is_recomputed(warm, reference, tmp_path):
+def _interrupted(stopped: Path, cwd: Path) -> Path:
+    """A copy of the run folder ``stopped`` under ``cwd``."""
+    run_dir = cwd / "outputs" / "runs" / stopped.name
+    shutil.copytree(stopped, run_dir)
+    return run_dir
+
+
+def test_a_part_of_another_run_is_recomputed(warm, reference, stopped, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     done = warm.run(*[item.replace("dtd_zplus", "gradient") for item in ARGS], cwd=other)
     assert done["code"] == 0
-    (tmp_path / "run").mkdir()
-    run_dir = _interrupted(warm, tmp_path / "run")
+    run_dir = _interrupted(stopped, tmp_path / "run")
     stranger = only_run(other) / "parts" / "batch-000001.json"
     shutil.copy(stranger, run_dir / "parts" / "batch-000001.json")  # a valid part, of method=gradient
     resumed = warm.run(f"resume={run_dir}", cwd=tmp_path / "run")
@@ -297,9 +307,9 @@ def test_a_part_of_another_run_is_recomputed(warm, reference, tmp_path):
     ("sealed_repeat_in_batch", "is in batch 0 and in batch 2"),
     ("sealed_drop_sample", "which is not in its samples"),
 ])
-def test_a_tampered_manifest_is_refused_in_one_line(warm, tmp_path, edit, fragment):
+def test_a_tampered_manifest_is_refused_in_one_line(warm, stopped, tmp_path, edit, fragment):
     from learnroot.manifest import seal
-    run_dir = _interrupted(warm, tmp_path)
+    run_dir = _interrupted(stopped, tmp_path)
     path = run_dir / "manifest.json"
     saved = json.loads(path.read_text())
     ids = [item["id"] for item in saved["samples"]]
