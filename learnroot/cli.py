@@ -451,14 +451,14 @@ def _run_hydra(overrides: list[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing a traceback: we report
     try:
         _hydra_main()
+    except (HydraException, OmegaConfBaseException) as error:  # before OSError: a missing config is an IOError
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as error:
         if error.errno not in WRITE_ERRORS:
             raise
         print(f"{PROG}: error: cannot write {error.filename}: {error.strerror} (nothing was computed; make room, "
               f"then start it again with: {_restart_command(overrides)})", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (HydraException, OmegaConfBaseException) as error:
-        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         if previous is None:

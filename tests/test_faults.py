@@ -343,3 +343,9 @@ def test_merged_rows_must_match_the_batches(tmp_path, test_cache, monkeypatch):
     with pytest.raises(runner.RunError, match=r"parts hold 7 rows for 6 samples"):
         runner.run(options, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_what_hydra_refuses_in_a_sweep_is_one_line(warm, tmp_path):
+    """A sweep function is composed by Hydra itself (after learnroot's own checks): still one line."""
+    line = one_line(warm.run("-m", "method=choice(nope,gradient)", *ARGS[:2], cwd=tmp_path))
+    assert line.startswith("learnroot-run: error: Could not find 'method/nope' (available: ")
