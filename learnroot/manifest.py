@@ -188,7 +188,8 @@ def digest(data: dict) -> str:
     their file sizes and times, batches), as written to and read back from ``manifest.json``.
     """
     body = {key: value for key, value in data.items() if key != "digest"}
-    body = json.loads(json.dumps(jsonable(body), allow_nan=False))  # exactly what a JSON round trip gives
+    plain = lambda value: value.item() if hasattr(value, "item") else str(value)  # numpy scalars, as written
+    body = json.loads(json.dumps(jsonable(body), allow_nan=False, default=plain))  # what a JSON round trip gives
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
