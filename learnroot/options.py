@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from .paths import project_path
+
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 PIXEL_RULES = ("zb", "zplus", "wsquare", "flat", "epsilon", "gamma", "alpha_beta")
 POOL_RULES = ("norm", "epsilon", "flat")
@@ -479,7 +481,7 @@ class PathsOptions:
 
     output_root: str = "outputs"
     cache_dir: str = "~/.cache/learnroot"
-    shared_data: str = "../shared/data"
+    shared_data: str = project_path("../shared/data")  # beside the project checkout (learnroot.paths)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The default, ``../shared/data``, names the folder *beside the project checkout* (the folder that holds
 ``pyproject.toml`` and ``learnroot/``), whatever the current folder; the config reads it through the
 resolver ``${learnroot.project:PATH}`` (:func:`project_path`, registered by
-:func:`register_resolver`). A value given explicitly (``LEARNROOT_SHARED_DATA``,
+:func:`register_resolver`), and :class:`~learnroot.options.PathsOptions` takes the same default. A value
+given explicitly (``LEARNROOT_SHARED_DATA``,
 ``paths.shared_data=``) is taken as written, relative to the current folder like every other path
 on the command line. Knows nothing of torch; imports OmegaConf only to register the resolver.
 """
