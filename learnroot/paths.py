@@ -4,9 +4,8 @@ The default, ``../shared/data``, names the folder *beside the project checkout* 
 ``pyproject.toml`` and ``learnroot/``), whatever the current folder; the config reads it through the
 resolver ``${learnroot.project:PATH}`` (:func:`project_path`, registered by
 :func:`register_resolver`), and :class:`~learnroot.options.PathsOptions` takes the same default. A value
-given explicitly (``LEARNROOT_SHARED_DATA``,
-``paths.shared_data=``) is taken as written, relative to the current folder like every other path
-on the command line. Knows nothing of torch; imports OmegaConf only to register the resolver.
+given explicitly (``LEARNROOT_SHARED_DATA``, ``paths.shared_data=``) is taken as written, relative to the
+current folder like every other path on the command line. Knows nothing of torch; imports OmegaConf only to register the resolver.
 """
 from __future__ import annotations
 
