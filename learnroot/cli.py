@@ -6,16 +6,24 @@ output folder is checked for being writable too. ``resume=RUN_DIR`` is turned in
 recorded in that run's ``manifest.json`` (the project's own keys only: any ``hydra.*`` or unknown
 key there is refused) plus ``hydra.run.dir=RUN_DIR``; Hydra then leaves the run's ``.hydra/`` as
 it is, and the runner compares today's config and files with the manifest.
+
+Exits: 0 done; 2 a bad configuration or input, or a full or unwritable disk (one line); 1 a failed
+job of a sweep or an unexpected error (traceback in the run's log); 130 Ctrl-C, 143 SIGTERM (one
+line with the command that resumes the run, or that starts it again when nothing was committed).
 """
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
 import re
+import shlex
+import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,7 @@ from omegaconf import DictConfig
 
 from .config import (ConfigError, _is_container_field, check_inputs, check_registered, compose, config_groups,
                      group_options, help_text, jobs_run_here, one_line, register, schema_keys, to_options)
+from .paths import missing_shared_data
 
 PROG = "learnroot-run"
 log = logging.getLogger("learnroot")
@@ -44,7 +53,35 @@ def expected_errors() -> tuple[type[Exception], ...]:
 
 
 #: ``OSError`` numbers that mean "the output folder cannot take more": reported in one line.
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+#: Bytes written (and synced) into the output folder before a run starts, to find a full disk at once.
+PROBE_BYTES = 64 * 1024
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it ends a run as Ctrl-C does (exit status 143)."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+def _exit_status(interrupt: KeyboardInterrupt) -> tuple[str, int]:
+    """``("terminated", 143)`` for SIGTERM, ``("interrupted", 130)`` for Ctrl-C."""
+    return ("terminated", 143) if isinstance(interrupt, Terminated) else ("interrupted", 130)
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: one log line (console and ``learnroot.log``), no source."""
+    log.warning("%s: %s", category.__name__, str(message).splitlines()[0] if str(message) else "")
+
+
+@functools.lru_cache(maxsize=4)
+def _composed(overrides: tuple[str, ...]):
+    """:func:`learnroot.config.compose`, once per override list (:func:`validate` and :func:`check_output` both
+    need it; the result is only read)."""
+    return compose(list(overrides))
 
 
 def _is_sweep_value(value: str) -> bool:
@@ -93,12 +130,19 @@ def validate(overrides: list[str], multirun: bool = False, inputs: bool = True) 
     checked = []
     for override_set in sets or []:
         try:
-            cfg = compose(override_set)
-        except Exception as error:  # noqa: BLE001 - Hydra raises many types; all are config errors
-            raise ConfigError(one_line(error)) from None
+            cfg = _composed(tuple(override_set))
+            options = to_options(cfg, registered=False) if inputs else None  # values only: no torch yet
+        except ConfigError:
+            raise
+        except Exception as error:  # noqa: BLE001 - Hydra/OmegaConf (interpolations, resolvers): config errors
+            key = getattr(error, "full_key", None)
+            raise ConfigError((f"{key}: " if key else "") + one_line(error)) from None
         if inputs:
-            checked.append(to_options(cfg, registered=False))
+            checked.append(options)
     for options in checked:
+        missing = missing_shared_data(options)
+        if missing:
+            raise ConfigError(missing)
         check_inputs(options, device=jobs_run_here(overrides))
     for options in checked:
         check_registered(options)
@@ -127,10 +171,11 @@ def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:
     except manifest.ManifestError as error:
         raise ConfigError(f"resume={run_dir}: {error}") from None
     if saved is None:
-        known = (folder / ".hydra" / "overrides.yaml").is_file()
-        raise ConfigError(f"resume={run_dir}: " + ("the run has no manifest.json (it failed before starting, or an "
-                                                    "older learnroot made it): start it again" if known else
-                                                    "not a learnroot run folder (no manifest.json)"))
+        known = (folder / ".hydra").is_dir()
+        raise ConfigError(f"resume={run_dir}: " + ("the run has no manifest.json (it stopped before it started, or "
+                                                    "an older learnroot made it): nothing was computed; start it "
+                                                    "again" if known else "not a learnroot run folder (no "
+                                                    "manifest.json)"))
     if saved.get("overrides") is None:
         raise ConfigError(f"resume={run_dir}: the run was started from Python, not from learnroot-run: "
                           "call learnroot.runner.run on the folder again")
@@ -159,7 +204,7 @@ def check_output(overrides: list[str], multirun: bool) -> None:
     else:
         sets = _validation_override_sets(overrides, multirun)
         try:
-            cfg = compose(sets[0] if sets else [])
+            cfg = _composed(tuple(sets[0] if sets else []))
             key, target = "paths.output_root", Path(str(cfg.paths.output_root)).expanduser()
         except Exception:  # noqa: BLE001 - composition was checked before; leave anything else to Hydra
             return
@@ -182,9 +227,14 @@ def check_writable(target: Path, key: str) -> None:
         raise ConfigError(f"{key}={target} {what}")
     try:
         target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=target):
-            pass
+        with tempfile.TemporaryFile(dir=target) as probe:  # a full disk fails here, not halfway through Hydra
+            probe.write(b"\0" * PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConfigError(f"{key}={target} has no room left ({error.strerror}): make room or choose another "
+                              "folder") from None
         raise ConfigError(f"{key}={target} is not writable: {error.strerror or error}") from None
 
 
@@ -225,10 +275,20 @@ def _record_failure(run_dir: Path, error: BaseException, message: str, expected:
         pass
 
 
-def _resume_hint(run_dir: Path) -> str:
+def _restart_command(overrides) -> str:
+    """The command that starts a run with the project overrides among ``overrides`` again."""
+    from .manifest import project_overrides
+    return " ".join([PROG, *(shlex.quote(item) for item in project_overrides(overrides))])
+
+
+def _next_step(run_dir: Path, overrides) -> tuple[str, str]:
+    """``(where the run is, the command that goes on)``: ``resume=`` once the manifest exists, else the
+    command that starts the run again (nothing was computed)."""
+    if not (run_dir / "manifest.json").is_file():
+        return "nothing was computed", f"start it again with: {_restart_command(overrides)}"
     done, total = _batches_done(run_dir)
     where = f"{done} of {total} batches done" if total else f"{done} batches done"
-    return f"{where}; resume with: {PROG} resume={run_dir}"
+    return where, f"resume with: {PROG} resume={shlex.quote(str(run_dir))}"
 
 
 def _log_to_file(level: int, message: str, exc_info: bool = False) -> None:
@@ -244,21 +304,27 @@ def execute(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .runner import RunFolderError, run
     try:
         options = to_options(cfg)
-        summary = run(options, run_dir, overrides=list(hydra_cfg.overrides.task))
-    except KeyboardInterrupt:
-        _log_to_file(logging.WARNING, f"interrupted: {_resume_hint(run_dir)}", exc_info=True)
-        print(f"\n{PROG}: interrupted: {_resume_hint(run_dir)}", file=sys.stderr)
-        raise SystemExit(130) from None
+        with logging_redirect_tqdm(loggers=[logging.getLogger()]):  # log lines above the progress bar
+            summary = run(options, run_dir, overrides=overrides)
+    except KeyboardInterrupt as interrupt:
+        word, status = _exit_status(interrupt)
+        where, command = _next_step(run_dir, overrides)
+        _log_to_file(logging.WARNING, f"{word}: {where}; {command}", exc_info=True)
+        print(f"\n{PROG}: {word}: {where}; {command}", file=sys.stderr)
+        raise SystemExit(status) from None
     except Exception as error:  # noqa: BLE001 - a sweep goes on past one failed job
         full = isinstance(error, OSError) and error.errno in WRITE_ERRORS
         expected = full or isinstance(error, expected_errors())
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         message = first if expected and not full else f"{type(error).__name__}: {first}"
         if full:
-            where, command = _resume_hint(run_dir).split("; ", 1)
+            where, command = _next_step(run_dir, overrides)
             message = f"cannot write {error.filename or run_dir}: {error.strerror} ({where}; make room, then {command})"
         if multirun:  # the sweep goes on: say it on the console too
             log.error("%s", message, exc_info=not expected)
@@ -327,10 +393,26 @@ def _already_complete(run_dir: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point of ``learnroot-run`` (Hydra flags such as ``-m`` and ``--cfg`` work)."""
+    """Console entry point of ``learnroot-run`` (Hydra flags such as ``-m`` and ``--cfg`` work).
+
+    SIGTERM ends a run as Ctrl-C does (:class:`Terminated`); Python warnings become log lines.
+    """
     from .openmp import prefer_passive_wait
     prefer_passive_wait()  # before anything imports torch
-    argv = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _log_warning
+            _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt as interrupt:  # before the run started (imports, composition, Hydra's setup)
+        word, status = _exit_status(interrupt)
+        print(f"\n{PROG}: {word} before the run started; nothing was computed", file=sys.stderr)
+        raise SystemExit(status) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> None:
     flags, overrides = split_flags(argv)
     if any(flag in ("-h", "--help") for flag in flags):
         print(help_text())
@@ -362,7 +444,31 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("LEARNROOT_TUNE_MALLOC", "1") != "0":  # a process-wide setting: the entry point's call
         from .allocator import tune_allocator
         tune_allocator()
-    _hydra_main()
+    _run_hydra(overrides)
     if _FAILED_JOBS:
         print(f"{PROG}: {len(_FAILED_JOBS)} job(s) failed: {', '.join(_FAILED_JOBS)}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _run_hydra(overrides: list[str]) -> None:
+    """Hydra's main, with what fails outside a run (writing ``.hydra/``, composing a sweep) as one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing a traceback: we report
+    try:
+        _hydra_main()
+    except (HydraException, OmegaConfBaseException) as error:  # before OSError: a missing config is an IOError
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        print(f"{PROG}: error: cannot write {error.filename}: {error.strerror} (nothing was computed; make room, "
+              f"then start it again with: {_restart_command(overrides)})", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from .options import RunOptions
 from .params import check_options, params_of
+from .paths import register_resolver
 
 CONFIG_MODULE = "learnroot.conf"
 
@@ -124,8 +125,10 @@ def _is_container_field(key: str) -> bool:
 
 
 def register() -> None:
-    """Register ``base_config`` (the :class:`~learnroot.options.RunOptions` schema)."""
+    """Register ``base_config`` (the :class:`~learnroot.options.RunOptions` schema) and the config's resolver
+    ``${learnroot.project:PATH}`` (:mod:`learnroot.paths`)."""
     ConfigStore.instance().store(name="base_config", node=RunOptions)
+    register_resolver()
 
 
 def registered_choices() -> dict[str, tuple]:

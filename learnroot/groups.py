@@ -10,9 +10,10 @@ compares). The groups contributed by declarations, ``method`` and ``metrics``, a
 from __future__ import annotations
 
 import re
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .params import Constraint, Param, options_class
+from .paths import project_path
 
 __all__ = ["root_param", "ModelOptions", "DatasetOptions", "LayerRootOptions", "RootOptOptions", "PathsOptions", "RUN_PARAMS",
            "ROOT_LOSSES", "ROOT_STEPS", "TOL_MODES", "CONTROLS", "DATASET_PARTS", "CIFAR_RESNET_DEPTHS",
@@ -69,6 +70,15 @@ MODEL_PARAMS = (
     Param("train_batch_size", int, 64, "training: batch size", min=1),
     Param("train_seed", int, 0, "training: seed"),
     Param("train_target_accuracy", float, 0.98, "training stops at this validation accuracy", above=0, max=1),
+    Param("arch", str, "", "model=torchvision: a torchvision classification builder (resnet50, densenet121, ...); "
+          "model=timm: a timm model name"),
+    Param("target", Optional[str], None, "model=custom: the factory of your model, package.module:factory or "
+          "package.module.Class (called with kwargs)"),
+    Param("path", Optional[str], None, "model=custom: a Python file defining target's module (null: import it from "
+          "PYTHONPATH)"),
+    Param("kwargs", Any, None, "keyword arguments of the factory or builder, e.g. model.kwargs={width:64}"),
+    Param("classes", Optional[str], None, "class names of the outputs: one per line, a JSON list or an "
+          "imagenet_class_index.json-style file; maps class folders to outputs"),
 )
 
 ModelOptions = options_class(
@@ -156,8 +166,8 @@ RootOptOptions = options_class(
 PATHS_PARAMS = (
     Param("output_root", str, "outputs", "parent of runs/ and sweeps/ (env LEARNROOT_OUTPUT_ROOT)"),
     Param("cache_dir", str, "~/.cache/learnroot", "the embedded benchmark and trained models (env LEARNROOT_CACHE)"),
-    Param("shared_data", str, "../shared/data", "the real weights and images of the setup presets "
-          "(env LEARNROOT_SHARED_DATA)"),
+    Param("shared_data", str, project_path("../shared/data"), "the real weights and images of the setup presets "
+          "(env LEARNROOT_SHARED_DATA; default: shared/data beside the project checkout)"),
 )
 
 PathsOptions = options_class("PathsOptions", PATHS_PARAMS, "Where runs are written and where cached data and "

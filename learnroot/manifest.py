@@ -7,10 +7,16 @@ the run commits one by one. Resuming compares today's configuration and files wi
 any difference (:func:`config_differences`, :func:`file_changes`), and takes its batches from it,
 so that files added to or removed from a folder since the start cannot shift a batch.
 
+The manifest carries its own ``digest`` (SHA-256 of its canonical JSON, :func:`digest`): a manifest
+edited after the start is refused (:func:`read`), and every part file records the digest of the run
+it belongs to, so that a part copied from another run is recomputed. :func:`check_structure` refuses
+batches that do not cut the sample list into disjoint pieces (every sample in exactly one batch).
+
 Knows nothing of Hydra or torch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,7 +29,8 @@ from typing import Iterable, Optional, Sequence
 from . import __version__
 
 FILE = "manifest.json"
-FORMAT = 1
+#: 2: with ``digest`` (format 1 had none).
+FORMAT = 2
 #: Keys whose change does not change a run's numbers (so a resume may differ in them).
 FREE_KEYS = ("paths", "resume", "dataset.num_workers")
 
@@ -157,7 +164,7 @@ def make(options, overrides: Optional[Sequence[str]], samples: Sequence[dict], d
     """
     records = sample_records(samples)
     ids = [record["id"] for record in records]
-    return {
+    return seal({
         "format": FORMAT,
         "learnroot_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -171,7 +178,61 @@ def make(options, overrides: Optional[Sequence[str]], samples: Sequence[dict], d
         "samples": records,
         "excluded": jsonable(list(excluded)),
         "ignored": dict(ignored or {}),
-    }
+    })
+
+
+def digest(data: dict) -> str:
+    """SHA-256 (hex) of a manifest's canonical JSON (sorted keys, no spaces, ASCII), its ``digest`` left out.
+
+    It covers everything the manifest holds (configuration, overrides, version, device, samples with
+    their file sizes and times, batches), as written to and read back from ``manifest.json``.
+    """
+    body = {key: value for key, value in data.items() if key != "digest"}
+    plain = lambda value: value.item() if hasattr(value, "item") else str(value)  # numpy scalars, as written
+    body = json.loads(json.dumps(jsonable(body), allow_nan=False, default=plain))  # what a JSON round trip gives
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def seal(data: dict) -> dict:
+    """A copy of the manifest ``data`` with its ``digest`` (:func:`digest`) set."""
+    return {**data, "digest": digest(data)}
+
+
+def check_structure(data: dict) -> None:
+    """Refuse a manifest whose batches do not cut its sample list into disjoint pieces.
+
+    Every entry of ``samples`` must be a record with a string ``id``, the ids unique, every batch a
+    list of ids of ``samples``, and every sample in exactly one batch.
+
+    Raises
+    ------
+    ManifestError
+        One line naming the first violation.
+    """
+    samples, batches = data.get("samples"), data.get("batches")
+    if not isinstance(samples, list) or not all(isinstance(item, dict) and isinstance(item.get("id"), str)
+                                                for item in samples):
+        raise ManifestError("its samples are not a list of records with an id")
+    if not isinstance(batches, list) or not all(isinstance(batch, list) and batch and
+                                                all(isinstance(item, str) for item in batch) for batch in batches):
+        raise ManifestError("its batches are not lists of sample ids")
+    known, seen = set(), {}
+    for item in samples:
+        if item["id"] in known:
+            raise ManifestError(f"sample {item['id']!r} is listed twice in its samples")
+        known.add(item["id"])
+    for index, batch in enumerate(batches):
+        for sample_id in batch:
+            if sample_id not in known:
+                raise ManifestError(f"batch {index} names {sample_id!r}, which is not in its samples")
+            if sample_id in seen:
+                raise ManifestError(f"sample {sample_id!r} is in batch {seen[sample_id]} and in batch {index}")
+            seen[sample_id] = index
+    missing = [item["id"] for item in samples if item["id"] not in seen]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ManifestError(f"sample {missing[0]!r}{more} is in none of its batches")
 
 
 def read(run_dir: str | os.PathLike) -> Optional[dict]:
@@ -180,7 +241,9 @@ def read(run_dir: str | os.PathLike) -> Optional[dict]:
     Raises
     ------
     ManifestError
-        The file exists but cannot be read, or lacks required entries.
+        The file exists but cannot be read, lacks required entries, was edited after the start (its
+        digest does not match its content), or its batches do not cut its samples into disjoint
+        pieces (:func:`check_structure`).
     """
     path = Path(run_dir) / FILE
     if not path.exists():
@@ -189,11 +252,25 @@ def read(run_dir: str | os.PathLike) -> Optional[dict]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ManifestError(f"{path} is unreadable ({error}); the run cannot be resumed") from None
-    missing = [key for key in ("format", "config", "batches", "samples", "learnroot_version") if key not in data]
+    keys = ("format", "config", "batches", "samples", "learnroot_version")
+    missing = [key for key in keys if key not in data] if isinstance(data, dict) else []
     if not isinstance(data, dict) or missing:
         raise ManifestError(f"{path} lacks {', '.join(missing) or 'its entries'}; the run cannot be resumed")
     if data["format"] != FORMAT:
-        raise ManifestError(f"{path} has format {data['format']}, this learnroot reads format {FORMAT}")
+        raise ManifestError(f"{path} has format {data['format']}, this learnroot reads format {FORMAT} (the run was "
+                            "started by another learnroot version); start a new run")
+    try:
+        intact = data.get("digest") == digest(data)
+    except (TypeError, ValueError):  # values JSON cannot hold back (not from json.loads): not intact
+        intact = False
+    if not intact:
+        raise ManifestError(f"{path} was changed after the run started (its content does not match its digest), so "
+                            "its results cannot be trusted; start a new run instead (learnroot-run with the "
+                            "overrides you want; this run's are in .hydra/overrides.yaml)")
+    try:
+        check_structure(data)
+    except ManifestError as error:
+        raise ManifestError(f"{path} is inconsistent: {error}; the run cannot be resumed (start a new run)") from None
     return data
 
 

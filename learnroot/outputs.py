@@ -13,11 +13,16 @@ A run folder holds::
                             (channel-summed input relevance of that layer); with the class
                             sensitivity check ``relevance_other`` and ``target_other``
     parts/batch-<k>.json    one file per finished batch (rows of the tables below, the batch's sample
-                            ids, a row count and a SHA-256 checksum of the rows)
+                            ids, the digest of the run's manifest, a row count and a SHA-256 checksum)
     per_sample.csv          one row per sample            (merged from parts at the end)
     layers.csv              one row per sample and layer  (merged from parts at the end)
     curves.csv              one row per sample, curve and step (merged from parts at the end)
     metrics.json            written last, only for a complete run (``status: complete``)
+    .lock                   the lock of the process working on the folder (its pid); left in place
+
+CSV cells that a spreadsheet would read as a formula (text starting with ``=``, ``+``, ``-``, ``@``, a
+tab or a carriage return, such as a path under a folder named ``=x``) are written with a leading
+``'`` (:func:`spreadsheet_safe`); numbers are written as they are.
 
 Every file is written to a temporary name and renamed into place, and a batch counts as done
 only once a valid part file exists (:meth:`RunFolder.check_part`), so a killed run leaves a folder
@@ -44,7 +49,8 @@ import pandas as pd
 from PIL import Image
 
 TABLES = ("samples", "layers", "curves", "skipped")
-PART_FORMAT = 1
+#: 2: parts record the digest of their run's manifest (``run``), covered by the checksum.
+PART_FORMAT = 2
 log = logging.getLogger(__name__)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -57,10 +63,12 @@ class FolderInUse(Exception):
     """Another process works on the run folder; ``str(error)`` is one line."""
 
 
-def part_checksum(tables: dict) -> str:
-    """SHA-256 of a part's rows as canonical JSON (sorted keys, NaN as ``null``)."""
-    text = json.dumps(_jsonable({name: tables.get(name, []) for name in TABLES}), sort_keys=True,
-                      separators=(",", ":"))
+def part_checksum(part: dict) -> str:
+    """SHA-256 of a part as canonical JSON (sorted keys, NaN as ``null``): its rows (:data:`TABLES`), its batch
+    index, its sample ids and the digest of its run's manifest (``run``)."""
+    covered = {name: part.get(name, []) for name in TABLES}
+    covered.update({key: part.get(key) for key in ("batch", "ids", "run")})
+    text = json.dumps(_jsonable(covered), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -79,8 +87,9 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file + rename)."""
-    _atomic_bytes(Path(path), text.encode())
+    """Write a text file atomically (temporary file + rename) as UTF-8; the bytes of a file name that are not
+    UTF-8 (Python's surrogate escapes) are written as ``\\udcXX``, so the file stays valid UTF-8."""
+    _atomic_bytes(Path(path), text.encode("utf-8", "backslashreplace"))
 
 
 def _jsonable(value):
@@ -103,9 +112,36 @@ def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
 
 
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_like(value) -> bool:
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False  # a number written as text (``-0.5``)
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that starts like a formula (:data:`FORMULA_START`) prefixed by ``'``,
+    as spreadsheets expect (OWASP's advice against CSV injection); other cells and numbers unchanged."""
+    changed = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            flags = values.map(_formula_like).astype(bool)
+            if bool(flags.any()):
+                changed[column] = values.where(~flags, "'" + values.astype(str))
+    return frame.assign(**changed) if changed else frame
+
+
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """Write a CSV file atomically."""
-    write_text(path, frame.to_csv(index=False))
+    """Write a CSV file atomically, formula-like text cells made safe (:func:`spreadsheet_safe`)."""
+    write_text(path, spreadsheet_safe(frame).to_csv(index=False))
 
 
 def write_npz(path: Path, **arrays) -> None:
@@ -190,12 +226,13 @@ class RunFolder:
         """Whether any part file exists (valid or not)."""
         return self.parts.is_dir() and any(self.parts.glob(PART_GLOB))
 
-    def check_part(self, index: int, ids: Sequence[str]) -> Optional[str]:
+    def check_part(self, index: int, ids: Sequence[str], run: Optional[str] = None) -> Optional[str]:
         """Why the part of batch ``index`` cannot be used, or ``None`` when it is valid.
 
         Valid means: readable JSON of this format, for this batch, listing exactly the batch's sample
-        ids, every id accounted for by one sample row or one skipped entry, rows only of those ids,
-        and the stored row count and checksum match the rows.
+        ids, written by the run whose manifest digest is ``run`` (when given), every id accounted for by
+        one sample row or one skipped entry, rows only of those ids, and the stored row count and
+        checksum match the part.
         """
         path = self.part_path(index)
         try:
@@ -208,6 +245,8 @@ class RunFolder:
             return "not a part file of this learnroot version"
         if data.get("batch") != index or data.get("ids") != list(ids):
             return "written for another batch or sample list"
+        if run is not None and data.get("run") != run:
+            return "written by another run (its manifest digest differs)"
         if any(not isinstance(data.get(name), list) or not all(isinstance(row, dict) for row in data[name])
                for name in TABLES):
             return "tables missing or malformed"
@@ -221,7 +260,8 @@ class RunFolder:
             return "rows of samples outside the batch"
         return None
 
-    def completed_batches(self, batches: Optional[Sequence[Sequence[str]]] = None) -> set[int]:
+    def completed_batches(self, batches: Optional[Sequence[Sequence[str]]] = None,
+                          run: Optional[str] = None) -> set[int]:
         """Indices of the batches whose part file is valid (:meth:`check_part`).
 
         Parameters
@@ -230,6 +270,8 @@ class RunFolder:
             The run's batches (sample ids, from the manifest). Invalid parts, and parts of batches the
             run does not have, are removed with a warning (their batches are computed again).
             Without ``batches``, every part file present counts (no check).
+        run : str, optional
+            The digest of the run's manifest: parts written by another run are invalid.
         """
         if not self.parts.is_dir():
             return set()
@@ -242,8 +284,8 @@ class RunFolder:
             return set(found)
         done = set()
         for index, part in sorted(found.items()):
-            reason = "no such batch in the manifest" if index >= len(batches) else self.check_part(index,
-                                                                                                  batches[index])
+            reason = ("no such batch in the manifest" if index >= len(batches)
+                      else self.check_part(index, batches[index], run))
             if reason is None:
                 done.add(index)
             else:
@@ -275,17 +317,20 @@ class RunFolder:
             write_png(self.path / "heatmaps" / f"{sample_id}.png", heat)
             write_png(self.path / "heatmaps" / f"{sample_id}_overlay.png", overlay)
 
-    def write_part(self, index: int, ids: Optional[Sequence[str]] = None, **tables: list[dict]) -> None:
+    def write_part(self, index: int, ids: Optional[Sequence[str]] = None, run: Optional[str] = None,
+                   **tables: list[dict]) -> None:
         """Commit one finished batch: its table rows, its sample ids (default: the ids of its sample and
-        skipped rows), the row count and a checksum, in one atomically written part file."""
+        skipped rows), the digest of the run's manifest (``run``), the row count and a checksum, in one
+        atomically written part file."""
         unknown = set(tables) - set(TABLES)
         if unknown:
             raise ValueError(f"unknown tables {sorted(unknown)}")
         rows = _jsonable({name: tables.get(name, []) for name in TABLES})
         if ids is None:
             ids = [row["id"] for row in rows["samples"]] + [row["id"] for row in rows["skipped"]]
-        write_json(self.part_path(index), {"format": PART_FORMAT, "batch": index, "ids": list(ids),
-                                           "rows": len(rows["samples"]), "checksum": part_checksum(rows), **rows})
+        part = {"format": PART_FORMAT, "batch": index, "ids": list(ids), "run": run, "rows": len(rows["samples"]),
+                **rows}
+        write_json(self.part_path(index), {**part, "checksum": part_checksum(part)})
 
     def read_parts(self, indices: Optional[Iterable[int]] = None) -> dict[str, list[dict]]:
         """The committed rows of the batches ``indices`` (default: every part file), in batch order."""

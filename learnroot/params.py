@@ -22,7 +22,10 @@ __all__ = ["Param", "Constraint", "options_class", "params_of", "constraints_of"
 
 
 def _base(annotation) -> tuple[type, bool]:
-    """``(type, nullable)`` of an annotation: ``Optional[int]`` -> ``(int, True)``, ``List[float]`` -> ``(list, False)``."""
+    """``(type, nullable)`` of an annotation: ``Optional[int]`` -> ``(int, True)``, ``List[float]`` -> ``(list, False)``,
+    ``Any`` -> ``(object, True)``."""
+    if annotation is Any:
+        return object, True
     origin = typing.get_origin(annotation)
     if origin is typing.Union:
         args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]

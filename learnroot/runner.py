@@ -7,18 +7,19 @@ and batches from the manifest, and recomputes exactly the batches without a vali
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import resource
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -35,10 +36,10 @@ from .metrics.registry import switched_on
 from .models import build_model, display_name, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import FolderInUse, RunFolder
+from .summary import IDENTITY_COLUMNS, summarise  # noqa: F401 - IDENTITY_COLUMNS: the former place
 
 log = logging.getLogger(__name__)
 
-IDENTITY_COLUMNS = ("id", "path", "label", "prediction", "target", "status", "reason")
 NONFINITE = "non-finite relevance"
 NONFINITE_LOGITS = "non-finite logits"
 FALLBACK = "non-finite values in the root optimisation (fell back to the z+ root)"
@@ -295,46 +296,6 @@ class Pipeline:
                 in enumerate(zip(ids, arrays, targets, logits))]
 
 
-def summarise(frames: dict, options: RunOptions) -> dict:
-    """Aggregate the merged tables into the ``metrics.json`` numbers.
-
-    Metrics are averaged over samples with ``status == ok``; each gets ``mean``, ``std`` (sample
-    standard deviation) and ``n``. Mean curves are averaged per kind and step.
-    """
-    samples: pd.DataFrame = frames["samples"]
-    ok = samples[samples["status"] == "ok"] if len(samples) else samples
-    # every score column, also one that holds no valid value (all NaN or None: n = 0)
-    numeric = [column for column in samples.columns if column not in IDENTITY_COLUMNS
-               and pd.to_numeric(samples[column], errors="coerce").notna().sum() == samples[column].notna().sum()]
-    metrics = {}
-    for column in numeric:
-        values = pd.to_numeric(ok[column], errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan).dropna()
-        metrics[column] = {"mean": float(values.mean()) if len(values) else math.nan,
-                           "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan, "n": int(len(values))}
-    labelled = ok[ok["label"] >= 0] if len(ok) else ok
-    metrics["accuracy"] = {"mean": float((labelled["prediction"] == labelled["label"]).mean()) if len(labelled)
-                           else math.nan, "std": math.nan, "n": int(len(labelled))}
-    curves = {}
-    if len(frames["curves"]):
-        good = frames["curves"][frames["curves"]["id"].isin(set(ok["id"]))]
-        good = good.assign(correct=good["correct"].astype(float))
-        values = [column for column in ("x", "prob", "logit", "correct", "value") if column in good.columns]
-        for kind, group in good.groupby("kind"):
-            mean = group.groupby("step")[values].mean()
-            if "value" in mean.columns and bool(mean["value"].notna().any()):  # a curve of another quantity
-                mean = mean[["x", "value"]]
-            else:
-                mean = mean.drop(columns="value", errors="ignore")
-            curves[kind] = {column: mean[column].tolist() for column in mean.columns}
-    layers = {}
-    if len(frames["layers"]):
-        good = frames["layers"][frames["layers"]["id"].isin(set(ok["id"]))]
-        order = list(dict.fromkeys(good["layer"]))
-        means = good.groupby("layer")["error"].mean()
-        layers = {name: float(means[name]) for name in order}
-    return {"metrics": metrics, "curves": curves, "layer_conservation_error": layers}
-
-
 def run(options: RunOptions, run_dir: str | Path, overrides: Optional[Sequence[str]] = None) -> dict:
     """Explain and evaluate every selected sample, writing the run folder.
 
@@ -386,9 +347,8 @@ def _check_resumable(folder: RunFolder, options: RunOptions) -> Optional[dict]:
     return saved
 
 
-def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[str]]) -> dict:
-    started_at, started = time.time(), time.perf_counter()
-    run_dir = folder.path
+def _start(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[str]]):
+    """The pipeline and the manifest of the run: a new one written first, or the checked one of a resumed run."""
     saved = _check_resumable(folder, options)
     seed_everything(options.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -401,48 +361,86 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
                               samples, str(pipeline.device), pipeline.memory["pf_chunk"],
                               getattr(pipeline.dataset, "excluded", []), getattr(pipeline.dataset, "ignored", {}))
         folder.write_manifest(saved)
-    else:
-        if saved.get("device") != str(pipeline.device):
-            raise RunFolderError(f"cannot resume {run_dir}: the run started on {saved.get('device')} and would go on "
-                                 f"on {pipeline.device}; the numbers would mix (resume it where it started)")
-        pipeline.use_samples([record["id"] for record in saved["samples"]])
-        if pipeline.size_chunk(at_most=saved["pf_chunk"]) < saved["pf_chunk"]:
-            log.info("less memory than at the start: %d instead of %d perturbed images per forward pass",
-                     pipeline.memory["pf_chunk"], saved["pf_chunk"])
+        return pipeline, saved
+    if saved.get("device") != str(pipeline.device):
+        raise RunFolderError(f"cannot resume {folder.path}: the run started on {saved.get('device')} and would go "
+                             f"on on {pipeline.device}; the numbers would mix (resume it where it started)")
+    pipeline.use_samples([record["id"] for record in saved["samples"]])
+    if pipeline.size_chunk(at_most=saved["pf_chunk"]) < saved["pf_chunk"]:
+        log.info("less memory than at the start: %d instead of %d perturbed images per forward pass",
+                 pipeline.memory["pf_chunk"], saved["pf_chunk"])
+    return pipeline, saved
+
+
+def _check_rows(frames: dict, saved: dict) -> None:
+    """Refuse to report a run whose merged rows are not exactly one per sample of its batches."""
+    found = Counter(list(frames["samples"].get("id", [])) + [item["id"] for item in frames["skipped"]])
+    expected = Counter(sample_id for batch in saved["batches"] for sample_id in batch)
+    if found != expected:
+        raise RunError(f"the run's parts hold {sum(found.values())} rows for {sum(expected.values())} samples "
+                       f"(extra: {sorted(found - expected)[:3]}, missing: {sorted(expected - found)[:3]}); "
+                       "resume it to compute them again")
+
+
+def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[str]]) -> dict:
+    started_at, started = time.time(), time.perf_counter()
+    pipeline, saved = _start(options, folder, overrides)
     position = {item["id"]: index for index, item in enumerate(sample_list(pipeline.dataset))}
     batches = [[position[sample_id] for sample_id in batch] for batch in saved["batches"]]
-    done = folder.completed_batches(saved["batches"])
+    done = folder.completed_batches(saved["batches"], run=saved["digest"])
     if folder.clean_temporary():
         log.info("removed temporary files left by an interrupted write")
-    todo = [batch for index, batch in enumerate(batches) if index not in done]
     log.info("%s on %s / %s: %d samples in %d batches on %s -> %s", options.method.name, display_name(options.model),
-             options.dataset.name, len(pipeline.dataset), len(batches), pipeline.device, run_dir)
+             options.dataset.name, len(pipeline.dataset), len(batches), pipeline.device, folder.path)
     if done:
-        log.info("resuming: %d of %d batches already done", len(batches) - len(todo), len(batches))
-    committed = 0
-    folder.record_segment(started_at, time.perf_counter() - started, committed, "running")
-    loader = DataLoader(pipeline.dataset, batch_sampler=todo, collate_fn=collate,
-                        num_workers=options.dataset.num_workers)
+        log.info("resuming: %d of %d batches already done", len(done), len(batches))
+    committed = [0]
+
+    def segment(status: str) -> list[dict]:
+        return folder.record_segment(started_at, time.perf_counter() - started, committed[0], status)
+    segment("running")
+    try:
+        _compute(pipeline, folder, saved, batches, done, committed, segment)
+        return _finish(options, pipeline, folder, saved, batches, segment)
+    except BaseException as error:  # close this process's segment (Ctrl-C, SIGTERM, a full disk), then re-raise
+        with contextlib.suppress(Exception):
+            segment("interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+        raise
+
+
+def _compute(pipeline: Pipeline, folder: RunFolder, saved: dict, batches: list, done: set, committed: list,
+             segment) -> None:
+    """Compute and commit every batch not in ``done`` (``committed[0]`` counts them)."""
+    options = pipeline.options
     indices = [index for index in range(len(batches)) if index not in done]
+    loader = DataLoader(pipeline.dataset, batch_sampler=[batches[index] for index in indices], collate_fn=collate,
+                        num_workers=options.dataset.num_workers)
     progress = tqdm(zip(indices, loader), total=len(indices),
-                    desc=f"{options.method.name} on {display_name(options.model)}",
-                    unit="batch")
-    for index, batch in progress:
-        for error in batch["errors"]:
-            log.warning("skipped %s: %s", error["path"], error["reason"])
-            if options.dataset.on_error == "fail":
-                raise DataError(f"unreadable image {error['path']}: {error['reason']} (dataset.on_error=fail)")
-        samples, layers, curves = [], [], []
-        if batch["id"]:
-            samples, layers, curves, files = pipeline.process(batch)
-            for sample_id, relevance, model_input, display, target, logit, extra in files:
-                folder.write_sample_files(sample_id, relevance, model_input, display, target, logit,
-                                          options.save_heatmaps, options.save_relevance, extra=extra)
-        folder.write_part(index, ids=saved["batches"][index], samples=samples, layers=layers, curves=curves,
-                          skipped=batch["errors"])
-        committed += 1
-        folder.record_segment(started_at, time.perf_counter() - started, committed, "running")
+                    desc=f"{options.method.name} on {display_name(options.model)}", unit="batch")
+    with contextlib.closing(progress):
+        for index, batch in progress:
+            for error in batch["errors"]:
+                log.warning("skipped %s: %s", error["path"], error["reason"])
+                if options.dataset.on_error == "fail":
+                    raise DataError(f"unreadable image {error['path']}: {error['reason']} (dataset.on_error=fail)")
+            samples, layers, curves = [], [], []
+            if batch["id"]:
+                samples, layers, curves, files = pipeline.process(batch)
+                for sample_id, relevance, model_input, display, target, logit, extra in files:
+                    folder.write_sample_files(sample_id, relevance, model_input, display, target, logit,
+                                              options.save_heatmaps, options.save_relevance, extra=extra)
+            folder.write_part(index, ids=saved["batches"][index], run=saved["digest"], samples=samples,
+                              layers=layers, curves=curves, skipped=batch["errors"])
+            committed[0] += 1
+            segment("running")
+
+
+def _finish(options: RunOptions, pipeline: Pipeline, folder: RunFolder, saved: dict, batches: list,
+            segment) -> dict:
+    """Merge the parts into the tables and write ``metrics.json``; returns its content."""
+    run_dir = folder.path
     frames = folder.merge(indices=range(len(batches)))
+    _check_rows(frames, saved)
     frames["skipped"] = list(frames["skipped"]) + list(saved.get("excluded", []))  # set aside before reading
     summary = summarise(frames, options)
     if switched_on(options.metrics, "conservation") and not getattr(pipeline.attributor, "conserving", True):
@@ -455,7 +453,7 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     samples = frames["samples"]
     flagged = samples[samples["status"] != "ok"] if len(samples) else samples
     earlier = folder.clear_failure()
-    segments = folder.record_segment(started_at, time.perf_counter() - started, committed, "complete")
+    segments = segment("complete")
     summary = {
         "status": "complete",
         "n_samples": int(len(samples)),

@@ -22,8 +22,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "once the validation accuracy reaches model.train_target_accuracy, and write its weights with their "
         "training record. With the default options this reproduces the weights shipped in the package "
         "(learnroot/weights/small_cnn.pt), which learnroot-run uses; about a minute on 2 CPU cores."),
-        epilog="Examples: learnroot-train -o my_cnn.pt model.train_seed=1, then "
-               "learnroot-run model.weights=my_cnn.pt. Overrides as for learnroot-run (model.train_*, "
+        epilog="Examples: learnroot-train -o outputs/my_cnn.pt model.train_seed=1, then "
+               "learnroot-run model.weights=outputs/my_cnn.pt (outputs/ is ignored by git; a relative -o is "
+               "taken from the current folder). Overrides as for learnroot-run (model.train_*, "
                "dataset.seed, dataset.n_train, paths.cache_dir).")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     parser.add_argument("-o", "--output", default=None,

@@ -32,7 +32,7 @@ def script(name: str) -> str:
 def shared_data() -> Path:
     """The shared real-data folder (:data:`SHARED_DATA`); skips the test when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set LEARNROOT_SHARED_DATA)")
+        pytest.skip("real data not found (set LEARNROOT_SHARED_DATA to the shared data folder)")
     return SHARED_DATA
 
 

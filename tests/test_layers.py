@@ -15,15 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "learnroot"
 #: Layers, lowest first: a module may import its own layer and the layers below (docs/ARCHITECTURE.md). A module
 #: belongs to the first entry whose name or package it is.
 LAYERS = [
-    ("foundation", ["learnroot", "learnroot.params", "learnroot.registry", "learnroot.lazy", "learnroot.groups", "learnroot.seeds",
+    ("foundation", ["learnroot", "learnroot.params", "learnroot.registry", "learnroot.lazy", "learnroot.groups", "learnroot.seeds", "learnroot.paths",
                     "learnroot.normalisation", "learnroot.layers", "learnroot.openmp", "learnroot.allocator"]),
     ("rules", ["learnroot.rules", "learnroot.conservation", "learnroot.canonizers", "learnroot.graph",
                "learnroot.explanation", "learnroot.transformers.vit"]),
     ("science", ["learnroot.methods", "learnroot.metrics", "learnroot.attribution", "learnroot.transformers",
-                 "learnroot.models", "learnroot.data", "learnroot.toy"]),
+                 "learnroot.models", "learnroot.data", "learnroot.toy", "learnroot.inputs"]),
     ("config", ["learnroot.options", "learnroot.config"]),
     ("orchestration", ["learnroot.runner", "learnroot.outputs", "learnroot.manifest", "learnroot.memory",
-                       "learnroot.api"]),
+                       "learnroot.explainer", "learnroot.api", "learnroot.summary"]),
     ("commands", ["learnroot.cli", "learnroot.train", "learnroot.evaluate_model", "learnroot.report",
                   "learnroot.figures", "learnroot.table", "learnroot.paired"]),
 ]

@@ -64,6 +64,7 @@ def test_scan_gives_unique_ids_and_keeps_paths(tmp_path):
 # ------------------------------------------------------------------------------------ helpers
 
 import os  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -160,6 +161,10 @@ def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_pa
     edited = dict(saved, overrides=[item.replace("metrics.pf_steps=4", "metrics.pf_steps=5")
                                     for item in saved["overrides"]])
     (run_dir / "manifest.json").write_text(json.dumps(edited))
+    line = _one_line(run_cli(f"resume={run_dir}"))  # issue 22: an edited manifest is refused as such
+    assert "manifest.json was changed after the run started" in line and "start a new run instead" in line
+    from learnroot.manifest import seal
+    (run_dir / "manifest.json").write_text(json.dumps(seal(edited)))  # as if written so: the config differs
     line = _one_line(run_cli(f"resume={run_dir}"))
     assert "configuration differs from the run's manifest" in line and "metrics.pf_steps: 4 -> 5" in line
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "failed.json").exists()
@@ -169,6 +174,7 @@ def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_pa
 
 def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cache):
     from learnroot import runner
+    from learnroot.manifest import seal
     root = _folder(tmp_path / "data", 4)
     options = _options(root, test_cache)
     runner.run(options, tmp_path / "run")
@@ -177,10 +183,10 @@ def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cach
     saved = json.loads(path.read_text())
     older = json.loads(json.dumps(saved))
     older["config"]["metrics"]["pf_baseline"] = "black"  # a package whose default differed
-    path.write_text(json.dumps(older))
+    path.write_text(json.dumps(seal(older)))
     with pytest.raises(runner.RunFolderError, match=r"metrics.pf_baseline: \"black\" -> \"zero\""):
         runner.run(options, tmp_path / "run")
-    path.write_text(json.dumps(dict(saved, learnroot_version="0.0.1")))
+    path.write_text(json.dumps(seal(dict(saved, learnroot_version="0.0.1"))))
     with pytest.raises(runner.RunFolderError, match="started by learnroot 0.0.1"):
         runner.run(options, tmp_path / "run")
     path.write_text(json.dumps(saved))
@@ -233,7 +239,8 @@ def test_resume_ignores_hydra_keys_in_the_run_folder(run_cli, tmp_path, test_cac
                           (["hydra/launcher=basic"], "not a plain key=value"),
                           (["method.nope=1"], "no config key 'method.nope'"),
                           (["method=../../evil"], "method has no option '../../evil'")):
-        (run_dir / "manifest.json").write_text(json.dumps(dict(saved, overrides=saved["overrides"] + bad)))
+        from learnroot.manifest import seal  # a manifest written so (its digest matches), not edited
+        (run_dir / "manifest.json").write_text(json.dumps(seal(dict(saved, overrides=saved["overrides"] + bad))))
         assert fragment in _one_line(run_cli(f"resume={run_dir}"))
         assert victim.read_text() == "precious"
 
@@ -315,11 +322,11 @@ def test_thin_image_in_a_folder_is_skipped(tmp_path, test_cache):
 # ------------------------------------------------------------------------ items 7, 8: one-line errors
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (["dataset.limit=0"], "dataset.limit must be at least 1 (or null for every sample), got 0"),
-    (["dataset.limit=-3"], "dataset.limit must be at least 1"),
+    (["dataset.limit=0"], "dataset.limit must be >= 1, got 0 (or null)"),
+    (["dataset.limit=-3"], "dataset.limit must be >= 1"),
     (["+method.epslon=0.1"], "no config key 'method.epslon' (did you mean method.epsilon?)"),
-    (["root_opt.conv.lr=inf"], "root_opt.conv.lr and root_opt.conv.clip must be finite"),
-    (["root_opt.dense.lr=nan"], "root_opt.dense.lr and root_opt.dense.clip must be finite"),
+    (["root_opt.conv.lr=inf"], "root_opt.conv.lr must be finite, got inf"),
+    (["root_opt.dense.lr=nan"], "root_opt.dense.lr must be finite, got nan"),
     (["device=mps"], "device=mps but MPS is not available here"),
     (["model.weights={tmp}/empty.pt"], "model.weights={tmp}/empty.pt: the file is empty (0 bytes)"),
     (["paths.output_root={tmp}/a_file"], "paths.output_root={tmp}/a_file is a file, not a folder"),
@@ -402,7 +409,7 @@ def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, lea
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["n_samples"] == 6 and not (run_dir / "failed.json").exists()  # item 11: no stale failure
     assert "No space left" in summary["earlier_failure"]["error"]
-    assert [segment["status"] for segment in summary["segments"]] == ["running", "complete"]
+    assert [segment["status"] for segment in summary["segments"]] == ["failed", "complete"]  # issue 22: closed
     assert summary["runtime_s"] == pytest.approx(sum(segment["seconds"] for segment in summary["segments"]))
 
 
@@ -629,3 +636,178 @@ def test_figures_leave_out_damaged_relevance_files(tmp_path):
     assert "Images: img_b, img_c" in (tmp_path / "f" / "heatmaps.txt").read_text()
     chosen = run("--ids", "img_a")
     assert chosen.returncode == 2 and chosen.stderr.startswith("learnroot-figures: error: --ids: img_a: a damaged")
+
+
+# ============================================================================ issue 22: names, cells, paths
+
+def _unicode_and_dash_folder(root: Path) -> Path:
+    """``-x/a.png`` (a leading dash), NFC and NFD ``é.png`` side by side, and a name that is not UTF-8."""
+    import unicodedata
+    _image(root / "-x" / "a.png", (20, 24), (0, 90, 0))
+    _image(root / "circle" / unicodedata.normalize("NFC", "é.png"), (20, 24), (200, 0, 0))
+    _image(root / "circle" / unicodedata.normalize("NFD", "é.png"), (20, 24), (0, 0, 200))
+    _image(root / "circle" / os.fsdecode(b"\xff.png"), (20, 24), (9, 9, 9))
+    return root
+
+
+def test_names_that_are_not_plain_get_hashed_ids_and_run(tmp_path, test_cache):
+    """Issue 22: a class folder ``-x`` and NFC/NFD twins stopped the whole run; now each gets its own id."""
+    import unicodedata
+    from learnroot import runner
+    from learnroot.data.folder import file_sample_id, scan, unique_file_ids
+    assert SAFE.fullmatch(file_sample_id("-x/a.png")) and "." in file_sample_id("-x/a.png")  # hashed
+    assert file_sample_id("a/-b.png") != "a__-b_png" and "." in file_sample_id("a/-b.png")
+    nfc, nfd = (unicodedata.normalize(form, "circle/é.png") for form in ("NFC", "NFD"))
+    assert file_sample_id(nfd) == file_sample_id(nfc)  # a name stored decomposed (macOS) keeps its id
+    twins = unique_file_ids([nfc, nfd])
+    assert twins[0] == file_sample_id(nfc) and twins[1] != twins[0] and SAFE.fullmatch(twins[1])
+    assert unique_file_ids([nfd]) == [file_sample_id(nfc)]  # alone, it needs no other id
+    root = _unicode_and_dash_folder(tmp_path / "data")
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"0": ["-x", "x"], "1": ["circle", "circle"]}))
+    assert len({sample.id for sample in scan(str(root), 0, str(index))}) == 4
+    options = _options(root, test_cache, f"dataset.class_index={index}")
+    summary = runner.run(options, tmp_path / "run")
+    assert summary["n_samples"] == 4 and not summary["skipped"]
+    rows = pd.read_csv(tmp_path / "run" / "per_sample.csv")
+    assert rows["id"].is_unique and all(SAFE.fullmatch(sample_id) for sample_id in rows["id"])
+    assert len(list((tmp_path / "run" / "relevance").glob("*.npz"))) == 4
+    assert any(path.endswith("\\udcff.png") for path in rows["path"])  # written, readable as UTF-8
+
+
+def test_a_fifo_named_like_an_image_is_skipped_as_such(tmp_path, caplog):
+    from learnroot.data.folder import scan
+    root = _folder(tmp_path / "data", 2)
+    os.mkfifo(root / "circle" / "pipe.JPEG")  # opening it would block forever: never opened
+    with caplog.at_level("INFO"):
+        samples = scan(str(root), 0)
+    assert len(samples) == 2 and not samples.ignored
+    assert [(Path(item["path"]).name, item["reason"]) for item in samples.excluded] == [
+        ("pipe.JPEG", "not a regular file: a named pipe (FIFO)")]
+    assert ".jpeg" not in caplog.text.split("accepted")[0]  # not "not image files (1 .jpeg ...)"
+
+
+def test_csv_cells_that_would_be_formulas_are_written_safely():
+    from learnroot.outputs import spreadsheet_safe
+    frame = pd.DataFrame({"path": ["=HYPERLINK(1)", "+x", "-x/a.png", "@x", "\tx", "a=b", "-0.5", "1e3"],
+                          "value": [-1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]})
+    safe = spreadsheet_safe(frame)
+    assert safe["path"].tolist() == ["'=HYPERLINK(1)", "'+x", "'-x/a.png", "'@x", "'\tx", "a=b", "-0.5", "1e3"]
+    assert safe["value"].tolist() == frame["value"].tolist()
+
+
+def test_a_path_cell_never_starts_a_formula(tmp_path, test_cache, monkeypatch):
+    from dataclasses import replace
+    from learnroot import runner
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path / "=1+1", 2)
+    options = _options(_folder(tmp_path / "data", 2), test_cache)
+    runner.run(replace(options, dataset=replace(options.dataset, root="=1+1")), tmp_path / "run")
+    cells = [line.split(",")[1] for line in (tmp_path / "run" / "per_sample.csv").read_text().splitlines()[1:]]
+    assert cells and all(cell.startswith("'=1+1/") for cell in cells), cells
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("dataset.root=${oc.env:LEARNROOT_SURELY_UNSET}", "Environment variable 'LEARNROOT_SURELY_UNSET' not found"),
+    ("dataset.root=${nope.x}", "Interpolation key 'nope.x' not found"),
+    ("dataset.root=${oc.decode:'[1'}", "dataset.root"),
+])
+def test_interpolation_errors_in_overrides_are_one_line(tmp_path, monkeypatch, capsys, override, fragment):
+    from learnroot.cli import main
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([override])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("learnroot-run: error: ") and fragment in lines[0], lines
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_shared_data_defaults_to_the_folder_beside_the_checkout(tmp_path, monkeypatch):
+    from conftest import REPO
+    from learnroot.config import compose_options
+    monkeypatch.chdir(tmp_path)  # anywhere: the default does not depend on the current folder
+    monkeypatch.delenv("LEARNROOT_SHARED_DATA", raising=False)
+    options = compose_options("setup=lenet5_mnist")
+    assert options.paths.shared_data == os.path.normpath(REPO.parent / "shared" / "data")
+    assert options.dataset.root == os.path.join(options.paths.shared_data, "mnist")
+    monkeypatch.setenv("LEARNROOT_SHARED_DATA", "/data/shared")  # an explicit value is taken as written
+    assert compose_options("setup=lenet5_mnist").dataset.root == "/data/shared/mnist"
+
+
+def test_a_missing_shared_folder_names_the_variable_to_set(tmp_path, monkeypatch, capsys):
+    from learnroot.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEARNROOT_SHARED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["setup=resnet20_cifar10"])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"learnroot-run: error: the shared data folder {tmp_path / 'nowhere'} is not there")
+    assert "set LEARNROOT_SHARED_DATA=" in line and "\n" not in line
+
+
+def test_the_training_example_writes_where_git_does_not_look():
+    """README's ``learnroot-train -o ...`` example must not leave an untracked file in the repository."""
+    from conftest import REPO
+    from learnroot.train import parse_args
+    import argparse
+    parser_epilog = []
+    original = argparse.ArgumentParser.__init__
+
+    def keep(self, *args, **kwargs):
+        parser_epilog.append(kwargs.get("epilog", ""))
+        original(self, *args, **kwargs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "__init__", keep)
+        parse_args([])
+    output = re.search(r"learnroot-train -o (\S+)", parser_epilog[0]).group(1)
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", output], cwd=REPO)
+    assert ignored.returncode == 0, f"{output} would be an untracked file in the repository"
+
+
+def test_toy_model_measures_conservation_only(tmp_path, test_cache):
+    """Pixel flipping of a two-input function says nothing (it read 1 / 1 / 0): model=toy_sigmoid switches
+    the metrics to none (conservation stays); an explicit metrics= still wins."""
+    from learnroot import runner
+    from learnroot.config import compose_options
+    options = compose_options("model=toy_sigmoid", f"paths.cache_dir={test_cache}", "save_heatmaps=false")
+    assert options.metrics.select == ["conservation", "cost"]  # metrics=none: only these run
+    assert "removal" in compose_options("model=toy_sigmoid", "metrics=fast").metrics.select
+    summary = runner.run(options, tmp_path / "run")
+    assert "morf_auc" not in summary["metrics"] and summary["metrics"]["conservation_error"]["n"] == 39
+
+
+def test_manifest_digest_and_structure():
+    from learnroot import manifest
+    data = manifest.seal({"format": manifest.FORMAT, "config": {"a": [1, 2.5]}, "overrides": ["a=1"],
+                          "learnroot_version": "x", "samples": [{"id": "s1"}, {"id": "s2"}, {"id": "s3"}],
+                          "batches": [["s1", "s2"], ["s3"]]})
+    assert data["digest"] == manifest.digest(json.loads(json.dumps(data)))  # survives a JSON round trip
+    assert manifest.digest(dict(data, overrides=["a=2"])) != data["digest"]
+    manifest.check_structure(data)
+    for batches, fragment in (([["s1", "s2"]], "'s3' is in none"), ([["s1", "s2"], ["s3", "s1"]], "in batch 0 and"),
+                              ([["s1", "s2"], ["s3", "s4"]], "'s4', which is not in its samples"),
+                              ([["s1", "s2"], []], "not lists of sample ids")):
+        with pytest.raises(manifest.ManifestError, match=fragment):
+            manifest.check_structure(dict(data, batches=batches))
+
+
+def test_a_valid_part_of_another_run_is_recomputed(tmp_path, test_cache, caplog):
+    """Issue 22: a part with a valid checksum copied from another run (method=gradient into dtd_zplus)."""
+    from learnroot import runner
+    root = _folder(tmp_path / "data", 6)
+    ours = _options(root, test_cache, "method=dtd_zplus")
+    runner.run(_options(root, test_cache), tmp_path / "other")  # method=gradient
+    runner.run(ours, tmp_path / "run")
+    whole = _rows(tmp_path / "run")
+    (tmp_path / "run" / "metrics.json").unlink()
+    (tmp_path / "run" / "parts" / "batch-000001.json").write_bytes(
+        (tmp_path / "other" / "parts" / "batch-000001.json").read_bytes())
+    with caplog.at_level("WARNING"):
+        runner.run(ours, tmp_path / "run")
+    warned = [record.getMessage() for record in caplog.records if "batch-000001.json" in record.getMessage()]
+    assert len(warned) == 1 and "written by another run" in warned[0]
+    pd.testing.assert_frame_equal(_rows(tmp_path / "run"), whole)

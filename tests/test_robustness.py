@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from badimages import write_bad, write_good
 from conftest import script
@@ -217,7 +218,7 @@ def _start(args, cwd, env):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, learnroot_env, sig):
     args = ["dataset.limit=30", "batch_size=1", "method=dtd_zplus", "metrics.pf_steps=10"]
     process = _start(args + ["paths.output_root=interrupted"], tmp_path, learnroot_env)
@@ -230,12 +231,20 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, learnroot_env, sig
             break
         time.sleep(0.005)
     process.send_signal(sig)
-    process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
     assert parts, "the run finished or failed before it could be interrupted"
     run_dir = parts[0].parents[1]
     assert not (run_dir / "metrics.json").exists()
     done_before = len(list((run_dir / "parts").glob("batch-*.json")))
     assert 2 <= done_before < 30
+    if sig != signal.SIGKILL:  # issue 22: SIGTERM as Ctrl-C: one line, exit 128 + signal, segment closed
+        word = "terminated" if sig == signal.SIGTERM else "interrupted"
+        assert process.returncode == 128 + sig and "Traceback" not in stderr, stderr[-2000:]
+        assert stderr.strip().splitlines()[-1] == (f"learnroot-run: {word}: {done_before} of 30 batches done; "
+                                                   f"resume with: learnroot-run resume={run_dir}")
+        segments = json.loads((run_dir / "segments.json").read_text())
+        assert [item["status"] for item in segments] == ["interrupted"]
+        assert segments[0]["batches"] == done_before
 
     resumed = subprocess.run([script("learnroot-run"), f"resume={run_dir}"], cwd=tmp_path, env=learnroot_env,
                              capture_output=True, text=True)
@@ -267,3 +276,24 @@ def test_runs_started_together_get_distinct_folders(tmp_path, learnroot_env):
         assert process.returncode == 0
     runs = list((tmp_path / "out" / "runs").iterdir())
     assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
+
+
+def test_warnings_are_log_lines_not_source_lines(run_cli, tmp_path, test_cache):
+    """Issue 22: a RuntimeWarning (here: a mask without foreground) printed its source line in the middle of
+    the progress bar; now it is one log line, on the console and in learnroot.log."""
+    images, masks = tmp_path / "images" / "circle", tmp_path / "masks" / "circle"
+    masks.mkdir(parents=True)
+    write_good(images, 0)
+    for index, image in enumerate(sorted(images.iterdir())):
+        with Image.open(image) as opened:
+            size = opened.size
+        value = 0 if index == 0 else 255  # the first mask has no foreground
+        Image.new("L", size, value).save(masks / f"{image.stem}.png")
+    args = _folder_args(tmp_path / "images", _class_index(tmp_path / "index.json"), _small_cnn_weights(test_cache))
+    result = run_cli(*args, f"dataset.masks={tmp_path / 'masks'}", "batch_size=64")
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr and "compute=" not in result.stdout + result.stderr
+    warned = [line for line in result.stdout.splitlines() if "RuntimeWarning: 1 of" in line]
+    assert len(warned) == 1 and "masks have no labelled foreground" in warned[0], result.stdout
+    run_dir = next((tmp_path / "outputs" / "runs").iterdir())
+    assert "RuntimeWarning: 1 of" in (run_dir / "learnroot.log").read_text()

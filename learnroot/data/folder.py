@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ class Sample:
     mask_path: Optional[str] = None
 
 
-#: A segment of a *plain* relative path: letters, digits and ``-``, joined by single underscores.
-_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*")
+#: A segment of a *plain* relative path: letters, digits and ``-`` joined by single underscores, starting with
+#: a letter or digit (a leading ``-`` would make the id read as a command-line option, and unsafe as a file name).
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:_[A-Za-z0-9-]+)*")
 #: What every sample id must look like: it names files in the run folder (``relevance/<id>.npz``).
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Longest plain id kept as it is; longer ones are shortened and hashed (so ``<id>_overlay.png`` fits any
@@ -61,11 +63,17 @@ def _readable(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text)
 
 
-def hashed_id(text: str, readable: str | None = None) -> str:
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; bytes of a file name that are not UTF-8 (surrogate escapes) as they were on disk."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def hashed_id(text: str, readable: str | None = None, normalise: bool = True) -> str:
     """``<readable part>.<12 hex digits of SHA-1(text as NFC UTF-8)>``: unique for each ``text``,
-    at most ``READABLE + 13`` characters."""
-    text = unicodedata.normalize("NFC", text)
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:HASH_DIGITS]
+    at most ``READABLE + 13`` characters; ``normalise=False`` hashes ``text`` as it is (marked ``raw:``),
+    which tells apart names that differ only in their Unicode normal form."""
+    text = unicodedata.normalize("NFC", text) if normalise else text
+    digest = hashlib.sha1(_utf8(text if normalise else "raw:" + text)).hexdigest()[:HASH_DIGITS]
     part = (_readable(text) if readable is None else readable)[:READABLE].strip("_-") or "sample"
     return f"{part}.{digest}"
 
@@ -85,12 +93,14 @@ def file_sample_id(relative: str) -> str:
     path, whose folder names and file stem are letters, digits and ``-`` joined by single
     underscores, with one extension, keeps the readable form ``<class>__<stem>_<ext>``
     (``n01440764/ILSVRC2012_val_00000293.JPEG`` -> ``n01440764__ILSVRC2012_val_00000293_JPEG``),
-    which no two plain paths share. Any other path (spaces, dots, double or edge underscores,
-    non-ASCII letters, more than ``MAX_ID`` characters) gets ``<readable part>.<hash>``
+    which no two plain paths share. Any other path (spaces, dots, double or edge underscores, a segment
+    starting with ``-``, non-ASCII letters, more than ``MAX_ID`` characters) gets ``<readable part>.<hash>``
     (:func:`hashed_id`: the readable part shortened to 80 characters, accents dropped, plus 12 hex
     digits of the SHA-1 of the whole relative path), which contains a dot and so never equals a
-    plain id. Ids are stable (they depend on the relative path only), unique, and safe as file
-    names; ``per_sample.csv`` keeps the original path beside them.
+    plain id. Names are taken in Unicode normal form C, so a file keeps its id when a copy stores its
+    name decomposed (macOS); two files of one folder whose names differ only so get distinct ids from
+    :func:`unique_file_ids`. Ids are stable (they depend on the relative path only), unique, and safe
+    as file names; ``per_sample.csv`` keeps the original path beside them.
     """
     relative = unicodedata.normalize("NFC", relative.replace(os.sep, "/"))
     *folders, name = relative.split("/")
@@ -102,6 +112,18 @@ def file_sample_id(relative: str) -> str:
         if len(sample_id) <= MAX_ID:
             return sample_id
     return hashed_id(relative, _readable(relative.replace("/", "__")))
+
+
+def unique_file_ids(relatives: Sequence[str]) -> list[str]:
+    """:func:`file_sample_id` of each relative path, with names that differ only in their Unicode normal form
+    (``é`` composed and decomposed) told apart: where several paths share an id, those not in normal form C
+    get :func:`hashed_id` of their name as written (``normalise=False``)."""
+    ids = [file_sample_id(relative) for relative in relatives]
+    shared = {sample_id for sample_id, count in Counter(ids).items() if count > 1}
+    for index, relative in enumerate(relatives):
+        if ids[index] in shared and unicodedata.normalize("NFC", relative) != relative:
+            ids[index] = hashed_id(relative, ids[index].rpartition(".")[0] or None, normalise=False)
+    return ids
 
 
 def check_sample_ids(ids, paths=None) -> None:
@@ -199,13 +221,28 @@ def _broken_link(path: Path) -> Optional[str]:
     return None
 
 
+def _not_regular(path: Path) -> Optional[str]:
+    """Why an entry that is not a folder cannot be read as a file (a named pipe, a device, a socket), or ``None``."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"not a regular file: {kind}"
+    return None
+
+
 def scan(root: str, num_outputs: int, class_index: Optional[str] = None,
          masks: Optional[str] = None) -> list[Sample]:
     """List the image files of an ImageFolder tree, sorted by class folder then file name.
 
     Files whose extension is not in :data:`~learnroot.data.images.IMAGE_EXTENSIONS` (``.gif``,
     ``.txt``, ...) are ignored and counted per extension in the log; image files behind dangling
-    symbolic links or link loops are listed in the result's ``excluded`` (reported as skipped).
+    symbolic links or link loops, and entries with an image file's name that are not regular files
+    (named pipes, devices, sockets: never opened), are listed in the result's ``excluded`` (reported as
+    skipped). Ids come from :func:`unique_file_ids`.
 
     Parameters
     ----------
@@ -233,27 +270,29 @@ def scan(root: str, num_outputs: int, class_index: Optional[str] = None,
     mask_base = Path(masks).expanduser() if masks else None
     if mask_base is not None and not mask_base.is_dir():
         raise DataError(f"mask folder not found: {mask_base}")
-    samples, unmatched = SampleList(), []
+    found, excluded, unmatched = [], [], []  # (relative path, path, label, mask); (relative, path, reason)
     ignored: Counter = Counter()
     for name in class_dirs:
         for file in sorted((base / name).iterdir()):
-            suffix = file.suffix.lower()
-            broken = _broken_link(file)
-            if broken and suffix in IMAGE_EXTENSIONS:
-                samples.excluded.append({"id": file_sample_id(f"{name}/{file.name}"), "path": str(file),
-                                         "reason": broken})
-                log.warning("skipped %s: %s", file, broken)
+            suffix, relative = file.suffix.lower(), f"{name}/{file.name}"
+            reason = _broken_link(file) or _not_regular(file)
+            if reason and suffix in IMAGE_EXTENSIONS:
+                excluded.append((relative, str(file), reason))
+                log.warning("skipped %s: %s", file, reason)
                 continue
             if not file.is_file() or suffix not in IMAGE_EXTENSIONS:
                 ignored["folder" if file.is_dir() else suffix or "no extension"] += 1
                 continue
-            relative = f"{name}/{file.name}"
             mask_path = None
             if mask_base is not None:
                 mask_path = str(mask_base / name / (file.stem + ".png"))
                 if not os.path.isfile(mask_path):
                     unmatched.append(relative)
-            samples.append(Sample(file_sample_id(relative), str(file), labels[name], mask_path))
+            found.append((relative, str(file), labels[name], mask_path))
+    ids = unique_file_ids([item[0] for item in found] + [item[0] for item in excluded])
+    samples = SampleList(Sample(sample_id, path, label, mask) for sample_id, (_, path, label, mask) in zip(ids, found))
+    samples.excluded = [{"id": sample_id, "path": path, "reason": reason}
+                        for sample_id, (_, path, reason) in zip(ids[len(found):], excluded)]
     samples.ignored = dict(sorted(ignored.items()))
     if ignored:
         counts = ", ".join(f"{count} {kind}" for kind, count in sorted(ignored.items()))

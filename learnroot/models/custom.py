@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from .weights import ModelError, load_state_dict, random_weights_warning
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Optional
 
 from torch import nn
 
-from ..options import ModelOptions
+from ..groups import ModelOptions
 from .weights import ModelError, hub_checkpoint, load_state_dict, random_weights_warning
 
 log = logging.getLogger(__name__)
