@@ -449,10 +449,6 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
     if options.metrics.conservation and not getattr(pipeline.attributor, "conserving", True):
         # a map, not a relevance decomposition (Chefer's attribution, rollouts): marked, never reported
         summary["metrics"]["conservation_error"] = {"mean": None, "std": None, "n": 0, "applicable": False}
-    if summary["curves"]:
-        from .figures import plot_mean_curves
-        plot_mean_curves({options.method.name: summary["curves"]}, Path(run_dir) / "curves.png",
-                         title=f"{options.method.name} on {options.model.name} / {options.dataset.name}")
     samples = frames["samples"]
     flagged = samples[samples["status"] != "ok"] if len(samples) else samples
     earlier = folder.clear_failure()

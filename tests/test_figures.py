@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import script
-from learnroot.figures import display_image, plot_mean_curves
+from learnroot.figures.curves import plot_mean_curves
+from learnroot.report.files import display_image
 from test_table import config, make_run
 
 
@@ -58,7 +59,8 @@ def test_heatmap_grid_size_and_caption(runs, tmp_path):
     result = run_figures("heatmaps", runs, "-o", out, "-n", "2", "--prefix", "m_")
     assert result.returncode == 0, result.stderr
     # (1 input + 2 methods) columns x 160 px; 2 rows (the first and last id) x 160 px + 40 px of titles
-    assert png_size(out / "m_heatmaps.png") == (3 * 160, 2 * 160 + 40)
+    # + 50 px of colour bar
+    assert png_size(out / "m_heatmaps.png") == (3 * 160, 2 * 160 + 40 + 50)
     assert (out / "m_heatmaps.pdf").stat().st_size > 1000
     caption = (out / "m_heatmaps.txt").read_text()
     assert "scaled by its own largest absolute relevance" in caption
@@ -67,7 +69,7 @@ def test_heatmap_grid_size_and_caption(runs, tmp_path):
     result = run_figures("heatmaps", runs, "-o", out, "--ids", "img_c", "--scale", "row", "--dpi", "50",
                          "--format", "png")
     assert result.returncode == 0, result.stderr
-    assert png_size(out / "heatmaps.png") == (3 * 80, 160 // 2 + 20)
+    assert png_size(out / "heatmaps.png") == (3 * 80, 160 // 2 + 20 + 25)
     assert "share one scale" in (out / "heatmaps.txt").read_text()
     assert not (out / "heatmaps.pdf").exists()
     missing = run_figures("heatmaps", runs, "-o", out, "--ids", "img_z")

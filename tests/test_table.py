@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import script
-from learnroot import table
+from learnroot.report import build, decide
 
 
 def config(method: str = "ours", steps: int = 5, output_root: str = "outputs", limit: int = 4) -> dict:
@@ -129,7 +129,7 @@ def test_duplicates_newest_wins_and_paths_do_not_split_configs(tmp_path):
     other = make_run(root / "runs" / "c", config("lrp_0"), ["method=lrp_0"], metrics={"morf_auc": (0.6, 0.1, 4)})
     result = run_table(root, "-o", tmp_path / "t", "--format", "md")
     assert result.returncode == 0, result.stderr
-    pivot = table.aggregate(root).pivot
+    pivot = build.aggregate(root).pivot
     assert list(pivot["method"]) == ["lrp_0", "ours"]
     assert list(pivot["morf_auc_mean"]) == [0.6, 0.4]  # the newer duplicate
     assert f"using the newest {new}" in result.stderr and f"superseded: {old}" in result.stderr
@@ -152,7 +152,7 @@ def test_configs_that_share_labels_get_distinguishing_columns(tmp_path):
     two["method"]["epsilon"] = 0.5
     make_run(tmp_path / "r1", one, ["method=ours"], metrics={"morf_auc": (0.1, 0.0, 4)})
     make_run(tmp_path / "r2", two, ["method=ours"], metrics={"morf_auc": (0.2, 0.0, 4)})
-    result = table.aggregate(tmp_path)
+    result = build.aggregate(tmp_path)
     assert [title for title, _ in result.columns] == ["method", "model", "method.epsilon"]
     assert list(result.pivot["method.epsilon"]) == [0.25, 0.5]
 
@@ -183,19 +183,19 @@ def test_metrics_selection_by_and_name(sweep, tmp_path):
 
 def test_metric_directions():
     for name in ("morf_auc", "positive_auc", "conservation_error", "seconds_attribution", "seconds_evaluation"):
-        assert table.metric_direction(name) == "lower"
+        assert decide.metric_direction(name) == "lower"
     for name in ("lerf_auc", "negative_auc", "pf_auc_diff", "miou", "pixel_accuracy", "average_precision",
                  "pointing_game", "mass_inside", "accuracy"):
-        assert table.metric_direction(name) == "higher"
-    assert table.metric_direction("target_logit") is None
+        assert decide.metric_direction(name) == "higher"
+    assert decide.metric_direction("target_logit") is None
 
 
 def test_best_marks_tie_at_the_shown_precision():
     values = pd.Series([0.1001, 0.1004, 0.2, float("nan")])
-    assert list(table.best_mask(values, "lower")) == [True, True, False, False]  # both show as 0.100
-    assert list(table.best_mask(values, "higher")) == [False, False, True, False]
-    assert not table.best_mask(pd.Series([0.5, 0.5]), "higher").any()  # all equal: nothing marked
-    assert not table.best_mask(values, None).any()
+    assert list(decide.best_mask(values, "lower")) == [True, True, False, False]  # both show as 0.100
+    assert list(decide.best_mask(values, "higher")) == [False, False, True, False]
+    assert not decide.best_mask(pd.Series([0.5, 0.5]), "higher").any()  # all equal: nothing marked
+    assert not decide.best_mask(values, None).any()
 
 
 def test_folders_that_failed_before_start_are_listed_apart(tmp_path):
@@ -222,7 +222,7 @@ def test_root_opt_columns_are_blank_for_methods_that_ignore_them(tmp_path):
     for job, (method, steps) in enumerate([("dtd_zplus", 0), ("dtd_zplus", 10), ("ours", 0), ("ours", 10)]):
         make_run(tmp_path / str(job), config(method, steps), [f"method={method}", f"root_opt.conv.steps={steps}"],
                  metrics={"morf_auc": (0.2, 0.0, 4)}, mtime=1_000_000 + job)
-    result = table.aggregate(tmp_path)
+    result = build.aggregate(tmp_path)
     assert [(row["method"], row["root_opt.conv.steps"]) for _, row in result.pivot.iterrows()] == [
         ("dtd_zplus", "-"), ("ours", 0), ("ours", 10)]
     assert [str(run.path.name) for run in result.used] == ["1", "2", "3"]
