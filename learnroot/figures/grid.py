@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from .style import CELL_PX, FOOTER_PX, FORMATS, HEADER_PX, colour_bar, new_figure, save_figure, wrap_title
 
-__all__ = ["Cell", "Grid", "plot_grid", "LABEL_FONT", "TITLE_FONT"]
+__all__ = ["Cell", "Grid", "draw_grid", "plot_grid", "LABEL_FONT", "TITLE_FONT"]
 
 #: Font sizes (points) of the row and cell labels and of the column titles.
 LABEL_FONT, TITLE_FONT = 7, 7
@@ -59,20 +60,16 @@ class Grid:
 
 
 def _label(axes, text: str, where: str = "bottom") -> None:
-    lines = "\n".join(textwrap.wrap(text, 28, break_on_hyphens=False)) or text
+    lines = "\n".join(wrapped for line in text.split("\n")
+                      for wrapped in (textwrap.wrap(line, 30, break_on_hyphens=False) or [line]))
     y, align = (0.02, "bottom") if where == "bottom" else (0.98, "top")
     axes.text(0.02, y, lines, transform=axes.transAxes, fontsize=LABEL_FONT, color="white", va=align,
               bbox=dict(facecolor="black", alpha=0.6, pad=1.5, linewidth=0))
 
 
-def plot_grid(grid: Grid, stem: str | Path, formats: Iterable[str] = FORMATS, dpi: int = 100) -> list[Path]:
-    """Draw ``grid`` and write ``<stem>.png|pdf`` and the caption ``<stem>.txt``.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files written.
-    """
+def draw_grid(grid: Grid, dpi: int = 100) -> Figure:
+    """The figure of ``grid`` (not saved): cells, column titles, row labels (:data:`LABEL_FONT`) and the
+    colour bar labelled with ``grid.scaling``."""
     nrows, ncols = len(grid.rows), grid.n_columns
     width, height = ncols * CELL_PX / 100, (nrows * CELL_PX + HEADER_PX + FOOTER_PX) / 100
     figure = new_figure(width, height, dpi)
@@ -94,7 +91,18 @@ def plot_grid(grid: Grid, stem: str | Path, formats: Iterable[str] = FORMATS, dp
             if cell.label:
                 _label(axes, cell.label)
     colour_bar(figure, (0.2, 0.55 * bottom, 0.6, 0.16 * bottom), grid.style, grid.scaling)
-    paths = save_figure(figure, stem, formats, dpi)
+    return figure
+
+
+def plot_grid(grid: Grid, stem: str | Path, formats: Iterable[str] = FORMATS, dpi: int = 100) -> list[Path]:
+    """Draw ``grid`` and write ``<stem>.png|pdf`` and the caption ``<stem>.txt``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    paths = save_figure(draw_grid(grid, dpi), stem, formats, dpi)
     caption = Path(stem).with_name(Path(stem).name + ".txt")
     caption.write_text(grid.caption)
     return paths + [caption]

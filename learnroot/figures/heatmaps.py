@@ -78,8 +78,9 @@ def heatmap_grid(columns: list[tuple[str, Path]], ids: list[str], scale: str = "
             limit = limit if limit > 0 else 1.0
             cells.append(Cell(map_rgb(relevance_map, style, limit if style == "signed" else None), scale=limit))
         rows.append(cells)
-    scaling = ("each map scaled to its own largest |R|" if scale == "cell" or style == "paper"
-               else "the maps of one row share the largest |R| of that row")
+    scaling = ("each map scaled to its own largest R > 0" if style == "paper" else
+               "each map scaled to its own largest |R|" if scale == "cell" else
+               "the maps of one row share the largest |R| of that row")
     return Grid(rows=rows, titles=["input"] + [title for title, _ in columns], row_labels=list(ids), style=style,
                 scaling=scaling, caption=heatmap_caption(columns, ids, scale, style))
 

@@ -50,7 +50,7 @@ def layer_grid(runs: list[tuple[str, Path]], ids: list[str], style: str = "signe
             row = [Cell(input_image(path, data)), Cell(map_rgb(channel_sum(data["relevance"]), style))]
             row += [Cell(map_rgb(data[key], style)) if key in data else None for key in layers]
             rows.append(row)
-            labels.append(f"{label}: {sample}" if len(runs) > 1 else sample)
+            labels.append(f"{label}:\n{sample}" if len(runs) > 1 else sample)
     names = [label for label, _ in runs]
     caption = (f"Layer-wise relevance maps (the supplement's feature-level interpretation) of {len(ids)} images "
                f"under {len(runs)} configuration(s): {', '.join(names)}. Columns: the input, the pixel relevance "
