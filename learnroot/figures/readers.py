@@ -53,10 +53,7 @@ def labelled_runs(root: str | Path, by: Iterable[str]) -> list[tuple[str, readin
         columns = decide.label_columns(used, by)
     except reading.TableError as error:
         raise FigureError(str(error)) from None
-    ordered = decide.sort_runs(used, columns)
-    varying = [(title, key) for title, key in columns
-               if len({str(decide.label_value(run, key)) for run in ordered}) > 1] or columns[:1]
-    return [(decide.run_label(run, varying, bare=by), run) for run in ordered]
+    return decide.labelled(used, columns, by)
 
 
 def problem_runs(root: str | Path) -> list[reading.Run]:

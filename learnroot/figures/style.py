@@ -27,6 +27,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from learnroot.outputs import heatmap_rgb
+
 __all__ = ["FORMATS", "CELL_PX", "HEADER_PX", "FOOTER_PX", "STYLES", "STYLE_TEXT", "FigureError", "new_figure",
            "save_figure", "colours", "wrap_title", "paper_values", "paper_rgb", "map_rgb", "overlay_rgb",
            "colour_bar"]
@@ -118,10 +120,7 @@ def map_rgb(relevance_map: np.ndarray, style: str = "signed", limit: Optional[fl
         return paper_rgb(relevance_map)
     if style != "signed":
         raise FigureError(f"--style {style!r}: choose from {', '.join(STYLES)}")
-    values = _finite(relevance_map)
-    scale = float(np.abs(values).max()) if limit is None else float(limit)
-    scaled = values / scale if scale > 0 else np.zeros_like(values)
-    return matplotlib.colormaps["bwr"]((np.clip(scaled, -1, 1) + 1) / 2)[..., :3]
+    return heatmap_rgb(_finite(relevance_map), scale=limit)  # the run folder's own heatmap colours
 
 
 def overlay_rgb(relevance_map: np.ndarray, image: np.ndarray, style: str = "signed") -> np.ndarray:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .runs import NOT_STARTED, PRESET_KEYS, PROBLEMS, Run, TableError, ignored, methods, model_display
 
-__all__ = ["resolve_duplicates", "label_columns", "label_value", "sort_runs", "run_label", "metric_direction",
+__all__ = ["resolve_duplicates", "label_columns", "label_value", "sort_runs", "run_label", "labelled", "metric_direction",
            "default_metrics", "choose_metrics", "best_mask", "format_number", "problems", "not_started", "NOT_APPLIES"]
 
 #: The label value of a ``root_opt`` key for a method that does not read it.
@@ -168,6 +168,17 @@ def run_label(run: Run, columns: list[tuple[str, str]], bare: Iterable[str] = ()
             continue
         words.append(str(value) if title in bare else f"{title}={value}")
     return " ".join(words) or run.path.name
+
+
+def labelled(used: list[Run], columns: list[tuple[str, str]], by: Iterable[str]) -> list[tuple[str, Run]]:
+    """The configurations in :func:`sort_runs` order with short labels: the values of the columns that
+    differ between them (``key=value`` for swept keys, the bare value for ``by`` names; keys that do not
+    apply left out). Figures and the HTML report name configurations this way."""
+    by = list(by)
+    ordered = sort_runs(used, columns)
+    varying = [(title, key) for title, key in columns
+               if len({str(label_value(run, key)) for run in ordered}) > 1] or columns[:1]
+    return [(run_label(run, varying, bare=by), run) for run in ordered]
 
 
 def metric_direction(name: str) -> Optional[str]:

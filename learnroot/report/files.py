@@ -7,6 +7,7 @@ caller lists what it could not read.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -50,10 +51,11 @@ def read_json(file: Path) -> Optional[dict]:
     return data if isinstance(data, (dict, list)) else None
 
 
-def read_npz(folder: Path, sample: str) -> dict:
-    """The arrays of ``relevance/<sample>.npz`` of a run folder, as a plain dict."""
+def read_npz(folder: Path, sample: str, keys: Optional[tuple] = None) -> dict:
+    """The arrays of ``relevance/<sample>.npz`` of a run folder as a plain dict (only ``keys`` when given
+    and present: a file holds layer maps and the class-sensitivity arrays besides)."""
     with np.load(Path(folder) / "relevance" / f"{sample}.npz") as data:
-        return {key: data[key] for key in data.files}
+        return {key: data[key] for key in data.files if keys is None or key in keys}
 
 
 def readable_npz(path: Path) -> bool:
@@ -114,9 +116,15 @@ def display_image(model_input: np.ndarray, mean, std, value_range) -> np.ndarray
 
 
 def model_normalisation(folder: Path) -> tuple[list, list, list]:
-    """``(mean, std, value_range)`` of the run's model (``.hydra/config.yaml``)."""
-    config = OmegaConf.to_container(OmegaConf.load(Path(folder) / ".hydra" / "config.yaml"), resolve=False)
-    model = config["model"]
+    """``(mean, std, value_range)`` of the run's model (``.hydra/config.yaml``; read once per folder and
+    modification time)."""
+    file = Path(folder) / ".hydra" / "config.yaml"
+    return _normalisation(str(file.resolve()), file.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _normalisation(file: str, mtime: int) -> tuple[list, list, list]:
+    model = OmegaConf.to_container(OmegaConf.load(file), resolve=False)["model"]
     return list(model["mean"]), list(model["std"]), list(model["value_range"])
 
 
