@@ -7,6 +7,7 @@ Used by ``tests/test_report.py`` (skipped when :data:`CHROMIUM` is absent) and
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -20,6 +21,13 @@ CHROMIUM = Path(os.environ.get("LEARNROOT_CHROMIUM", "/usr/bin/chromium"))
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--remote-debugging-pipe")
+
+
+def _high(fd: int) -> int:
+    """``fd`` moved to a number of at least 10 (closed on exec)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
 
 
 class BrowserError(Exception):
@@ -40,10 +48,15 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="learnroot-chromium-")
         to_browser, self._write = os.pipe()
         self._read, from_browser = os.pipe()
-        command = ["sh", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', str(binary), *FLAGS,
-                   f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"]
-        self.process = subprocess.Popen(command, pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        # the pipe ends Chromium expects as fds 3 (commands) and 4 (answers): copied above 9 first, so that
+        # the two dup2 calls in the child cannot overwrite one another
+        to_browser, from_browser = _high(to_browser), _high(from_browser)
+        command = [str(binary), *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
+                   "about:blank"]
+        self.log = Path(self.profile) / "chromium.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, close_fds=False, stdout=subprocess.DEVNULL, stderr=log,
+                                            preexec_fn=lambda: (os.dup2(to_browser, 3), os.dup2(from_browser, 4)))
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._id, self.errors, self._events = b"", 0, [], []
@@ -59,7 +72,8 @@ class Browser:
                 raise BrowserError("no answer from Chromium in time")
             chunk = os.read(self._read, 1 << 16)
             if not chunk:
-                raise BrowserError("Chromium closed the pipe")
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-3:] if self.log.exists() else []
+                raise BrowserError("Chromium closed the pipe: " + " | ".join(tail))
             self._buffer += chunk
         text, _, self._buffer = self._buffer.partition(b"\0")
         message = json.loads(text)
