@@ -2,7 +2,7 @@
 conservation error (the building step of ``learnroot-report``'s *Curves* section).
 
 Bands are the 95 % confidence interval of the mean at each step, ``mean +- 1.96 s / sqrt(n)`` over
-the samples whose status is ``ok`` (as ``metrics.json`` averages them); a run without ``curves.csv``
+the samples whose status is ``ok`` (clipped to ``[0, 1]`` for probabilities and top-1 correctness) (as ``metrics.json`` averages them); a run without ``curves.csv``
 falls back to the mean curves of ``metrics.json``, without a band.
 """
 from __future__ import annotations
@@ -61,8 +61,11 @@ def _from_rows(label: str, rows: pd.DataFrame, value: str) -> Optional[Series]:
         return None
     stats = frame.groupby("step").agg(x=("x", "mean"), mean=("v", "mean"), std=("v", "std"), n=("v", "size"))
     half = Z95 * stats["std"].fillna(0.0) / np.sqrt(stats["n"])
-    return Series(label, stats["x"].tolist(), stats["mean"].tolist(), (stats["mean"] - half).tolist(),
-                  (stats["mean"] + half).tolist(), int(stats["n"].max()))
+    low, high = stats["mean"] - half, stats["mean"] + half
+    if value in ("prob", "correct"):  # a probability or a fraction: the band stays in [0, 1]
+        low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
+    return Series(label, stats["x"].tolist(), stats["mean"].tolist(), low.tolist(), high.tolist(),
+                  int(stats["n"].max()))
 
 
 def curve_panels(labelled: list) -> list[tuple[str, str, list[Series]]]:
