@@ -234,3 +234,24 @@ def test_the_browser_check_sees_errors(tmp_path):
         browser.evaluate("new Promise(done => setTimeout(done, 200))")
     assert any("nope" in error for error in browser.errors), browser.errors
     assert any("missing.png" in error or "ERR_FILE_NOT_FOUND" in error for error in browser.errors), browser.errors
+
+
+def test_thumbnails_keep_small_inputs_and_reduce_large_ones(tmp_path):
+    from PIL import Image
+
+    from learnroot.report.gallery import MAX_SIDE, build_gallery
+    from learnroot.report.runs import read_run
+
+    folder = _complete(tmp_path / "run", "ours", {sample: 0.1 for sample in IDS}, relevance=False)
+    (folder / "relevance").mkdir()
+    for sample, side in zip(IDS, (8, 64, 300, 300)):
+        np.savez(folder / "relevance" / f"{sample}.npz", relevance=np.ones((3, side, side // 2), np.float32),
+                 input=np.zeros((3, side, side // 2), np.float32))
+    gallery = build_gallery([("ours", read_run(folder))], ["morf_auc"], tmp_path / "assets")
+    inputs = [image["input"] for image in gallery["images"]]
+    assert [name.rsplit(".", 1)[1] for name in inputs] == ["png", "png", "jpg", "jpg"]
+    sizes = [(image["w"], image["h"]) for image in gallery["images"]]
+    assert sizes == [(4, 8), (32, 64), (MAX_SIDE // 2, MAX_SIDE), (MAX_SIDE // 2, MAX_SIDE)]
+    for name, size in zip(inputs, sizes):
+        with Image.open(tmp_path / "assets" / name) as image:
+            assert image.size == size and image.format == ("JPEG" if name.endswith(".jpg") else "PNG")

@@ -99,7 +99,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """The command line of ``learnroot-report``."""
     parser = argparse.ArgumentParser(prog=PROG, description=(
         "A static HTML report of learnroot run folders (one page and an assets folder, opened from disk; no "
-        "server, no network): configurations, scores with directions, paired differences with 95%% intervals, "
+        "server, no network): configurations, scores with directions, paired differences with 95 % intervals, "
         "an image gallery (one row per image, one column per configuration) with filters, mean curves with "
         "bands, layer-wise conservation, and every run's metadata. Failed and unfinished runs are listed."))
     parser.add_argument("path", help="a run folder, a sweep folder or an output root (searched recursively)")

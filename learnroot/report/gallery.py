@@ -5,7 +5,7 @@ Maps are drawn as the run folders' heatmaps and ``learnroot-figures heatmaps`` d
 (:func:`learnroot.outputs.heatmap_rgb`: blue-white-red, each map scaled by its own largest ``|R|``);
 inputs undo the model's normalisation. Thumbnails keep the image's own resolution up to
 :data:`MAX_SIDE` pixels (larger images are reduced), so small inputs are shown enlarged with pixelated
-rendering rather than blurred. Files are named by row and column number (sample ids may hold any
+rendering rather than blurred; maps are PNG, inputs larger than 64 px JPEG (quality 90). Files are named by row and column number (sample ids may hold any
 character).
 """
 from __future__ import annotations
@@ -83,15 +83,15 @@ def _number(value) -> Optional[float]:
 
 
 def _write_png(rgb: np.ndarray, path: Path) -> tuple[int, int]:
-    """Write ``(H, W, 3)`` or ``(H, W)`` values in ``[0, 1]`` as a PNG (reduced to :data:`MAX_SIDE`);
-    returns the written ``(width, height)``."""
+    """Write ``(H, W, 3)`` or ``(H, W)`` values in ``[0, 1]`` as an image (reduced to :data:`MAX_SIDE`;
+    the suffix picks PNG or JPEG, quality 90); returns the written ``(width, height)``."""
     image = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     if max(image.size) > MAX_SIDE:
         factor = MAX_SIDE / max(image.size)
         image = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
                              Image.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    image.save(path, **({"quality": 90} if path.suffix == ".jpg" else {}))
     return image.size
 
 
@@ -162,9 +162,10 @@ def build_gallery(labelled: list, scores: list[str], assets: Path, prefix: str =
                 predictions.append(cell["prediction"])
             if "note" in cell and cell["note"].startswith("damaged"):
                 notes.append(f"{column.label}: {sample}: {cell['note']}")
-            if data and entry["input"] is None:
-                name = f"{prefix}/in/{index}.png"
-                entry["w"], entry["h"] = _write_png(input_image(column.path, data), assets / name)
+            if data and entry["input"] is None:  # photographs (larger than 64 px) as JPEG: a fifth of the size
+                picture = input_image(column.path, data)
+                name = f"{prefix}/in/{index}.{'jpg' if max(picture.shape[:2]) > 64 else 'png'}"
+                entry["w"], entry["h"] = _write_png(picture, assets / name)
                 entry["input"] = name
         label = entry["label"]
         entry["correct"] = bool(predictions) and label is not None and label >= 0 and all(
