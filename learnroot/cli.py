@@ -338,6 +338,10 @@ def execute(cfg: DictConfig) -> None:
             print(f"{PROG}: error: {message}{hint}", file=sys.stderr)
             raise SystemExit(2 if expected else 1) from None
         return
+    if summary.get("curves"):  # the run's mean curves, drawn by the figures (the runner only computes)
+        from .figures.curves import plot_mean_curves
+        plot_mean_curves({options.method.name: summary["curves"]}, run_dir / "curves.png",
+                         title=f"{options.method.name} on {summary['model']} / {options.dataset.name}")
     print(_format_summary(summary, run_dir))
 
 

@@ -438,7 +438,6 @@ def _compute(pipeline: Pipeline, folder: RunFolder, saved: dict, batches: list, 
 def _finish(options: RunOptions, pipeline: Pipeline, folder: RunFolder, saved: dict, batches: list,
             segment) -> dict:
     """Merge the parts into the tables and write ``metrics.json``; returns its content."""
-    run_dir = folder.path
     frames = folder.merge(indices=range(len(batches)))
     _check_rows(frames, saved)
     frames["skipped"] = list(frames["skipped"]) + list(saved.get("excluded", []))  # set aside before reading
@@ -446,10 +445,6 @@ def _finish(options: RunOptions, pipeline: Pipeline, folder: RunFolder, saved: d
     if switched_on(options.metrics, "conservation") and not getattr(pipeline.attributor, "conserving", True):
         # a map, not a relevance decomposition (Chefer's attribution, rollouts): marked, never reported
         summary["metrics"]["conservation_error"] = {"mean": None, "std": None, "n": 0, "applicable": False}
-    if summary["curves"]:
-        from .figures import plot_mean_curves
-        plot_mean_curves({options.method.name: summary["curves"]}, Path(run_dir) / "curves.png",
-                         title=f"{options.method.name} on {display_name(options.model)} / {options.dataset.name}")
     samples = frames["samples"]
     flagged = samples[samples["status"] != "ok"] if len(samples) else samples
     earlier = folder.clear_failure()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the comparison tables and figures: run the experiment presets (conf/experiment/), then
-# aggregate them with learnroot-table and draw them with learnroot-figures.
+# aggregate them with learnroot-table, draw them with learnroot-figures and write the HTML report of each
+# stage with learnroot-report (into $REPORTS/<name>/report.html; open it from disk).
 #
 # Usage: bash scripts/reproduce_tables.sh [--help] [--dry-run] [real] [override ...]
 #
@@ -51,6 +52,9 @@
 #                $RESULTS/runs/<benchmark>/sweeps/<preset>/, tables in
 #                $RESULTS/tables/<benchmark>_<preset>.{md,csv,tex} (+ _runs.csv), figures in
 #                $RESULTS/figures/<benchmark>_*.{png,pdf} with captions (.txt)
+#   REPORTS      folder of the HTML reports (default: $LEARNROOT_OUTPUT_ROOT/reports or outputs/reports, which
+#                git ignores: the reports of the real stages show the shared images): one folder per stage,
+#                <benchmark>_<preset>/ and real_<stage>_<setup>/, each with report.html and report_assets/
 #   SKIP_RUNS=1  only aggregate the runs already there
 #   BIN          folder of the learnroot-* commands (default: found on PATH, else .venv/bin)
 # Arguments are passed to every learnroot-run as extra overrides (launcher, device, limits, ...).
@@ -88,7 +92,8 @@ if [[ -z "${RESULTS:-}" && -n $quick ]]; then
 fi
 RESULTS=${RESULTS:-results}
 BIN=${BIN:-$(dirname "$(command -v learnroot-run || echo .venv/bin/learnroot-run)")}
-for tool in learnroot-run learnroot-table learnroot-figures; do
+REPORTS=${REPORTS:-${LEARNROOT_OUTPUT_ROOT:-outputs}/reports}
+for tool in learnroot-run learnroot-table learnroot-figures learnroot-report; do
     if [[ ! -x "$BIN/$tool" ]]; then
         echo "reproduce_tables: $tool not found (activate the venv or pip install -e .)" >&2
         exit 2
@@ -130,6 +135,7 @@ if [[ $mode == real ]]; then
                 run "$BIN/learnroot-run" -m method=dtd_zplus,lrp_gamma,dtd_montavon "${common[@]}" \
                     "hydra.sweep.dir=$out/baselines/$stamp" "$@" || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_search_$setup" --paired dtd_zplus -q || status=1
+                run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_search_$setup" --paired dtd_zplus || status=1
             done ;;
         test)
             for setup in "${setups[@]}"; do
@@ -146,6 +152,7 @@ if [[ $mode == real ]]; then
                         --paired "$baseline" -q || status=1
                 done
                 run "$BIN/learnroot-figures" heatmaps "$out/methods" -o "$figures" --prefix "real_${setup}_" || status=1
+                run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_test_$setup" --paired "${baselines[0]}" || status=1
             done ;;
         sanity)
             for setup in "${sanity_setups[@]}"; do
@@ -166,12 +173,14 @@ if [[ $mode == real ]]; then
                     --metrics "$sanity_metrics" --paired dtd_zplus -q || status=1
                 run "$BIN/learnroot-figures" randomisation "$out/methods" -o "$figures" --prefix "real_sanity_${setup}_" \
                     || status=1
+                run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_sanity_$setup" --metrics "$sanity_metrics" \
+                    --paired dtd_zplus || status=1
             done ;;
         *) echo "reproduce_tables: unknown stage $stage (search, test, sanity)" >&2; exit 2 ;;
         esac
     done
     [[ -n $dry_run ]] && exit 0
-    echo "reproduce_tables: real: tables in $tables/real_*, figures in $figures/real_*" >&2
+    echo "reproduce_tables: real: tables in $tables/real_*, figures in $figures/real_*, reports in $REPORTS/real_*" >&2
     exit $status
 fi
 
@@ -242,6 +251,9 @@ for preset in "${presets[@]}"; do
     fi
     if [[ -n $dry_run || -d $runs/sweeps/$preset ]]; then
         run "$BIN/learnroot-table" "$runs/sweeps/$preset" -o "$tables" --name "${bench}_$preset" -q || status=1
+        paired=(); [[ $preset == methods ]] && paired=(--paired dtd_zplus)
+        run "$BIN/learnroot-report" "$runs/sweeps/$preset" -o "$REPORTS/${bench}_$preset" ${paired[@]+"${paired[@]}"} \
+            || status=1
     else
         echo "reproduce_tables: $preset: no runs in $runs/sweeps/$preset" >&2
         status=1
@@ -255,7 +267,7 @@ fi
 run "$BIN/learnroot-figures" toy -o "$figures" || status=1
 [[ -n $dry_run ]] && exit 0
 
-echo "reproduce_tables: tables in $tables/${bench}_*, figures in $figures/" >&2
+echo "reproduce_tables: tables in $tables/${bench}_*, figures in $figures/, reports in $REPORTS/${bench}_*/report.html" >&2
 if (( status != 0 )); then
     echo "reproduce_tables: some jobs or steps failed (see above and the tables' failed-run lists)" >&2
 fi

@@ -20,10 +20,10 @@ LAYERS = [
     ("rules", ["learnroot.rules", "learnroot.conservation", "learnroot.canonizers", "learnroot.graph",
                "learnroot.explanation", "learnroot.transformers.vit"]),
     ("science", ["learnroot.methods", "learnroot.metrics", "learnroot.attribution", "learnroot.transformers",
-                 "learnroot.models", "learnroot.data", "learnroot.toy", "learnroot.inputs"]),
+                 "learnroot.models", "learnroot.data", "learnroot.inputs"]),
     ("config", ["learnroot.options", "learnroot.config"]),
     ("orchestration", ["learnroot.runner", "learnroot.outputs", "learnroot.manifest", "learnroot.memory",
-                       "learnroot.explainer", "learnroot.api", "learnroot.summary"]),
+                       "learnroot.explainer", "learnroot.api", "learnroot.summary", "learnroot.toy"]),
     ("commands", ["learnroot.cli", "learnroot.train", "learnroot.evaluate_model", "learnroot.report",
                   "learnroot.figures", "learnroot.table", "learnroot.paired"]),
 ]

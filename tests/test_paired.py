@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learnroot import paired, table
+from learnroot.report import paired, table
 from test_table import config, make_run, run_table
 
 IDS = ["s1", "s2", "s3", "s4", "s5", "s6"]

@@ -391,7 +391,8 @@ def test_sanity_preset_end_to_end(run_cli, tmp_path):
     assert arrays["relevance_other"].shape == (3, 64, 64) and int(arrays["target_other"]) != int(arrays["target"])
 
     # the aggregation and figure commands, in this process (their own CLI tests run them as scripts)
-    from learnroot import figures, table
+    from learnroot import figures
+    from learnroot.report import table
     table.main([str(run_dir), "--metrics", "attack_success,root_logit,class_spearman,randomisation_spearman_top",
                 "-o", str(tmp_path / "table"), "-q"])
     assert "randomisation_spearman_top ↓" in (tmp_path / "table" / "table.md").read_text()

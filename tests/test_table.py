@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import script
-from learnroot import table
+from learnroot.report import build, decide
 
 
 def config(method: str = "ours", steps: int = 5, output_root: str = "outputs", limit: int = 4) -> dict:
@@ -129,7 +129,7 @@ def test_duplicates_newest_wins_and_paths_do_not_split_configs(tmp_path):
     other = make_run(root / "runs" / "c", config("lrp_0"), ["method=lrp_0"], metrics={"morf_auc": (0.6, 0.1, 4)})
     result = run_table(root, "-o", tmp_path / "t", "--format", "md")
     assert result.returncode == 0, result.stderr
-    pivot = table.aggregate(root).pivot
+    pivot = build.aggregate(root).pivot
     assert list(pivot["method"]) == ["lrp_0", "ours"]
     assert list(pivot["morf_auc_mean"]) == [0.6, 0.4]  # the newer duplicate
     assert f"using the newest {new}" in result.stderr and f"superseded: {old}" in result.stderr
@@ -152,7 +152,7 @@ def test_configs_that_share_labels_get_distinguishing_columns(tmp_path):
     two["method"]["epsilon"] = 0.5
     make_run(tmp_path / "r1", one, ["method=ours"], metrics={"morf_auc": (0.1, 0.0, 4)})
     make_run(tmp_path / "r2", two, ["method=ours"], metrics={"morf_auc": (0.2, 0.0, 4)})
-    result = table.aggregate(tmp_path)
+    result = build.aggregate(tmp_path)
     assert [title for title, _ in result.columns] == ["method", "model", "method.epsilon"]
     assert list(result.pivot["method.epsilon"]) == [0.25, 0.5]
 
@@ -183,19 +183,19 @@ def test_metrics_selection_by_and_name(sweep, tmp_path):
 
 def test_metric_directions():
     for name in ("morf_auc", "positive_auc", "conservation_error", "seconds_attribution", "seconds_evaluation"):
-        assert table.metric_direction(name) == "lower"
+        assert decide.metric_direction(name) == "lower"
     for name in ("lerf_auc", "negative_auc", "pf_auc_diff", "miou", "pixel_accuracy", "average_precision",
                  "pointing_game", "mass_inside", "accuracy"):
-        assert table.metric_direction(name) == "higher"
-    assert table.metric_direction("target_logit") is None
+        assert decide.metric_direction(name) == "higher"
+    assert decide.metric_direction("target_logit") is None
 
 
 def test_best_marks_tie_at_the_shown_precision():
     values = pd.Series([0.1001, 0.1004, 0.2, float("nan")])
-    assert list(table.best_mask(values, "lower")) == [True, True, False, False]  # both show as 0.100
-    assert list(table.best_mask(values, "higher")) == [False, False, True, False]
-    assert not table.best_mask(pd.Series([0.5, 0.5]), "higher").any()  # all equal: nothing marked
-    assert not table.best_mask(values, None).any()
+    assert list(decide.best_mask(values, "lower")) == [True, True, False, False]  # both show as 0.100
+    assert list(decide.best_mask(values, "higher")) == [False, False, True, False]
+    assert not decide.best_mask(pd.Series([0.5, 0.5]), "higher").any()  # all equal: nothing marked
+    assert not decide.best_mask(values, None).any()
 
 
 def test_folders_that_failed_before_start_are_listed_apart(tmp_path):
@@ -222,7 +222,61 @@ def test_root_opt_columns_are_blank_for_methods_that_ignore_them(tmp_path):
     for job, (method, steps) in enumerate([("dtd_zplus", 0), ("dtd_zplus", 10), ("ours", 0), ("ours", 10)]):
         make_run(tmp_path / str(job), config(method, steps), [f"method={method}", f"root_opt.conv.steps={steps}"],
                  metrics={"morf_auc": (0.2, 0.0, 4)}, mtime=1_000_000 + job)
-    result = table.aggregate(tmp_path)
+    result = build.aggregate(tmp_path)
     assert [(row["method"], row["root_opt.conv.steps"]) for _, row in result.pivot.iterrows()] == [
         ("dtd_zplus", "-"), ("ours", 0), ("ours", 10)]
     assert [str(run.path.name) for run in result.used] == ["1", "2", "3"]
+
+
+def test_a_config_that_is_not_complete_is_listed_as_unreadable(tmp_path):
+    """A truncated .hydra/config.yaml that still parses (no method, no model) is no row with blank labels."""
+    make_run(tmp_path / "0", config("ours"), ["method=ours"], metrics={"morf_auc": (0.1, 0.0, 4)})
+    bad = make_run(tmp_path / "1", config("dtd_zplus"), ["method=dtd_zplus"], metrics={"morf_auc": (0.2, 0.0, 4)})
+    (bad / ".hydra" / "config.yaml").write_text("model:\n  name: small_cnn\n  mean: [0.5,")  # YAML error
+    worse = make_run(tmp_path / "2", config("lrp_0"), ["method=lrp_0"], metrics={"morf_auc": (0.3, 0.0, 4)})
+    (worse / ".hydra" / "config.yaml").write_text("dataset:\n  name: shapes\n")  # parses, but no method or model
+    result = run_table(tmp_path, "-o", tmp_path / "t", "--format", "md,csv")
+    assert result.returncode == 0, result.stderr
+    pivot = pd.read_csv(tmp_path / "t" / "table.csv")
+    assert list(pivot["method"]) == ["ours"] and pivot["model"].notna().all()
+    assert f"unreadable: {worse}: unreadable .hydra/config.yaml or overrides.yaml: ValueError: not a complete " \
+           "learnroot config (no method.name, model.name)" in result.stderr
+    assert f"unreadable: {bad}: unreadable .hydra/config.yaml" in result.stderr
+    markdown = (tmp_path / "t" / "table.md").read_text()
+    assert f"- unreadable: `{worse}`" in markdown and f"- unreadable: `{bad}`" in markdown
+
+
+def test_best_values_are_marked_among_rows_with_the_same_n(tmp_path):
+    for job, (method, limit, n, morf) in enumerate([("dtd_zplus", 4, 4, 0.30), ("ours", 4, 4, 0.20),
+                                                     ("lrp_0", 32, 32, 0.10), ("lrp_epsilon", 32, 32, 0.15)]):
+        make_run(tmp_path / str(job), config(method, limit=limit), [f"method={method}", f"dataset.limit={limit}"],
+                 metrics={"morf_auc": (morf, 0.01, n)}, n=n)
+    result = build.aggregate(tmp_path)
+    marks = dict(zip(result.pivot["method"], result.pivot["morf_auc_best"]))
+    # lower is better: 0.10 is the best of the n = 32 rows, 0.20 of the n = 4 rows (not 'not best' next to 0.10)
+    assert marks == {"dtd_zplus": False, "ours": True, "lrp_0": True, "lrp_epsilon": False}
+    assert list(decide.best_mask(pd.Series([0.3, 0.2, 0.1]), "lower", pd.Series([4, 4, 32]))) == [False, True, False]
+    run_table(tmp_path, "-o", tmp_path / "t", "--format", "md")
+    assert "Rows differ in n: a best value is marked only among rows with the same n" in \
+        (tmp_path / "t" / "table.md").read_text()
+
+
+def test_model_names_in_tables():
+    from learnroot.report.runs import model_display
+    assert model_display({"model.name": "torchvision", "model.arch": "resnet18"}) == "resnet18"
+    assert model_display({"model.name": "torchvision", "model.arch": "", "model.target": None}) == "torchvision"
+    assert model_display({"model.name": "custom", "model.arch": "", "model.target": "pkg.mod:factory"}) == "factory"
+    assert model_display({"model.name": "custom", "model.target": "pkg.models.build_net"}) == "build_net"
+    assert model_display({"model.name": "small_cnn"}) == "small_cnn"  # old run folders without the keys
+
+
+def test_model_column_shows_the_architecture(tmp_path):
+    one, two = config("ours"), config("ours")
+    one["model"].update(name="torchvision", arch="resnet18")
+    two["model"].update(name="torchvision", arch="vgg16")
+    make_run(tmp_path / "0", one, ["method=ours", "model=torchvision", "model.arch=resnet18"],
+             metrics={"morf_auc": (0.1, 0.0, 4)})
+    make_run(tmp_path / "1", two, ["method=ours", "model=torchvision", "model.arch=vgg16"],
+             metrics={"morf_auc": (0.2, 0.0, 4)})
+    result = build.aggregate(tmp_path)
+    assert list(result.pivot["model"]) == ["resnet18", "vgg16"]

@@ -27,11 +27,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
+
+from .files import read_samples
 
 __all__ = ["RESAMPLES", "CONFIDENCE", "bootstrap_indices", "bootstrap_means", "bootstrap_ci", "parse_selector",
            "context_key", "read_samples", "paired_differences", "Comparison", "compare", "paired_frame", "mark"]
@@ -164,14 +165,6 @@ def context_key(config: dict) -> str:
                       sort_keys=True, default=str)
 
 
-def read_samples(folder: Path) -> Optional[pd.DataFrame]:
-    """``per_sample.csv`` of a run folder (``id`` as text), or ``None`` when it is missing."""
-    file = Path(folder) / "per_sample.csv"
-    if not file.is_file():
-        return None
-    return pd.read_csv(file, dtype={"id": str})
-
-
 def paired_differences(samples: pd.DataFrame, baseline: pd.DataFrame, metric: str) -> np.ndarray:
     """``samples[metric] - baseline[metric]`` over the ids that are ``ok`` in both and finite in both."""
     def usable(frame):
@@ -210,7 +203,7 @@ def compare(used: list, selector: dict[str, str], metrics: list[str], direction,
 
     Parameters
     ----------
-    used : list of learnroot.table.Run
+    used : list of learnroot.report.runs.Run
         One complete run per configuration.
     selector : dict
         :func:`parse_selector` of the ``--paired`` argument.
