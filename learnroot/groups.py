@@ -69,7 +69,8 @@ MODEL_PARAMS = (
     Param("train_lr", float, 3e-3, "training: learning rate", above=0),
     Param("train_batch_size", int, 64, "training: batch size", min=1),
     Param("train_seed", int, 0, "training: seed"),
-    Param("train_target_accuracy", float, 0.98, "training stops at this validation accuracy", above=0, max=1),
+    Param("train_target_accuracy", float, 0.98, "training stops at this validation accuracy (0: after one epoch)",
+          min=0, max=1),
     Param("arch", str, "", "model=torchvision: a torchvision classification builder (resnet50, densenet121, ...); "
           "model=timm: a timm model name"),
     Param("target", Optional[str], None, "model=custom: the factory of your model, package.module:factory or "
