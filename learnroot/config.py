@@ -177,9 +177,9 @@ def check_registered(options: RunOptions) -> None:
     if needs_root and not options.dataset.root:
         raise ConfigError(f"dataset={options.dataset.name} needs dataset.root={needs_root}")
     from .methods import get as get_method
-    from .models import architecture_of
+    from .models import architecture_of, display_name
     try:
-        get_method(options.method.name).check(architecture_of(options.model.name), options.model.name)
+        get_method(options.method.name).check(architecture_of(options.model.name), display_name(options.model))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

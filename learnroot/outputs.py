@@ -117,8 +117,8 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _formula_like(value) -> bool:
-    if not isinstance(value, str) or not value.startswith(FORMULA_START):
-        return False
+    if not isinstance(value, str) or not value.startswith(FORMULA_START) or value == "-":
+        return False  # not text, not formula-like, or the tables' "not applicable" dash
     try:
         float(value)
     except ValueError:

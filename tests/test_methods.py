@@ -146,8 +146,9 @@ def test_ours_options_match_reference(variant):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("method", names("gradient"))
+@pytest.mark.parametrize("method", ["gradient", "gradient_x_input", "integrated_gradients"])
 def test_gradient_methods_match_reference(method):
+    """The plain gradient methods against the matrix-form gradient (smoothgrad: tests/test_smoothgrad.py)."""
     model, x = small_cnn(), images()
     got = make_attributor(model, MethodOptions(name=method, ig_steps=5), RootOptOptions(), BOX)(x, TARGET)
     layers = ref.network_layers(model, IN_SHAPE)

@@ -149,11 +149,11 @@ def _run_options(test_cache: Path, out: Path, **method) -> RunOptions:
 
 
 def test_nan_in_one_sample_is_flagged_and_excluded(tmp_path, test_cache, monkeypatch):
-    from learnroot import runner
+    from learnroot import explainer, runner
 
     options = _run_options(test_cache, tmp_path, name="dtd_zplus")
     clean = runner.run(options, tmp_path / "clean")
-    make = runner.make_attributor
+    make = explainer.make_attributor
 
     def poisoned(*args, **kwargs):
         attributor = make(*args, **kwargs)
@@ -166,7 +166,7 @@ def test_nan_in_one_sample_is_flagged_and_excluded(tmp_path, test_cache, monkeyp
             return result
         return attribute
     poisoned.done = False
-    monkeypatch.setattr(runner, "make_attributor", poisoned)
+    monkeypatch.setattr(explainer, "make_attributor", poisoned)
     summary = runner.run(options, tmp_path / "poisoned")
 
     rows = pd.read_csv(tmp_path / "poisoned" / "per_sample.csv")
