@@ -423,6 +423,9 @@ def _main(argv: list[str]) -> None:
         return
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
     try:
+        if any(item.lstrip("+~").startswith("dataset.shards=") for item in overrides):  # -m dataset.shards=N
+            overrides = _expand_shards(overrides, multirun)
+            argv = flags + overrides
         resume = [item.split("=", 1)[1] for item in overrides if item.startswith("resume=")]
         if resume:
             rest = [item for item in overrides if not item.startswith("resume=")]
@@ -452,6 +455,15 @@ def _main(argv: list[str]) -> None:
     if _FAILED_JOBS:
         print(f"{PROG}: {len(_FAILED_JOBS)} job(s) failed: {', '.join(_FAILED_JOBS)}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _expand_shards(overrides: list[str], multirun: bool) -> list[str]:
+    """``dataset.shards=N`` -> ``dataset.shard=0/N,...,N-1/N`` (:func:`learnroot.sharding.expand_shards`)."""
+    from .sharding import expand_shards
+    try:
+        return expand_shards(overrides, multirun)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _run_hydra(overrides: list[str]) -> None:
