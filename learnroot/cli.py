@@ -345,8 +345,15 @@ def execute(cfg: DictConfig) -> None:
     print(_format_summary(summary, run_dir))
 
 
+_SWEEP_DIR: list[str] = []
+
+
 class FailedJobs(Callback):
-    """Hydra callback: after a sweep, note the job folders that hold ``failed.json``."""
+    """Hydra callback: after a sweep, note the job folders that hold ``failed.json`` (and remember the sweep
+    folder, for a launcher that loses a job: :func:`_lost_job`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _SWEEP_DIR[:] = [str(config.hydra.sweep.dir)]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         known = {str(Path(job).resolve()) for job in _FAILED_JOBS}
@@ -466,6 +473,19 @@ def _expand_shards(overrides: list[str], multirun: bool) -> list[str]:
         raise ConfigError(str(error)) from None
 
 
+def _lost_job(error: BaseException) -> str:
+    """One line for a sweep whose launcher (submitit) lost a job: what it said, and the job folders left
+    without a result, with the command that completes each (any machine that sees the folder can)."""
+    said = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    jobs = sorted(Path(_SWEEP_DIR[0]).glob("*/.hydra"), key=lambda path: path.parent.name) if _SWEEP_DIR else []
+    left = [job.parent for job in jobs if not (job.parent / "metrics.json").is_file()
+            and not (job.parent / "failed.json").is_file()]
+    steps = "; ".join(f"{PROG} resume={shlex.quote(str(job))}" if (job / "manifest.json").is_file()
+                      else f"{job} computed nothing: run its job again" for job in left)
+    return (f"a job of the sweep ended without a result ({said}); the jobs still running go on; "
+            + (f"{len(left)} job folder(s) without a result: {steps}" if left else "no job folder is left unfinished"))
+
+
 def _run_hydra(overrides: list[str]) -> None:
     """Hydra's main, with what fails outside a run (writing ``.hydra/``, composing a sweep) as one line."""
     from hydra.errors import HydraException
@@ -483,6 +503,11 @@ def _run_hydra(overrides: list[str]) -> None:
         print(f"{PROG}: error: cannot write {error.filename}: {error.strerror} (nothing was computed; make room, "
               f"then start it again with: {_restart_command(overrides)})", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as error:  # noqa: BLE001 - submitit: a job killed (time limit, node failure) or lost
+        if not type(error).__module__.startswith("submitit"):
+            raise
+        print(f"{PROG}: error: {_lost_job(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
