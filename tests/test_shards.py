@@ -311,3 +311,72 @@ def test_shards_that_do_not_fit_are_refused_in_one_line(tmp_path, case, fragment
     done = run_table(tmp_path / "s")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and fragment in done.stderr
+
+
+# ---------------------------------------------------------------------------- end to end (installed scripts)
+
+def _one_line(result, prog: str = "learnroot-run") -> str:
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_bad_shards_on_the_command_line_are_one_line(run_cli):
+    assert "dataset.shard must be K/N with 0 <= K < N" in _one_line(run_cli("dataset.shard=4/4"))
+    assert "dataset.shards=4 launches 4 jobs, one per shard: add -m" in _one_line(run_cli("dataset.shards=4"))
+
+
+TINY = ["method=dtd_zplus,ours", "dataset.limit=8", "metrics=fast", "batch_size=1"]
+
+
+def _merged_rows(folders: list[Path]) -> pd.DataFrame:
+    rows = pd.concat([_rows(folder) for folder in folders])
+    return rows.sort_values("id").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_four_shards_merge_into_the_rows_of_one_run(run_cli, tmp_path):
+    """The acceptance test of issue 26 item 2: 4 shards launched with -m, merged by the tables, equal one
+    unsharded run of the same configuration (per-sample scores identical; means within rounding)."""
+    shards = run_cli("-m", "dataset.shards=4", *TINY, f"paths.output_root={tmp_path / 'shards'}")
+    assert shards.returncode == 0, shards.stderr
+    whole = run_cli("-m", *TINY, f"paths.output_root={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr
+    (shard_sweep,) = (tmp_path / "shards" / "sweeps").iterdir()
+    (whole_sweep,) = (tmp_path / "whole" / "sweeps").iterdir()
+    for method, jobs in (("dtd_zplus", (0, 2, 4, 6)), ("ours", (1, 3, 5, 7))):  # -m: the methods, then the shards
+        assert [json.loads((shard_sweep / str(job) / "manifest.json").read_text())["config"]["dataset"]["shard"]
+                for job in jobs] == ["0/4", "1/4", "2/4", "3/4"]
+        single = whole_sweep / ("0" if method == "dtd_zplus" else "1")
+        # every sample once, and the same scores as the single run (batch_size=1: the same computation)
+        pd.testing.assert_frame_equal(_merged_rows([shard_sweep / str(job) for job in jobs]),
+                                      _rows(single).sort_values("id").reset_index(drop=True))
+
+    tables = {}
+    for name, folder in (("shards", shard_sweep), ("whole", whole_sweep)):
+        done = run_cli(str(folder), "--metrics", "all", "--paired", "dtd_zplus", "--resamples", "2000", "-q",
+                       name="learnroot-table")
+        assert done.returncode == 0, done.stderr
+        tables[name] = (pd.read_csv(folder / "table.csv"), pd.read_csv(folder / "table_paired.csv"))
+    (pivot, pairs), (single, single_pairs) = tables["shards"], tables["whole"]
+    assert list(pivot["shards"]) == ["4/4", "4/4"] and "shards" not in single
+    assert list(pivot["method"]) == list(single["method"]) == ["dtd_zplus", "ours"]
+    assert list(pivot["n"]) == list(single["n"]) == [8, 8]
+    numbers = [column for column in single.columns if column.endswith(("_mean", "_std", "_n"))
+               and not column.startswith("seconds_")]
+    assert len(numbers) > 30
+    for column in numbers:  # pooled from the shards' summaries: equal up to rounding
+        np.testing.assert_allclose(pivot[column].astype(float), single[column].astype(float), rtol=1e-9, atol=1e-12,
+                                   err_msg=column)
+    differences = [column for column in single_pairs.columns if column.endswith(("_diff", "_low", "_high", "_n"))
+                   and not column.startswith("seconds_")]
+    pd.testing.assert_frame_equal(pairs[differences], single_pairs[differences])  # the same samples, the same order
+
+    report = run_cli(str(shard_sweep), "-o", str(tmp_path / "report"), name="learnroot-report")
+    assert report.returncode == 0, report.stderr
+    data = json.loads((tmp_path / "report" / "report_assets" / "data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    gallery = data["gallery"]
+    assert len(gallery["columns"]) == 2 and len(gallery["images"]) == 8
+    assert all(cell and cell.get("src") for image in gallery["images"] for cell in image["cells"])
+    assert "2 configuration(s) from 8 run folder(s)" in (tmp_path / "report" / "report.html").read_text()
