@@ -121,8 +121,9 @@ class Pipeline:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
-        self.dataset = take_shard(build_dataset(options.dataset, self.preprocess, num_outputs(options.model, options.dataset),
-                                                options.paths.cache_dir), options.dataset.shard)
+        whole = build_dataset(options.dataset, self.preprocess, num_outputs(options.model, options.dataset),
+                              options.paths.cache_dir)
+        self.dataset = take_shard(whole, options.dataset.shard)  # dataset.shard=K/N: every N-th sample from the K-th
         if len(self.dataset) == 0:
             raise RunError("the dataset selection is empty")
         for parameter in self.model.parameters():

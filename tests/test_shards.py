@@ -181,7 +181,8 @@ def make_shard(folder: Path, method: str, ids: list[str], values: dict, shard: s
     curve = {"x": [0.0, 0.5, 1.0], "prob": [1.0, float(np.mean(values["morf_auc"])), 0.0]}
     (folder / "metrics.json").write_text(json.dumps({
         "status": "complete", "n_samples": len(ids), "n_ok": len(ids), "flagged": [], "skipped": [],
-        "runtime_s": 1.0, "method": method, "metrics": stats, "curves": {"morf": curve}}))
+        "runtime_s": 1.0, "method": method, "metrics": stats, "curves": {"morf": curve},
+        "layer_conservation_error": {"fc": float(np.mean(values["lerf_auc"]))}}))
     os.utime(folder / "metrics.json", (mtime, mtime))
     return folder
 
@@ -226,6 +227,9 @@ def test_shards_merge_into_the_row_of_their_samples(tmp_path):
     assert merged.order == WHOLE and "dataset.shard" not in merged.config
     curve = merged.summary["curves"]["morf"]["prob"]  # weighted by each shard's samples
     assert curve[1] == pytest.approx(np.mean(values["ours"]["morf_auc"]), rel=1e-12)
+    assert merged.summary["layer_conservation_error"]["fc"] == pytest.approx(np.mean(values["ours"]["lerf_auc"]),
+                                                                             rel=1e-12)
+    assert merged.summary["n_samples"] == 10 and merged.summary["runtime_s"] == 4.0
     # every shard stays listed in runs.csv, with the row it belongs to
     members = result.tidy[result.tidy["run"].str.contains("ours-")].drop_duplicates("run")
     assert len(members) == 4 and members["note"].str.startswith("shard ").all()
@@ -375,7 +379,8 @@ def test_four_shards_merge_into_the_rows_of_one_run(run_cli, tmp_path):
 
     report = run_cli(str(shard_sweep), "-o", str(tmp_path / "report"), name="learnroot-report")
     assert report.returncode == 0, report.stderr
-    data = json.loads((tmp_path / "report" / "report_assets" / "data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    script = (tmp_path / "report" / "report_assets" / "data.js").read_text()
+    data = json.loads(script.split("=", 1)[1].strip().rstrip(";"))
     gallery = data["gallery"]
     assert len(gallery["columns"]) == 2 and len(gallery["images"]) == 8
     assert all(cell and cell.get("src") for image in gallery["images"] for cell in image["cells"])

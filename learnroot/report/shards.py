@@ -90,6 +90,19 @@ def _weighted(values: list[tuple[int, list]]) -> Optional[list]:
     return [sum(weight * number(items[i]) for weight, items in values) / total for i in range(len(values[0][1]))]
 
 
+def _mean_curves(curve_sets: list[dict], weights: list[int]) -> dict:
+    """``{kind: {key: values}}``: each curve's values averaged over the shards, weighted."""
+    curves = {}
+    for kind in dict.fromkeys(kind for curves_of in curve_sets for kind in curves_of):
+        parts = [(weight, curves_of.get(kind) or {}) for weight, curves_of in zip(weights, curve_sets)]
+        curve = {key: _weighted([(weight, part.get(key)) for weight, part in parts])
+                 for key in dict.fromkeys(key for _, part in parts for key in part)}
+        curve = {key: values for key, values in curve.items() if values is not None}
+        if curve:
+            curves[kind] = curve
+    return curves
+
+
 def merged_summary(shards: list[Run], count: int) -> dict:
     """The ``metrics.json`` of the union of the shards' samples (see the module docstring)."""
     summaries = [run.summary or {} for run in shards]
@@ -98,21 +111,12 @@ def merged_summary(shards: list[Run], count: int) -> dict:
     metrics = {name: pool([run.metrics[name] if isinstance(run.metrics.get(name), dict)
                            else {"mean": run.metrics.get(name), "n": 0} for run in shards if name in run.metrics])
                for name in names}
-    curves = {}
-    for kind in dict.fromkeys(kind for summary in summaries for kind in (summary.get("curves") or {})):
-        curve = {}
-        for key in dict.fromkeys(key for summary in summaries for key in ((summary.get("curves") or {}).get(kind) or {})):
-            mean = _weighted([(weight, ((summary.get("curves") or {}).get(kind) or {}).get(key))
-                              for weight, summary in zip(weights, summaries)])
-            if mean is not None:
-                curve[key] = mean
-        if curve:
-            curves[kind] = curve
+    curves = _mean_curves([summary.get("curves") or {} for summary in summaries], weights)
+    layer_sets = [summary.get("layer_conservation_error") or {} for summary in summaries]
     layers = {}
-    for name in dict.fromkeys(name for summary in summaries for name in (summary.get("layer_conservation_error") or {})):
-        mean = _weighted([(weight, [(summary.get("layer_conservation_error") or {}).get(name)])
-                          for weight, summary in zip(weights, summaries)
-                          if name in (summary.get("layer_conservation_error") or {})])
+    for name in dict.fromkeys(name for layers_of in layer_sets for name in layers_of):
+        mean = _weighted([(weight, [layers_of[name]]) for weight, layers_of in zip(weights, layer_sets)
+                          if name in layers_of])
         if mean is not None:
             layers[name] = mean[0]
     skipped = list({(item.get("path"), item.get("reason")): item for summary in summaries
