@@ -225,7 +225,7 @@ def jobs_run_here(overrides) -> bool:
     this machine's devices then say nothing about theirs."""
     for item in overrides:
         key, _, value = str(item).lstrip("+~").partition("=")
-        if (key == "cluster" and value not in ("null", "local_parallel")) or \
+        if (key == "cluster" and value not in ("null", "local_parallel", "submitit_local")) or \
                 (key == "hydra/launcher" and "slurm" in value):
             return False
     return True

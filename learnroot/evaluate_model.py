@@ -145,15 +145,16 @@ def evaluate_options(options: RunOptions, progress: bool = True) -> Accuracy:
     DataError, ModelError, RunError
         One-line problems with the configuration.
     """
-    from .data import build_dataset
+    from .data import build_dataset, take_shard
     from .models import build_model, num_outputs, preprocess_of
     from .runner import resolve_device, seed_everything
 
     seed_everything(options.seed)
     device = resolve_device(options.device)
     model = build_model(options.model, options.dataset, options.paths.cache_dir).to(device)
-    dataset = build_dataset(options.dataset, preprocess_of(options.model),
-                            num_outputs(options.model, options.dataset), options.paths.cache_dir)
+    dataset = take_shard(build_dataset(options.dataset, preprocess_of(options.model),
+                                       num_outputs(options.model, options.dataset), options.paths.cache_dir),
+                         options.dataset.shard)
     return evaluate_accuracy(model, dataset, options.batch_size, device, options.dataset.num_workers,
                              progress=progress)
 

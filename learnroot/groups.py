@@ -14,6 +14,7 @@ from typing import Any, List, Optional
 
 from .params import Constraint, Param, options_class
 from .paths import project_path
+from .sharding import shard_error
 
 __all__ = ["root_param", "ModelOptions", "DatasetOptions", "LayerRootOptions", "RootOptOptions", "PathsOptions", "RUN_PARAMS",
            "ROOT_LOSSES", "ROOT_STEPS", "TOL_MODES", "CONTROLS", "DATASET_PARTS", "CIFAR_RESNET_DEPTHS",
@@ -99,6 +100,9 @@ DATASET_PARAMS = (
           "hash of each sample id", choices=DATASET_PARTS),
     Param("limit", Optional[int], 32, "explain at most this many samples of the part (null: all)", min=1),
     Param("seed", int, 0, "seed of the subset selection (and of the shapes generator)"),
+    Param("shard", Optional[str], None, "K/N: explain only shard K of N (every N-th sample from the K-th of the "
+          "part and limit chosen; disjoint, together the whole run; -m dataset.shards=N launches all); null: all",
+          check=shard_error),
     Param("on_error", str, "skip", "skip unreadable images (logged and counted) or fail on the first",
           choices=("skip", "fail")),
     Param("image_size", int, 64, "shapes benchmark: image side in pixels", min=1),

@@ -141,7 +141,7 @@ def batch_ids(ids: Sequence[str], batch_size: int) -> list[list[str]]:
 
 
 def make(options, overrides: Optional[Sequence[str]], samples: Sequence[dict], device: str, pf_chunk: int,
-         excluded: Sequence[dict] = (), ignored: Optional[dict] = None) -> dict:
+         excluded: Sequence[dict] = (), ignored: Optional[dict] = None, selection: Optional[dict] = None) -> dict:
     """The manifest of a new run.
 
     Parameters
@@ -161,6 +161,9 @@ def make(options, overrides: Optional[Sequence[str]], samples: Sequence[dict], d
         Files the dataset set aside before reading (reported as skipped).
     ignored : dict, optional
         Files left out of the scan, counted per extension.
+    selection : dict, optional
+        A shard's whole sample list (``{"n", "digest"}``, :func:`learnroot.sharding.selection`); recorded as
+        ``selection`` when given.
     """
     records = sample_records(samples)
     ids = [record["id"] for record in records]
@@ -178,6 +181,7 @@ def make(options, overrides: Optional[Sequence[str]], samples: Sequence[dict], d
         "samples": records,
         "excluded": jsonable(list(excluded)),
         "ignored": dict(ignored or {}),
+        **({"selection": dict(selection)} if selection is not None else {}),
     })
 
 

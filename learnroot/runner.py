@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import conservation, manifest
 from .data import REGISTRY as DATASETS
-from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list
+from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list, take_shard
 from .data.folder import check_sample_ids
 from .attribution import recordable_layers
 from .explainer import attributor_for, explained_targets, with_model_classes
@@ -121,7 +121,9 @@ class Pipeline:
             raise RunError(f"metrics.localisation=on needs masks, but dataset {options.dataset.name} has none "
                            "(set dataset.masks=PATH or metrics.localisation=auto)")
         self.model = build_model(options.model, options.dataset, options.paths.cache_dir).to(self.device)
-        self.dataset = build_dataset(options.dataset, self.preprocess, num_outputs(options.model, options.dataset), options.paths.cache_dir)
+        whole = build_dataset(options.dataset, self.preprocess, num_outputs(options.model, options.dataset),
+                              options.paths.cache_dir)
+        self.dataset = take_shard(whole, options.dataset.shard)  # dataset.shard=K/N: every N-th sample from the K-th
         if len(self.dataset) == 0:
             raise RunError("the dataset selection is empty")
         for parameter in self.model.parameters():
@@ -359,7 +361,8 @@ def _start(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[
         pipeline.size_chunk()
         saved = manifest.make(options, None if overrides is None else manifest.project_overrides(overrides),
                               samples, str(pipeline.device), pipeline.memory["pf_chunk"],
-                              getattr(pipeline.dataset, "excluded", []), getattr(pipeline.dataset, "ignored", {}))
+                              getattr(pipeline.dataset, "excluded", []), getattr(pipeline.dataset, "ignored", {}),
+                              selection=getattr(pipeline.dataset, "selection", None))
         folder.write_manifest(saved)
         return pipeline, saved
     if saved.get("device") != str(pipeline.device):

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "learnroot"
 #: Layers, lowest first: a module may import its own layer and the layers below (docs/ARCHITECTURE.md). A module
 #: belongs to the first entry whose name or package it is.
 LAYERS = [
-    ("foundation", ["learnroot", "learnroot.params", "learnroot.registry", "learnroot.lazy", "learnroot.groups", "learnroot.seeds", "learnroot.paths",
+    ("foundation", ["learnroot", "learnroot.params", "learnroot.registry", "learnroot.lazy", "learnroot.groups", "learnroot.seeds", "learnroot.paths", "learnroot.sharding",
                     "learnroot.normalisation", "learnroot.layers", "learnroot.openmp", "learnroot.allocator"]),
     ("rules", ["learnroot.rules", "learnroot.conservation", "learnroot.canonizers", "learnroot.graph",
                "learnroot.explanation", "learnroot.transformers.vit"]),
@@ -24,7 +24,7 @@ LAYERS = [
     ("config", ["learnroot.options", "learnroot.config"]),
     ("orchestration", ["learnroot.runner", "learnroot.outputs", "learnroot.manifest", "learnroot.memory",
                        "learnroot.explainer", "learnroot.api", "learnroot.summary", "learnroot.toy"]),
-    ("commands", ["learnroot.cli", "learnroot.train", "learnroot.evaluate_model", "learnroot.report",
+    ("commands", ["learnroot.cli", "learnroot.preflight", "learnroot.train", "learnroot.evaluate_model", "learnroot.report",
                   "learnroot.figures", "learnroot.table", "learnroot.paired"]),
 ]
 

@@ -116,3 +116,85 @@ def test_slurm_preset_composes_and_runs_with_submitit_local(run_cli, tmp_path):
     sweep = only_sweep(out)
     assert job_status(sweep) == {"0": "complete"}
     assert (sweep / ".submitit").is_dir()
+
+
+SUBMITIT = pytest.mark.skipif(find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                              reason="hydra-submitit-launcher not installed (pip install 'learnroot[slurm]')")
+
+
+def _per_sample_means(folders: list[Path], column: str) -> float:
+    """A score averaged over the rows of several run folders (read here, not by the table)."""
+    return pd.concat([pd.read_csv(folder / "per_sample.csv") for folder in folders])[column].mean()
+
+
+@SUBMITIT
+def test_submitit_local_sweep_of_shards_and_the_table(run_cli, tmp_path):
+    """Issue 26 item 1: a sweep through submitit (separate processes, submitit's job folders and logs: the
+    code path of cluster=slurm without the scheduler), its shards merged by learnroot-table; a job stopped
+    halfway is listed as missing a shard, and resumes from another process."""
+    out = tmp_path / "out"
+    result = run_cli("-m", "cluster=submitit_local", "method=dtd_zplus,ours", "dataset.shards=2", "dataset.limit=8",
+                     "metrics=fast", "batch_size=2", f"paths.output_root={out}")
+    assert result.returncode == 0, result.stderr
+    sweep = only_sweep(out)
+    assert job_status(sweep) == {str(job): "complete" for job in range(4)}
+    logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 4 and all("Job completed successfully" in log.read_text() for log in logs)
+    replayed = [json.loads((sweep / str(job) / "manifest.json").read_text())["overrides"] for job in range(4)]
+    assert not [item for items in replayed for item in items if item.startswith(("cluster", "hydra"))]
+    assert [[item for item in items if item.startswith(("method=", "dataset.shard="))] for items in replayed] == [
+        ["method=dtd_zplus", "dataset.shard=0/2"], ["method=dtd_zplus", "dataset.shard=1/2"],
+        ["method=ours", "dataset.shard=0/2"], ["method=ours", "dataset.shard=1/2"]]
+
+    table = run_cli(str(sweep), "--strict", name="learnroot-table")
+    assert table.returncode == 0, table.stderr
+    pivot = pd.read_csv(sweep / "table.csv")
+    assert list(pivot["method"]) == ["dtd_zplus", "ours"] and list(pivot["shards"]) == ["2/2", "2/2"]
+    assert list(pivot["n"]) == [8, 8]
+    for method, jobs in (("dtd_zplus", (0, 1)), ("ours", (2, 3))):
+        row = pivot[pivot["method"] == method].iloc[0]
+        for column in ("morf_auc", "lerf_auc"):
+            assert row[f"{column}_mean"] == pytest.approx(
+                _per_sample_means([sweep / str(job) for job in jobs], column), rel=1e-9)
+
+    # a job that stopped halfway (time limit, node lost): its shard is missing from the row, never dropped ...
+    job = sweep / "3"
+    (job / "metrics.json").unlink()
+    for part in sorted((job / "parts").glob("batch-*.json"))[1:]:
+        part.unlink()
+    stopped = run_cli(str(sweep), "--strict", "-q", name="learnroot-table")
+    assert stopped.returncode == 1 and "incomplete shards 1/2" in stopped.stderr
+    assert f"unfinished: {job}" in stopped.stderr
+    assert pd.read_csv(sweep / "table.csv")["shards"].tolist() == ["2/2", "1/2"]
+    # ... and its folder resumes from any process that sees it (here: not a submitit job)
+    resumed = run_cli(f"resume={job}")
+    assert resumed.returncode == 0, resumed.stderr
+    again = run_cli(str(sweep), "--strict", name="learnroot-table")
+    assert again.returncode == 0, again.stderr
+    scores = [column for column in pivot.columns if not column.startswith("seconds_")]
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "table.csv")[scores], pivot[scores])
+
+
+@SUBMITIT
+def test_a_job_that_submitit_loses_is_one_line(tmp_path, monkeypatch, capsys):
+    from submitit.core.utils import UncompletedJobError
+
+    from learnroot import cli
+    for job, files in (("0", ("manifest.json", "metrics.json")), ("1", ("manifest.json",)), ("2", ())):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        for name in files:
+            (tmp_path / job / name).write_text("{}")
+
+    def lose(*args, **kwargs):
+        raise UncompletedJobError("Job 42 (task: 0) with path /x/.submitit/42/42_0_result.pkl\nhas not produced "
+                                  "any output (state: FINISHED)")
+    monkeypatch.setattr(cli, "_hydra_main", lose)
+    monkeypatch.setattr(cli, "_SWEEP_DIR", [str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        cli._run_hydra([])
+    assert stopped.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"learnroot-run: error: a job of the sweep ended without a result (Job 42 (task: 0) with path "
+                    f"/x/.submitit/42/42_0_result.pkl); the jobs still running go on; 2 job folder(s) without a "
+                    f"result: learnroot-run resume={tmp_path / '1'}; {tmp_path / '2'} computed nothing: run its job "
+                    "again")

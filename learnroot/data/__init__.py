@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..groups import DatasetOptions
 from ..registry import Registry
+from ..sharding import parse_shard, selection, shard_positions
 from .folder import PARTS, DataError, ImageFolderDataset, choose_samples, scan, split_part
 from .images import BadImage, Preprocess
 from .shapes import CLASSES as SHAPE_CLASSES
@@ -30,7 +31,7 @@ from .shapes import generate
 from .toy import ToyPoints
 
 __all__ = ["DataError", "BadImage", "Preprocess", "DatasetSpec", "REGISTRY", "register", "build_dataset", "collate",
-           "candidate_labels", "num_classes", "choose_samples", "split_part", "PARTS", "sample_list", "restrict"]
+           "candidate_labels", "num_classes", "choose_samples", "split_part", "PARTS", "sample_list", "restrict", "take_shard"]
 
 
 def num_classes(options: DatasetOptions) -> int:
@@ -222,6 +223,37 @@ def restrict(dataset: Dataset, ids) -> Dataset:
         raise DataError(f"{len(missing)} sample(s) of the run are no longer in the dataset, e.g. {missing[0]}")
     subset = Subset(dataset, [position[sample_id] for sample_id in ids])
     subset.has_masks = getattr(dataset, "has_masks", False)
+    return subset
+
+
+def take_shard(dataset: Dataset, shard: Optional[str]) -> Dataset:
+    """Shard ``K/N`` of a built dataset (:mod:`learnroot.sharding`): the items at positions ``K, K + N, ...`` of
+    its sample list, in order; the dataset itself when ``shard`` is ``None``.
+
+    Applied after ``dataset.part`` and ``dataset.limit`` (the builders' selection), so that the N shards
+    together are exactly the unsharded run's samples. The result keeps ``has_masks``, ``excluded`` and
+    ``ignored``, and carries ``selection`` (:func:`learnroot.sharding.selection` of the whole list), which
+    the run's manifest records.
+
+    Raises
+    ------
+    DataError
+        The shard holds no sample (more shards than samples).
+    """
+    index_count = parse_shard(shard)
+    if index_count is None:
+        return dataset
+    index, count = index_count
+    samples = sample_list(dataset)
+    positions = list(shard_positions(len(samples), index, count))
+    if not positions:
+        raise DataError(f"dataset.shard={shard} holds no sample: the run selects {len(samples)} sample(s), fewer "
+                        f"than the {count} shards (use at most {max(len(samples), 1)} shards)")
+    subset = Subset(dataset, positions)
+    subset.has_masks = getattr(dataset, "has_masks", False)
+    subset.excluded = list(getattr(dataset, "excluded", []))
+    subset.ignored = dict(getattr(dataset, "ignored", {}) or {})
+    subset.selection = selection([item["id"] for item in samples])
     return subset
 
 

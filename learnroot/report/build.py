@@ -20,6 +20,7 @@ from . import paired as pairing
 from .decide import (best_mask, choose_metrics, label_columns, label_value, metric_direction, problems,
                      resolve_duplicates, run_label, sort_runs)
 from .runs import Run, TableError, ignored, read_runs
+from .shards import merge_shards
 
 __all__ = ["Aggregate", "aggregate", "tidy_frame", "pivot_frame", "overrides_text"]
 
@@ -110,7 +111,8 @@ class Aggregate:
 def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
               metrics: Optional[list[str]] = None, paired: Optional[str] = None, resamples: int = 10_000,
               seed: int = 0) -> Aggregate:
-    """Read, de-duplicate and pivot every run folder under ``root``.
+    """Read, de-duplicate, merge shards (:mod:`~learnroot.report.shards`) and pivot every run folder under
+    ``root``.
 
     Parameters
     ----------
@@ -133,6 +135,8 @@ def aggregate(root: str | Path, by: Iterable[str] = ("method", "model"),
     """
     runs = read_runs(root)
     used, notes = resolve_duplicates(runs)
+    used, shard_notes = merge_shards(used)  # the shards of a configuration as one run
+    notes += shard_notes
     columns = label_columns(used or runs, list(by))
     chosen = choose_metrics(used, metrics)
     result = Aggregate(runs=runs, used=used, problems=problems(runs), notes=notes, columns=columns, metrics=chosen,

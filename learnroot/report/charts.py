@@ -45,7 +45,7 @@ class Series:
 
 
 def _ok_ids(run) -> Optional[set]:
-    samples = read_samples(run.path)
+    samples = read_samples(run.folders)
     if samples is None or "status" not in samples:
         return None
     return set(samples.loc[samples["status"] == "ok", "id"])
@@ -78,7 +78,7 @@ def curve_panels(labelled: list) -> list[tuple[str, str, list[Series]]]:
     """
     found: dict[str, list[Series]] = {}
     for label, run in labelled:
-        rows = read_curve_rows(run.path)
+        rows = read_curve_rows(run.folders)
         if rows is not None and {"kind", "step", "x", "id"} <= set(rows.columns):
             ok = _ok_ids(run)
             rows = rows[rows["id"].isin(ok)] if ok is not None else rows

@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from .runs import NOT_STARTED, PRESET_KEYS, PROBLEMS, Run, TableError, ignored, methods, model_display
+from .runs import COVERAGE_KEY, NOT_STARTED, PRESET_KEYS, PROBLEMS, Run, TableError, ignored, methods, model_display
 
 __all__ = ["resolve_duplicates", "label_columns", "label_value", "sort_runs", "run_label", "labelled", "metric_direction",
            "default_metrics", "choose_metrics", "best_mask", "format_number", "problems", "not_started", "NOT_APPLIES"]
@@ -128,12 +128,17 @@ def label_columns(runs: list[Run], by: Iterable[str]) -> list[tuple[str, str]]:
                 if key not in taken and varies(key, group):
                     columns.append((key, key))
                     taken.add(key)
+    if any(run.coverage for run in runs):  # merged shard sets: how many of their shards are there
+        columns.append(("shards", COVERAGE_KEY))
     return columns
 
 
 def label_value(run: Run, key: str):
     """The run's value of a label column: ``-`` for ``root_opt`` keys of methods that do not read them;
-    ``model.name`` as :func:`learnroot.report.runs.model_display` names the model."""
+    ``model.name`` as :func:`learnroot.report.runs.model_display` names the model; the ``shards`` column
+    (:data:`~learnroot.report.runs.COVERAGE_KEY`) a merged shard set's ``present/N``, empty for other runs."""
+    if key == COVERAGE_KEY:
+        return run.coverage
     if key.startswith("root_opt") and not run.uses_root_opt:
         return NOT_APPLIES
     if key == "model.name" and run.config:

@@ -3,26 +3,34 @@
 and ``learnroot-report``).
 
 Every reader tolerates a damaged or missing file: it returns ``None`` (or an empty result) and the
-caller lists what it could not read.
+caller lists what it could not read. The readers of per-sample files take one run folder or the list of
+folders of a merged shard set (:attr:`learnroot.report.runs.Run.folders`) and read them as one run.
 """
 from __future__ import annotations
 
 import functools
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-__all__ = ["read_samples", "read_curve_rows", "read_json", "read_npz", "readable_npz", "npz_keys", "relevance_ids",
+__all__ = ["Folders", "folder_list", "read_samples", "read_curve_rows", "read_json", "read_npz", "readable_npz", "npz_keys", "relevance_ids",
            "common_ids", "channel_sum", "display_image", "model_normalisation", "input_image"]
 
 
-def read_samples(folder: Path) -> Optional[pd.DataFrame]:
-    """``per_sample.csv`` of a run folder (``id`` as text), or ``None`` when it is missing or unreadable."""
-    file = Path(folder) / "per_sample.csv"
+#: One run folder, or the folders of a merged shard set.
+Folders = Union[Path, str, Sequence[Path]]
+
+
+def folder_list(folder: Folders) -> list[Path]:
+    """``folder`` as a list of paths (a single folder -> ``[folder]``)."""
+    return [Path(item) for item in folder] if isinstance(folder, (list, tuple)) else [Path(folder)]
+
+
+def _read_table(file: Path) -> Optional[pd.DataFrame]:
     if not file.is_file():
         return None
     try:
@@ -31,15 +39,31 @@ def read_samples(folder: Path) -> Optional[pd.DataFrame]:
         return None
 
 
-def read_curve_rows(folder: Path) -> Optional[pd.DataFrame]:
-    """``curves.csv`` of a run folder (per sample, curve kind and step), or ``None``."""
-    file = Path(folder) / "curves.csv"
-    if not file.is_file():
+def _read_tables(folder: Folders, name: str) -> Optional[pd.DataFrame]:
+    """The table ``name`` of each folder, concatenated; ``None`` when any of them is missing or unreadable (a
+    merged shard set is read whole or not at all)."""
+    frames = [_read_table(path / name) for path in folder_list(folder)]
+    if not frames or any(frame is None for frame in frames):
         return None
-    try:
-        return pd.read_csv(file, dtype={"id": str})
-    except (OSError, ValueError):
-        return None
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def read_samples(folder: Folders, order: Optional[Sequence[str]] = None) -> Optional[pd.DataFrame]:
+    """``per_sample.csv`` of a run folder (``id`` as text), or ``None`` when it is missing or unreadable; of
+    several folders (a merged shard set), their rows together; with ``order``, the rows sorted by the position of
+    their id in it (ids not in it last, in their order)."""
+    frame = _read_tables(folder, "per_sample.csv")
+    if frame is None or not order or "id" not in frame:
+        return frame
+    position = {sample: index for index, sample in enumerate(order)}
+    keys = frame["id"].map(lambda sample: position.get(sample, len(position))).to_numpy()
+    return frame.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
+
+
+def read_curve_rows(folder: Folders) -> Optional[pd.DataFrame]:
+    """``curves.csv`` of a run folder (per sample, curve kind and step), or ``None``; of several folders, their
+    rows together."""
+    return _read_tables(folder, "curves.csv")
 
 
 def read_json(file: Path) -> Optional[dict]:
@@ -51,10 +75,12 @@ def read_json(file: Path) -> Optional[dict]:
     return data if isinstance(data, (dict, list)) else None
 
 
-def read_npz(folder: Path, sample: str, keys: Optional[tuple] = None) -> dict:
+def read_npz(folder: Folders, sample: str, keys: Optional[tuple] = None) -> dict:
     """The arrays of ``relevance/<sample>.npz`` of a run folder as a plain dict (only ``keys`` when given
-    and present: a file holds layer maps and the class-sensitivity arrays besides)."""
-    with np.load(Path(folder) / "relevance" / f"{sample}.npz") as data:
+    and present: a file holds layer maps and the class-sensitivity arrays besides); of several folders, the
+    first that holds the file."""
+    paths = [path / "relevance" / f"{sample}.npz" for path in folder_list(folder)]
+    with np.load(next((path for path in paths if path.is_file()), paths[0])) as data:
         return {key: data[key] for key in data.files if keys is None or key in keys}
 
 
@@ -76,9 +102,9 @@ def npz_keys(path: Path) -> list[str]:
         return []
 
 
-def relevance_ids(folder: Path) -> list[str]:
-    """Sample ids with a ``relevance/<id>.npz`` file in a run folder, sorted."""
-    return sorted(file.stem for file in (Path(folder) / "relevance").glob("*.npz"))
+def relevance_ids(folder: Folders) -> list[str]:
+    """Sample ids with a ``relevance/<id>.npz`` file in a run folder (in any of several folders), sorted."""
+    return sorted({file.stem for path in folder_list(folder) for file in (path / "relevance").glob("*.npz")})
 
 
 def common_ids(paths: list[Path]) -> list[str]:
@@ -128,8 +154,9 @@ def _normalisation(file: str, mtime: int) -> tuple[list, list, list]:
     return list(model["mean"]), list(model["std"]), list(model["value_range"])
 
 
-def input_image(folder: Path, data: dict) -> np.ndarray:
-    """The input of a relevance file (``data["input"]``) as shown to a person (:func:`display_image`)."""
-    mean, std, value_range = model_normalisation(folder)
+def input_image(folder: Folders, data: dict) -> np.ndarray:
+    """The input of a relevance file (``data["input"]``) as shown to a person (:func:`display_image`); the
+    model's normalisation is read from the (first) run folder."""
+    mean, std, value_range = model_normalisation(folder_list(folder)[0])
     model_input = data["input"]
     return display_image(model_input.reshape(model_input.shape[0], *model_input.shape[-2:]), mean, std, value_range)

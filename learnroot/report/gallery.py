@@ -32,11 +32,11 @@ MAX_SIDE = 224
 
 @dataclass
 class Column:
-    """One configuration of the gallery: its label, run folder, samples table (indexed by id) and the ids
-    with a relevance file."""
+    """One configuration of the gallery: its label, run folders (several for a merged shard set), samples
+    table (indexed by id) and the ids with a relevance file."""
 
     label: str
-    path: Path
+    path: list
     samples: Optional[pd.DataFrame]
     ids: set
 
@@ -45,10 +45,10 @@ def columns_of(labelled: list) -> list[Column]:
     """:class:`Column` of each ``(label, run)`` pair."""
     columns = []
     for label, run in labelled:
-        samples = read_samples(run.path)
+        samples = read_samples(run.folders)
         if samples is not None and "id" in samples:
             samples = samples.drop_duplicates("id").set_index("id", drop=False)
-        columns.append(Column(label, run.path, samples, set(relevance_ids(run.path))))
+        columns.append(Column(label, run.folders, samples, set(relevance_ids(run.folders))))
     return columns
 
 

@@ -242,10 +242,11 @@ def compare(used: list, selector: dict[str, str], metrics: list[str], direction,
         baselines[key] = run
     comparisons, notes, tables = [], [], {}
 
-    def table(run):
-        if run.path not in tables:
-            tables[run.path] = read_samples(run.path)
-        return tables[run.path]
+    def table(run):  # a merged shard set: the rows of all its folders
+        key = tuple(run.folders)
+        if key not in tables:
+            tables[key] = read_samples(run.folders, run.order)  # a shard set in its unsharded order
+        return tables[key]
 
     for run in used:
         if any(run is base for base in baselines.values()):

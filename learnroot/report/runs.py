@@ -13,7 +13,10 @@ Reads the run-folder contract of :mod:`learnroot.outputs` only, never the runner
   (``failed.json``), ``failed before start`` (``failed.json`` with ``stage: build``: bad input found
   while building the run; listed apart), ``unreadable`` (a damaged ``.hydra/config.yaml`` or
   ``metrics.json``, or a config that is not a complete learnroot config: listed, never aggregated)
-  or ``unfinished`` (neither: interrupted, still running or never started).
+  or ``unfinished`` (neither: interrupted, still running or never started);
+* a run of ``dataset.shard=K/N`` is one *shard* of a configuration: its identity holds ``dataset.shard``
+  (so repeated runs of one shard are duplicates), and :mod:`learnroot.report.shards` merges the shards
+  of one configuration into one :class:`Run` (``shards``: its member runs).
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-__all__ = ["NOT_STARTED", "UNREADABLE", "PROBLEMS", "IGNORED_KEYS", "PRESET_KEYS", "TableError", "Run",
+from learnroot.sharding import SHARD_PATTERN
+
+__all__ = ["NOT_STARTED", "UNREADABLE", "PROBLEMS", "IGNORED_KEYS", "PRESET_KEYS", "SHARD_KEY", "COVERAGE_KEY", "TableError", "Run",
            "find_run_folders", "flatten", "ignored", "read_config", "read_overrides", "read_run", "read_runs",
            "model_display", "methods"]
 
@@ -41,6 +46,10 @@ IGNORED_KEYS = ("paths", "resume", "save_heatmaps", "save_relevance", "save_laye
 PRESET_KEYS = ("experiment", "cluster")
 #: Keys every composed learnroot config has; a config without them is unreadable (e.g. a truncated file).
 REQUIRED_KEYS = ("method.name", "model.name")
+#: The config key of a run's shard (``K/N``; ``null``: the whole sample list).
+SHARD_KEY = "dataset.shard"
+#: The label-column key of a merged shard set's coverage (``present/N``; empty for a run that is not sharded).
+COVERAGE_KEY = "<shards>"
 
 
 class TableError(Exception):
@@ -74,6 +83,15 @@ class Run:
         What duplicate resolution decided for this run.
     summary : dict
         The whole ``metrics.json`` of a complete run (curves, runtime, memory, skipped files, ...).
+    shards : list of Run
+        For a merged shard set (:func:`learnroot.report.shards.merge_shards`): its member runs, by shard
+        index; its ``path`` then names their folders in brace notation (``sweep/{0,1,2}``, not a folder),
+        its ``summary`` and ``metrics`` are those of all their samples. Empty for a run folder.
+    coverage : str
+        For a merged shard set: ``present/N`` (``3/4``: one shard has no complete run).
+    order : list of str
+        For a merged shard set: its sample ids in the unsharded run's order (from the shards' manifests), so
+        that its rows are read in the order one unsharded run writes them.
     """
 
     path: Path
@@ -87,6 +105,27 @@ class Run:
     error: str = ""
     note: str = ""
     summary: dict = field(default_factory=dict, repr=False)
+    shards: list = field(default_factory=list, repr=False)
+    coverage: str = ""
+    order: list = field(default_factory=list, repr=False)
+
+    @property
+    def shard(self) -> Optional[tuple[int, int]]:
+        """``(K, N)`` of a run of ``dataset.shard=K/N`` (``None`` for a whole run or a merged set)."""
+        match = SHARD_PATTERN.fullmatch(str(self.config.get(SHARD_KEY, "")))
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether this is a merged shard set with shards missing (``coverage`` ``present/N``, present < N)."""
+        present, _, count = self.coverage.partition("/")
+        return bool(self.coverage) and present != count
+
+    @property
+    def folders(self) -> list[Path]:
+        """The run folders that hold this run's files: the member folders of a merged shard set, else
+        ``[path]`` (what the readers of :mod:`learnroot.report.files` take)."""
+        return [run.path for run in self.shards] or [self.path]
 
     @property
     def uses_root_opt(self) -> bool:
@@ -189,6 +228,8 @@ def read_config(path: Path) -> dict:
     if missing:
         raise ValueError(f"not a complete learnroot config (no {', '.join(missing)})")
     config = {key: value for key, value in flat.items() if not ignored(key)}
+    if config.get(SHARD_KEY) is None:  # a whole run: the same identity as runs from before dataset.shard
+        config.pop(SHARD_KEY, None)
     method = methods().get(config.get("method.name"))
     if method is not None and not method.uses_root_opt:
         config = {key: value for key, value in config.items() if not key.startswith("root_opt.")}

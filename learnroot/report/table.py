@@ -14,7 +14,8 @@ compared) is bold. Bold marks the best *mean*, not a significant difference: ``-
 compares every configuration with a baseline configuration sample by sample (mean paired difference,
 bootstrap confidence interval, n) and writes ``<name>_paired.{md,csv,tex}``. ``--list-metrics``
 prints every registered score with its direction, kind and summary. Failed, unfinished and unreadable
-run folders are listed, never dropped.
+run folders are listed, never dropped. The shards of one configuration (``dataset.shard=K/N``) are one
+row over all their samples, with a ``shards`` column (``present/N``; :mod:`~learnroot.report.shards`).
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("-o", "--output", default=None, help="output folder (default: PATH itself)")
     parser.add_argument("--name", default="table", help="base name of the table files (default: table)")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when a configuration has no complete run (failed or unfinished)")
+                        help="exit 1 when a configuration has no complete run (failed or unfinished) or misses "
+                             "shards")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print the Markdown table")
     parser.add_argument("--paired", metavar="BASELINE", default=None,
                         help="also compare every configuration with the baseline configuration of the same model, "
@@ -151,7 +153,8 @@ def main(argv: Optional[list[str]] = None) -> None:
           f"{len(result.problems) - not_started} failed or unfinished, {not_started} failed before start; "
           f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     missing = [run for run in result.problems if not run.note]
-    if args.strict and missing:
+    incomplete = [run for run in result.used if run.incomplete]
+    if args.strict and (missing or incomplete):
         raise SystemExit(1)
 
 
