@@ -76,7 +76,7 @@ def test_sweep_table_and_figures(run_cli, tmp_path):
     figures = tmp_path / "figures"
     drawn = run_cli("all", str(sweep), "-o", str(figures), name="learnroot-figures")
     assert drawn.returncode == 0, drawn.stderr
-    for name, size in (("heatmaps", ((1 + 3) * 160, 4 * 160 + 40)), ("curves", (550, 400)), ("toy", (1000, 450))):
+    for name, size in (("heatmaps", ((1 + 3) * 160, 4 * 160 + 40 + 50)), ("curves", (550, 400)), ("toy", (1000, 450))):
         path = figures / f"{name}.png"
         assert path.stat().st_size > 1000 and (figures / f"{name}.pdf").is_file()
         with Image.open(path) as image:
