@@ -1,4 +1,4 @@
-"""Small rules: zB with each layer's own input box, and gradient pass-through."""
+"""Small rules: zB with each layer's own input box, gradient pass-through, and the constant gate."""
 from __future__ import annotations
 
 from typing import Optional
@@ -9,7 +9,7 @@ from zennit.rules import ZBox
 from .affine import ParamCache
 from .fast import FastRule
 
-__all__ = ["LayerBox", "GradientPass"]
+__all__ = ["LayerBox", "GradientPass", "GatePass"]
 
 
 class LayerBox(BasicHook):
@@ -63,5 +63,27 @@ class GradientPass(Hook):
         return tuple(grad_input)
 
     def copy(self) -> "GradientPass":
+        """A new instance."""
+        return type(self)()
+
+
+class GatePass(Hook):
+    """All relevance to the first input of a two-input product ``input * gate``, none to the gate.
+
+    The gate held constant (as CP-LRP holds attention constant): ``input * gate`` is then a linear map
+    with one weight per element, and the z rule gives each input ``input g R / (input g) = R``; the
+    relevance is summed over the dimensions along which the gate broadcasts ``input`` (``R.sum_to_size``),
+    so the rule conserves. Used by :class:`learnroot.layers.Gate`.
+    """
+
+    def backward(self, module, grad_input, grad_output):
+        """``(R_out summed to the input's shape, None, ...)``."""
+        relevance = grad_output[0]
+        first = grad_input[0]
+        if first is not None and tuple(first.shape) != tuple(relevance.shape):
+            relevance = relevance.sum_to_size(first.shape)
+        return (relevance,) + (None,) * (len(grad_input) - 1)
+
+    def copy(self) -> "GatePass":
         """A new instance."""
         return type(self)()
