@@ -102,10 +102,15 @@ def rule_epsilon(M, x, R, eps):
 
 def rule_zplus(M, x, R, eps, fallback=True):
     # zennit's generalised z+: positive inputs through w+, negative inputs through w-; with ``fallback``
-    # a neuron without any positive contribution (its row sums to exactly 0) spreads its R by w^2
+    # (learnroot's z+) the denominator, a sum of non-negative terms, is not stabilised where it is positive,
+    # and a neuron without any positive contribution (its row sums to exactly 0) spreads its R by w^2
     numerator = M.clamp(min=0) * x.clamp(min=0)[None, :] + M.clamp(max=0) * x.clamp(max=0)[None, :]
-    out = redistribute(numerator, R, eps)
-    empty = numerator.sum(dim=1) == 0
+    z = numerator.sum(dim=1)
+    if fallback:
+        out = (numerator * torch.where(z > 0, R / torch.where(z > 0, z, torch.ones_like(z)), 0 * z)[:, None]).sum(0)
+    else:
+        out = redistribute(numerator, R, eps)
+    empty = z == 0
     if fallback and bool(empty.any()):
         out = out + rule_wsquare(M, R * empty, eps)
     return out
