@@ -28,6 +28,7 @@ from .data import REGISTRY as DATASETS
 from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list
 from .data.folder import check_sample_ids
 from .attribution import make_attributor, recordable_layers
+from .graph import UnsupportedOperations
 from .memory import chunk_size
 from .metrics.evaluate import evaluate
 from .models import build_model, num_outputs, preprocess_of
@@ -124,8 +125,11 @@ class Pipeline:
             parameter.requires_grad_(False)
         box = self.preprocess.box(self.device)
         check_layers(self.model, options)
-        self.attributor = make_attributor(self.model, options.method, options.root_opt, box,
-                                          keep_layers=options.save_layers)
+        try:
+            self.attributor = make_attributor(self.model, options.method, options.root_opt, box,
+                                              keep_layers=options.save_layers)
+        except UnsupportedOperations as error:  # operations without a rule: one line, before any batch
+            raise RunError(str(error)) from None
         self.norm = self.preprocess.norm
         self.metrics_options = options.metrics  # pf_chunk: set by size_chunk
         self.memory: dict = {}

@@ -116,6 +116,15 @@ def rule_zplus(M, x, R, eps, fallback=True):
     return out
 
 
+def rule_proportional(M, x, R):
+    """Sums and poolings (non-negative weights ``M``): ``R_i = sum_j M_ji x_i R_j / z_j`` without a stabiliser;
+    an output with ``z_j = 0`` splits ``R_j`` in proportion to its weights (flat)."""
+    z = M @ x
+    nonzero = z != 0
+    out = x * (M.T @ torch.where(nonzero, R / torch.where(nonzero, z, torch.ones_like(z)), 0 * R))
+    return out + M.T @ (R * ~nonzero / M.sum(dim=1).clamp(min=1e-300))
+
+
 def rule_gamma(M, x, R, gamma, eps):
     # zennit's generalised gamma rule; for x >= 0 it is w + gamma w+ (z > 0) or w + gamma w- (z < 0)
     z = M @ x
@@ -279,8 +288,11 @@ def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
 
 def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, weights="plus", project=True,
                  normalise=True, box=None, eps=EPS_DEFAULT, softmax=False, paper_quirks=False, nan_at=None,
-                 step="additive"):
+                 step="additive", exact=False):
     """The learned root of one sample: returns ``(R_in, signal, failed)``.
+
+    ``exact`` (learnroot's rule with the w^2 fallback, ``w+``, no box, normalised): no stabiliser; a neuron the
+    signal does not respond to goes through the start, one the start does not respond to either by w^2.
 
     ``step``: ``additive`` (``s <- P(s - lr clip(g))``) or ``relative`` (``s = m x``,
     ``m <- clamp(m - lr g_m / max|g_m|, 0, 1)`` with ``g_m = x g``). ``nan_at``: a step index at which
@@ -323,6 +335,12 @@ def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, w
     if not normalise:
         return s * (W.T @ (R / stab(W @ x, eps))), s, failed
     z_s, z_0 = W @ s, W @ start
+    if exact and weights == "plus" and box is None:
+        positive = lambda z: torch.where(z > 0, z, torch.ones_like(z))
+        out = s * (W.T @ torch.where(z_s > 0, R / positive(z_s), 0 * R))
+        rescued = R * (z_s <= 0)
+        out = out + start * (W.T @ torch.where(z_0 > 0, rescued / positive(z_0), 0 * R))
+        return out + rule_wsquare(M, R * (z_0 <= 0), eps), s, failed
     excess = (eps / (z_s.abs() + eps) - eps / (z_0.abs() + eps)).clamp(min=0)
     rescued = R * excess
     out = s * (W.T @ (R / stab(z_s, eps)))
@@ -467,12 +485,12 @@ def relevance(layers, x, target, rules, eps=EPS_DEFAULT, box=None, gamma=0.5, ep
         before = float(R.sum())
         if layer["kind"] == "affine":
             index = affine_index.index(position)
-            if index in learned:
-                R = learned_root(layer["M"], a, R, layer["out_shape"], **learned[index])[0]
+            if index in learned:  # the attributor's learned root has the w^2 fallback (the default): exact
+                R = learned_root(layer["M"], a, R, layer["out_shape"], **{"exact": True, **learned[index]})[0]
             else:
                 R = apply_rule(rules[index], layer, a, R, eps, box, gamma, epsilon)
         elif layer["kind"] == "avgpool":
-            R = rule_epsilon(layer["M"], a, R, eps)
+            R = rule_proportional(layer["M"], a, R)
         elif layer["kind"] == "maxpool":
             winners, _, _ = maxpool_winners(a, layer["in_shape"], layer["kernel"], layer["stride"])
             out = torch.zeros_like(a)

@@ -1,15 +1,17 @@
-"""Small rules: zB with each layer's own input box, gradient pass-through, and the constant gate."""
+"""Small rules: zB with each layer's own input box, gradient pass-through, the constant gate, the exact
+proportional rule of sums and poolings."""
 from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from zennit.core import BasicHook, Hook
 from zennit.rules import ZBox
 
 from .affine import ParamCache
 from .fast import FastRule
 
-__all__ = ["LayerBox", "GradientPass", "GatePass"]
+__all__ = ["LayerBox", "GradientPass", "GatePass", "Proportional"]
 
 
 class LayerBox(BasicHook):
@@ -87,3 +89,51 @@ class GatePass(Hook):
     def copy(self) -> "GatePass":
         """A new instance."""
         return type(self)()
+
+
+class Proportional(BasicHook):
+    """Split each output's relevance in proportion to its inputs' contributions, exactly (sums, average
+    pooling, means).
+
+    For a layer ``z = J x`` with non-negative weights (a sum of stacked operands, an average or sum
+    pooling, a mean): ``R_i = x_i sum_j J_ji R_j / z_j``. This is zennit's ``Norm`` without its
+    stabiliser: where ``z_j != 0`` the division is exact, so the layer conserves relevance to rounding
+    whatever the scale of the activations (an absolute stabiliser ``eps`` absorbs ``eps / (|z| + eps)``,
+    all of it in a randomly initialised network whose pooled activations are 1e-9). An output with
+    ``z_j = 0`` (or so small that the quotient overflows) splits its relevance equally over its inputs
+    (``J_ji R_j / sum_i' J_ji'``, the flat rule), so nothing is dropped. A residual sum of operands of
+    opposite signs with a small sum gives its operands large relevances of opposite signs (the
+    proportional rule's nature; they add up to the sum's relevance).
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    def copy(self) -> "Proportional":
+        """A new instance."""
+        return type(self)()
+
+    def backward(self, module, grad_input, grad_output):
+        """``x * J^T(R / z)``, plus the flat share of outputs with ``z = 0``."""
+        upper = grad_output[0]
+        second = upper.requires_grad
+        stored = self.stored_tensors["input"][0]
+        with torch.enable_grad():
+            input = (stored.clone() if second else stored.detach()).requires_grad_()
+            output = module.forward(input)
+            ratio = upper / output
+            empty = ~((output != 0) & torch.isfinite(ratio))
+            ratio = torch.where(empty, torch.zeros_like(ratio), ratio)
+            gradient, = torch.autograd.grad(output, input, ratio, create_graph=second)
+            relevance = input * gradient
+            if bool(empty.any()):
+                ones = torch.ones_like(input).requires_grad_()
+                count = module.forward(ones)  # sum_i J_ji
+                share = torch.where(empty & (count != 0), upper / torch.where(count != 0, count, torch.ones_like(count)),
+                                    torch.zeros_like(upper))
+                flat, = torch.autograd.grad(count, ones, share, create_graph=second)
+                relevance = relevance + flat
+        if not second:
+            relevance = relevance.detach()
+        return tuple(relevance if original is not None and original.shape == relevance.shape else None
+                     for original in grad_input)

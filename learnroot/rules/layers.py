@@ -1,7 +1,8 @@
 """Rules of the layers that are not Linear/Conv: pooling, sums, concatenations, gates, activations, BatchNorms.
 
 MaxPool keeps its gradient (winner-take-all); the residual ``Sum`` splits proportionally to its
-inputs (zennit ``Norm``); AvgPool, AdaptiveAvgPool, :class:`~learnroot.layers.SumPool2d` and the
+inputs (:class:`~learnroot.rules.Proportional`: zennit's ``Norm`` without a stabiliser, so that it
+conserves whatever the scale of the activations); AvgPool, AdaptiveAvgPool, :class:`~learnroot.layers.SumPool2d` and the
 reductions written as calls (:class:`~learnroot.layers.Mean`) do the same by default, or use
 :class:`WindowEpsilon` or zennit ``Flat`` (``method.pool_rule``); the CIFAR ResNet's option-A
 shortcut (:class:`~learnroot.layers.PadShortcut`) keeps its gradient, which hands each output
@@ -34,7 +35,7 @@ from zennit.types import Activation, AvgPool, BatchNorm, MaxPool
 
 from ..layers import Concat, Gate, Mean, PadShortcut, Scale
 from .affine import AFFINE
-from .basic import GatePass, GradientPass
+from .basic import GatePass, GradientPass, Proportional
 
 __all__ = ["RELU_LIKE", "SELF_GATED", "activation_rule", "layer_kind", "generic_rule", "pool_rule", "window_weight",
            "WindowEpsilon"]
@@ -120,11 +121,12 @@ class WindowEpsilon(BasicHook):
 def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
     """The rule of an average/sum pooling layer for ``method.pool_rule`` ``name``.
 
-    ``norm``: proportional to the inputs (zennit ``Norm``); ``epsilon``: :class:`WindowEpsilon`;
-    ``flat``: equal shares (zennit ``Flat``, which is also w^2 for a pool's equal weights).
+    ``norm``: proportional to the inputs, exactly (:class:`~learnroot.rules.Proportional`; ``stabilizer`` is
+    not needed); ``epsilon``: :class:`WindowEpsilon`; ``flat``: equal shares (zennit ``Flat``, which is also w^2
+    for a pool's equal weights).
     """
     if name == "norm":
-        return Norm(stabilizer=stabilizer)
+        return Proportional()
     if name == "epsilon":
         return WindowEpsilon(max(float(epsilon), stabilizer))
     if name == "flat":
@@ -165,7 +167,7 @@ def generic_rule(module: nn.Module, stabilizer: float, pool: str = "norm",
     ``pool`` and ``epsilon``: ``method.pool_rule`` and ``method.epsilon`` (see :func:`pool_rule`).
     """
     if isinstance(module, Sum):
-        return Norm(stabilizer=stabilizer)
+        return Proportional()
     if isinstance(module, (AvgPool, Mean)):
         return pool_rule(pool, stabilizer, epsilon)
     if isinstance(module, (MaxPool, PadShortcut, Concat)):
