@@ -112,7 +112,7 @@ def rule_zplus(M, x, R, eps, fallback=True):
         out = redistribute(numerator, R, eps)
     empty = z == 0
     if fallback and bool(empty.any()):
-        out = out + rule_wsquare(M, R * empty, eps)
+        out = out + wsquare_exact(M, R * empty)
     return out
 
 
@@ -153,6 +153,12 @@ def rule_alpha_beta(M, x, R, alpha, beta, eps):
 
 def rule_wsquare(M, R, eps):
     return redistribute(M ** 2, R, eps)
+
+
+def wsquare_exact(M, R):
+    """w^2 without a stabiliser (the z+ fallback): ``R_i = sum_j w_ij^2 R_j / sum_i' w_i'j^2``; all-zero rows keep R."""
+    norm = (M ** 2).sum(dim=1)
+    return (M ** 2 * torch.where(norm > 0, R / torch.where(norm > 0, norm, torch.ones_like(norm)), 0 * R)[:, None]).sum(0)
 
 
 def rule_flat(support, R, eps):
@@ -340,7 +346,7 @@ def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, w
         out = s * (W.T @ torch.where(z_s > 0, R / positive(z_s), 0 * R))
         rescued = R * (z_s <= 0)
         out = out + start * (W.T @ torch.where(z_0 > 0, rescued / positive(z_0), 0 * R))
-        return out + rule_wsquare(M, R * (z_0 <= 0), eps), s, failed
+        return out + wsquare_exact(M, R * (z_0 <= 0)), s, failed
     excess = (eps / (z_s.abs() + eps) - eps / (z_0.abs() + eps)).clamp(min=0)
     rescued = R * excess
     out = s * (W.T @ (R / stab(z_s, eps)))

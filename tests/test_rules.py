@@ -86,7 +86,7 @@ def zplus_exact(M, x, R, eps):
     z = numerator.sum(dim=1)
     share = torch.where(z > 0, R / torch.where(z > 0, z, torch.ones_like(z)), torch.zeros_like(z))
     out = (numerator * share[:, None]).sum(dim=0)
-    return out + ref.rule_wsquare(M, R * (z == 0), eps)
+    return out + ref.wsquare_exact(M, R * (z == 0))
 
 
 def zplus_reference(M, x, R, fast):
@@ -105,10 +105,10 @@ def test_zplus_conserves_exactly_where_zennit_loses_to_the_stabiliser():
     options = MethodOptions(name="dtd_zplus", stabilizer=1e-6)
     exact = run_hook(hidden_rules(options, RootOptOptions(), [("layer", layer)])["layer"], layer, x, r_out)
     zennit = run_hook(ZPlus(stabilizer=1e-6, zero_params=["bias"]), layer, x, r_out)
-    w2 = torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64) * 3.0 / (5.25 + 1e-6)  # neuron 1 by w^2
+    w2 = torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64) * 3.0 / 5.25  # neuron 1 by w^2
     torch.testing.assert_close(exact[0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) + w2,
                                rtol=1e-12, atol=1e-15)
-    assert float(exact.sum()) == pytest.approx(4.0, rel=1e-6)
+    assert float(exact.sum()) == pytest.approx(4.0, rel=1e-14)
     assert float(zennit.sum()) == pytest.approx(2e-6 / 3e-6, rel=1e-9)  # 1/3 of neuron 0 lost, neuron 1 dropped
 
 
