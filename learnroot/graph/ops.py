@@ -146,6 +146,9 @@ def qualified_name(target, method: bool = False) -> str:
         return f"Tensor.{target if isinstance(target, str) else getattr(target, '__name__', target)}"
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__name__", str(target))
+    owner = (getattr(target, "__qualname__", "") or "").split(".")[0]
+    if not module and owner in ("TensorBase", "_TensorBase", "Tensor"):  # a tensor method seen by a mode
+        return f"Tensor.{name}"
     module = {"_operator": "operator", "torch.nn.functional": "F", "torch._C._nn": "F",
               "torch._C._VariableFunctions": "torch"}.get(module, module)
     return f"{module}.{name}" if module else name
