@@ -118,11 +118,10 @@ def rule_zplus(M, x, R, eps, fallback=True):
 
 def rule_proportional(M, x, R):
     """Sums and poolings (non-negative weights ``M``): ``R_i = sum_j M_ji x_i R_j / z_j`` without a stabiliser;
-    an output with ``z_j = 0`` splits ``R_j`` in proportion to its weights (flat)."""
+    an output with ``z_j = 0`` passes nothing on."""
     z = M @ x
     nonzero = z != 0
-    out = x * (M.T @ torch.where(nonzero, R / torch.where(nonzero, z, torch.ones_like(z)), 0 * R))
-    return out + M.T @ (R * ~nonzero / M.sum(dim=1).clamp(min=1e-300))
+    return x * (M.T @ torch.where(nonzero, R / torch.where(nonzero, z, torch.ones_like(z)), 0 * R))
 
 
 def rule_gamma(M, x, R, gamma, eps):

@@ -73,8 +73,8 @@ def user_reference(model, x, target):
     c = torch.cat([r, v])
     R_c = ref.rule_zplus(Wh, c, top(Wh @ c, target), 0.0)
     R_r = R_c[:5] + ref.rule_zplus(W3, r, R_c[5:], 0.0)
-    share = torch.where(r > 0, u / torch.where(r > 0, r, torch.ones_like(r)), torch.full_like(r, 0.5))
-    R_u, R_h = share * R_r, (1 - share) * R_r  # a sum of zeros splits equally
+    share = torch.where(r > 0, u / torch.where(r > 0, r, torch.ones_like(r)), torch.zeros_like(r))
+    R_u, R_h = share * R_r, torch.where(r > 0, 1 - share, share) * R_r  # a sum of zeros gets no relevance
     R_h = R_h + ref.rule_zplus(W2, h, R_u, 0.0)
     return ref.rule_zplus(W1, x, R_h, 0.0)
 

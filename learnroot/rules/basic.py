@@ -100,10 +100,11 @@ class Proportional(BasicHook):
     stabiliser: where ``z_j != 0`` the division is exact, so the layer conserves relevance to rounding
     whatever the scale of the activations (an absolute stabiliser ``eps`` absorbs ``eps / (|z| + eps)``,
     all of it in a randomly initialised network whose pooled activations are 1e-9). An output with
-    ``z_j = 0`` (or so small that the quotient overflows) splits its relevance equally over its inputs
-    (``J_ji R_j / sum_i' J_ji'``, the flat rule), so nothing is dropped. A residual sum of operands of
-    opposite signs with a small sum gives its operands large relevances of opposite signs (the
-    proportional rule's nature; they add up to the sum's relevance).
+    ``z_j = 0`` (or so small that the quotient overflows) has no proportions; its relevance is left out,
+    as zennit's ``Norm`` leaves it out (z-type rules give no relevance to a zero output; zB and w^2 do,
+    which is why they do not conserve through proportional layers, docs/METHOD.md). A residual sum of
+    operands of opposite signs with a small sum gives its operands large relevances of opposite signs
+    (the proportional rule's nature; they add up to the sum's relevance).
     """
 
     def __init__(self):
@@ -114,7 +115,7 @@ class Proportional(BasicHook):
         return type(self)()
 
     def backward(self, module, grad_input, grad_output):
-        """``x * J^T(R / z)``, plus the flat share of outputs with ``z = 0``."""
+        """``x * J^T(R / z)``, zero where ``z = 0``."""
         upper = grad_output[0]
         second = upper.requires_grad
         stored = self.stored_tensors["input"][0]
@@ -122,17 +123,9 @@ class Proportional(BasicHook):
             input = (stored.clone() if second else stored.detach()).requires_grad_()
             output = module.forward(input)
             ratio = upper / output
-            empty = ~((output != 0) & torch.isfinite(ratio))
-            ratio = torch.where(empty, torch.zeros_like(ratio), ratio)
+            ratio = torch.where((output != 0) & torch.isfinite(ratio), ratio, torch.zeros_like(ratio))
             gradient, = torch.autograd.grad(output, input, ratio, create_graph=second)
             relevance = input * gradient
-            if bool(empty.any()):
-                ones = torch.ones_like(input).requires_grad_()
-                count = module.forward(ones)  # sum_i J_ji
-                share = torch.where(empty & (count != 0), upper / torch.where(count != 0, count, torch.ones_like(count)),
-                                    torch.zeros_like(upper))
-                flat, = torch.autograd.grad(count, ones, share, create_graph=second)
-                relevance = relevance + flat
         if not second:
             relevance = relevance.detach()
         return tuple(relevance if original is not None and original.shape == relevance.shape else None
