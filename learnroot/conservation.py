@@ -29,16 +29,18 @@ class LayerSums:
     Attributes
     ----------
     name : str
-        Module name in the model (``named_modules``), e.g. ``features.28``.
+        Module name in the model (``named_modules``), e.g. ``features.28``; a layer the graph canonizer made
+        explicit is named after its place (``layer1.0.add``, ``features.denseblock1.denselayer2.cat``).
     kind : str
-        ``conv``, ``dense``, ``pool``, ``sum``, ``shortcut``, ``activation`` or ``batchnorm``.
+        ``conv``, ``dense``, ``pool``, ``sum``, ``concat``, ``gate``, ``scale``, ``shortcut``, ``activation`` or
+        ``batchnorm`` (:func:`learnroot.rules.layers.layer_kind`).
     r_out : torch.Tensor
         ``(B,)`` sum of the relevance arriving from above (output side).
     r_in : torch.Tensor
         ``(B,)`` sum of the relevance leaving towards the input.
     relevance : torch.Tensor, optional
-        The relevance leaving towards the input, summed over channels (:func:`channel_map`); only for
-        layers recorded with ``keep=True``.
+        The relevance leaving towards the input (the first input of a layer with several, such as a
+        concatenation), summed over channels (:func:`channel_map`); only for layers recorded with ``keep=True``.
     """
 
     name: str

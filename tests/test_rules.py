@@ -451,3 +451,19 @@ def test_zplus_fallback_for_neurons_active_only_through_their_bias(method, fallb
     else:
         torch.testing.assert_close(got.flatten(1).sum(1), total - lost, rtol=1e-6, atol=0)
         assert float(got[:, 1].abs().max()) == 0.0
+
+
+def test_proportional_rule_is_exact_for_one_sign_and_bounded_where_operands_cancel():
+    """The residual sum's rule by hand: exact for operands of one sign at any scale (an absolute stabiliser
+    would absorb all of 1e-9 activations), stabilised by eps times the cancelled part where they cancel,
+    nothing for an all-zero output."""
+    from zennit.layer import Sum
+
+    from learnroot.rules import Proportional
+    a = torch.tensor([[2.0, 1.0, 0.0, 1e-9]], dtype=torch.float64)
+    b = torch.tensor([[1.0, -1.0, 0.0, 2e-9]], dtype=torch.float64)
+    r_out = torch.tensor([[3.0, 1.0, 5.0, 6.0]], dtype=torch.float64)
+    layer = Sum().double()
+    got = run_hook(Proportional(1e-3), layer, torch.stack([a, b], dim=-1), r_out)
+    expected = torch.tensor([[[2.0, 1.0], [1 / 2e-3, -1 / 2e-3], [0.0, 0.0], [2.0, 4.0]]], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -92,38 +92,56 @@ class GatePass(Hook):
 
 
 class Proportional(BasicHook):
-    """Split each output's relevance in proportion to its inputs' contributions, exactly (sums, average
-    pooling, means).
+    """Split each output's relevance in proportion to its inputs' contributions (sums, average pooling, means).
 
     For a layer ``z = J x`` with non-negative weights (a sum of stacked operands, an average or sum
-    pooling, a mean): ``R_i = x_i sum_j J_ji R_j / z_j``. This is zennit's ``Norm`` without its
-    stabiliser: where ``z_j != 0`` the division is exact, so the layer conserves relevance to rounding
-    whatever the scale of the activations (an absolute stabiliser ``eps`` absorbs ``eps / (|z| + eps)``,
-    all of it in a randomly initialised network whose pooled activations are 1e-9). An output with
-    ``z_j = 0`` (or so small that the quotient overflows) has no proportions; its relevance is left out,
-    as zennit's ``Norm`` leaves it out (z-type rules give no relevance to a zero output; zB and w^2 do,
-    which is why they do not conserve through proportional layers, docs/METHOD.md). A residual sum of
-    operands of opposite signs with a small sum gives its operands large relevances of opposite signs
-    (the proportional rule's nature; they add up to the sum's relevance).
+    pooling, a mean): ``R_i = x_i sum_j J_ji R_j / d_j``. This is zennit's ``Norm`` with a stabiliser
+    that scales with the *cancelled* part of the inputs instead of an absolute one:
+
+        ``d_j = z_j + eps sign(z_j) ((J|x|)_j - |z_j|)``   (``sign(0) = 1``)
+
+    - inputs of one sign (a pooling after a ReLU; a sum of operands of one sign) cancel nothing,
+      ``d_j = z_j``: the division is exact, and the layer conserves relevance to rounding whatever the
+      scale of the activations (zennit's absolute ``eps`` absorbs ``eps / (|z| + eps)``: all of it in a
+      randomly initialised network whose pooled activations are 1e-9);
+    - operands that (nearly) cancel, ``a + b`` with ``|z| << |a| + |b|``, get relevances of opposite
+      signs bounded by about ``1 / (2 eps)`` times the output's (as zennit's ``Norm`` bounds them for
+      activations of order 1), and lose at most the share ``eps (|a| + |b| - |z|) / |d|``.
+
+    An output whose inputs are all 0 (``d_j = 0``) has no proportions; its relevance is left out, as
+    zennit's ``Norm`` leaves it out (z-type rules give no relevance to a zero output; zB and w^2 do,
+    which is why they do not conserve through proportional layers, docs/METHOD.md).
+
+    Parameters
+    ----------
+    stabilizer : float, optional
+        ``eps`` (``method.stabilizer``); None: exact division everywhere.
     """
 
-    def __init__(self):
+    def __init__(self, stabilizer: Optional[float] = None):
         super().__init__()
+        self.stabilizer = stabilizer
 
     def copy(self) -> "Proportional":
-        """A new instance."""
-        return type(self)()
+        """A new instance with the same stabiliser."""
+        return type(self)(self.stabilizer)
 
     def backward(self, module, grad_input, grad_output):
-        """``x * J^T(R / z)``, zero where ``z = 0``."""
+        """``x * J^T(R / d)``, zero where ``d = 0``."""
         upper = grad_output[0]
         second = upper.requires_grad
         stored = self.stored_tensors["input"][0]
         with torch.enable_grad():
             input = (stored.clone() if second else stored.detach()).requires_grad_()
             output = module.forward(input)
-            ratio = upper / output
-            ratio = torch.where((output != 0) & torch.isfinite(ratio), ratio, torch.zeros_like(ratio))
+            denominator = output
+            if self.stabilizer is not None:
+                with torch.no_grad():
+                    cancelled = (module.forward(input.detach().abs()) - output.detach().abs()).clamp_(min=0)
+                    cancelled.mul_(self.stabilizer)
+                denominator = output + torch.where(output < 0, -cancelled, cancelled)
+            ratio = upper / denominator
+            ratio = torch.where((denominator != 0) & torch.isfinite(ratio), ratio, torch.zeros_like(ratio))
             gradient, = torch.autograd.grad(output, input, ratio, create_graph=second)
             relevance = input * gradient
         if not second:

@@ -1,8 +1,8 @@
 """Rules of the layers that are not Linear/Conv: pooling, sums, concatenations, gates, activations, BatchNorms.
 
 MaxPool keeps its gradient (winner-take-all); the residual ``Sum`` splits proportionally to its
-inputs (:class:`~learnroot.rules.Proportional`: zennit's ``Norm`` without a stabiliser, so that it
-conserves whatever the scale of the activations); AvgPool, AdaptiveAvgPool, :class:`~learnroot.layers.SumPool2d` and the
+inputs (:class:`~learnroot.rules.Proportional`: zennit's ``Norm`` with a stabiliser relative to the
+part of the operands that cancels, so that it conserves whatever the scale of the activations); AvgPool, AdaptiveAvgPool, :class:`~learnroot.layers.SumPool2d` and the
 reductions written as calls (:class:`~learnroot.layers.Mean`) do the same by default, or use
 :class:`WindowEpsilon` or zennit ``Flat`` (``method.pool_rule``); the CIFAR ResNet's option-A
 shortcut (:class:`~learnroot.layers.PadShortcut`) keeps its gradient, which hands each output
@@ -121,12 +121,12 @@ class WindowEpsilon(BasicHook):
 def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
     """The rule of an average/sum pooling layer for ``method.pool_rule`` ``name``.
 
-    ``norm``: proportional to the inputs, exactly (:class:`~learnroot.rules.Proportional`; ``stabilizer`` is
-    not needed); ``epsilon``: :class:`WindowEpsilon`; ``flat``: equal shares (zennit ``Flat``, which is also w^2
+    ``norm``: proportional to the inputs (:class:`~learnroot.rules.Proportional`: exact for inputs of one
+    sign, ``stabilizer`` relative to the cancelled part otherwise); ``epsilon``: :class:`WindowEpsilon`; ``flat``: equal shares (zennit ``Flat``, which is also w^2
     for a pool's equal weights).
     """
     if name == "norm":
-        return Proportional()
+        return Proportional(stabilizer)
     if name == "epsilon":
         return WindowEpsilon(max(float(epsilon), stabilizer))
     if name == "flat":
@@ -167,7 +167,7 @@ def generic_rule(module: nn.Module, stabilizer: float, pool: str = "norm",
     ``pool`` and ``epsilon``: ``method.pool_rule`` and ``method.epsilon`` (see :func:`pool_rule`).
     """
     if isinstance(module, Sum):
-        return Proportional()
+        return Proportional(stabilizer)
     if isinstance(module, (AvgPool, Mean)):
         return pool_rule(pool, stabilizer, epsilon)
     if isinstance(module, (MaxPool, PadShortcut, Concat)):
