@@ -114,18 +114,30 @@ class Concat(nn.Module):
 
 class Gate(nn.Module):
     """``input * gate``: a multiplicative gate (squeeze-excite ``x * sigmoid(s(x))``, SiLU written as
-    ``x * sigmoid(x)``) or a product with a constant tensor.
+    ``x * sigmoid(x)``), or a product with (``divide``: a quotient by) a constant tensor.
 
     The relevance rule (:class:`learnroot.rules.GatePass`) holds the gate constant, as CP-LRP holds
     attention constant: ``input * gate`` is then linear in ``input`` with one weight per element, and
     every z-type rule gives all of an output's relevance to its input, ``R_in = R_out`` (summed over the
     dimensions the gate broadcasts). The graph passes the gate detached, so no relevance flows into
     the branch that computes it.
+
+    Parameters
+    ----------
+    divide : bool
+        Compute ``input / gate`` (a division by a constant, as the original code does it).
     """
 
+    def __init__(self, divide: bool = False):
+        super().__init__()
+        self.divide = bool(divide)
+
     def forward(self, input: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """``input * gate``."""
-        return input * gate
+        """``input * gate`` (or ``input / gate``)."""
+        return input / gate if self.divide else input * gate
+
+    def extra_repr(self) -> str:
+        return "divide" if self.divide else ""
 
 
 class Scale(nn.Module):

@@ -439,7 +439,10 @@ def _run(options: RunOptions, folder: RunFolder, overrides: Optional[Sequence[st
                 raise DataError(f"unreadable image {error['path']}: {error['reason']} (dataset.on_error=fail)")
         samples, layers, curves = [], [], []
         if batch["id"]:
-            samples, layers, curves, files = pipeline.process(batch)
+            try:
+                samples, layers, curves, files = pipeline.process(batch)
+            except UnsupportedOperations as error:  # a hook-explained model took a path without rules
+                raise RunError(str(error)) from None
             for sample_id, relevance, model_input, display, target, logit, extra in files:
                 folder.write_sample_files(sample_id, relevance, model_input, display, target, logit,
                                           options.save_heatmaps, options.save_relevance, extra=extra)

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.fx as fx
 from torch import nn
 
-from ..rules import AFFINE
-from .coverage import Uncovered, graph_gaps, method_gaps, refuse
+from .coverage import graph_gaps, method_gaps, refuse
 from .fallback import Watch, merge_in_module_order
 from .fold import fold_batchnorms
 from .rewrite import display_name, drop_identities, explicit_ops, split_shared

@@ -13,7 +13,8 @@
   relevance (``operator.add``, ``iadd``, ``torch.add``, ``Tensor.add``) becomes ``Sum`` of the stacked
   operands (the proportional rule); ``torch.cat`` becomes :class:`~learnroot.layers.Concat`; a product
   with a gate (an operand computed by a sigmoid / hardsigmoid, through reshapes) becomes
-  :class:`~learnroot.layers.Gate` with the gate detached; a product with a constant tensor the same;
+  :class:`~learnroot.layers.Gate` with the gate detached; a product with (or quotient by) a constant
+  tensor the same;
   a product or quotient with a number (and ``-x``) becomes :class:`~learnroot.layers.Scale`.
   Adding or subtracting a constant (a bias) is left as it is: its gradient passes the relevance
   on unchanged, as the z rules do with biases left out.
@@ -233,6 +234,11 @@ def _binary(gm: fx.GraphModule, node: fx.Node, name: str, carried: set) -> Optio
         number = b if a_on else a
         new = _replace(gm, node, _add_module(gm, node, name, Scale(number, divide=name == "div")),
                        (a if a_on else b,))
+    elif name == "div" and a_on and not b_on and _constant(b):  # x / c with a constant tensor
+        with gm.graph.inserting_before(node):
+            held = gm.graph.call_method("detach", (b,))
+        held.meta = dict(node.meta)
+        new = _replace(gm, node, _add_module(gm, node, "div", Gate(divide=True)), (a, held))
     elif name == "mul" and (a_on and b_on or (a_on and _constant(b)) or (b_on and _constant(a))):
         gate_a, gate_b = a_on and _is_gate(gm, a), b_on and _is_gate(gm, b)
         if a_on and b_on and gate_a == gate_b:
