@@ -243,7 +243,10 @@ def _binary(gm: fx.GraphModule, node: fx.Node, name: str, carried: set) -> Optio
         gate_a, gate_b = a_on and _is_gate(gm, a), b_on and _is_gate(gm, b)
         if a_on and b_on and gate_a == gate_b:
             return None  # a product of two signals (or of two gates): no rule
-        input, gate = (b, a) if (gate_a or not a_on) else (a, b)
+        if a_on and b_on:  # the gate is held, the other operand gets the relevance
+            input, gate = (b, a) if gate_a else (a, b)
+        else:  # a constant factor: the signal gets the relevance
+            input, gate = (a, b) if a_on else (b, a)
         with gm.graph.inserting_before(node):
             held = gm.graph.call_method("detach", (gate,))
         held.meta = dict(node.meta)
