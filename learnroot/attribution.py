@@ -1,10 +1,16 @@
 """Run a method: ``make_attributor(model, method, root_opt, box)(x, target) -> Attribution``.
 
 Rule-based methods run zennit on a private copy of the model, canonized once when the attributor
-is made (:mod:`learnroot.canonizers`); a composite, registered for each call and removed after it,
-maps each affine layer to the rule its method declares (:mod:`learnroot.methods.catalogue`) and
-every other layer to its generic rule (:mod:`learnroot.rules.layers`). Every layer with a rule
-hook is recorded for the conservation errors (:mod:`learnroot.conservation`).
+is made (:mod:`learnroot.graph`: traced with ``torch.fx``, BatchNorms folded, residual sums,
+concatenations, gates, functional activations and poolings made named layers, shared modules
+split per call site); the attributor refuses, with one line listing each operation, a model with
+operations on the path to the logits that have no rule for the method
+(:class:`~learnroot.graph.UnsupportedOperations`, a ``ValueError``). A composite, registered for each
+call and removed after it, maps each affine layer to the rule its method declares
+(:mod:`learnroot.methods.catalogue`) and every other layer to its generic rule
+(:mod:`learnroot.rules.layers`). Every layer with a rule hook is recorded for the conservation
+errors (:mod:`learnroot.conservation`), under the model's own module names (a new layer under the
+name of its place in the graph, e.g. ``layer1.0.add``).
 
 The *pixel layer* is the first Linear/Conv layer the input reaches (found by a probe forward
 pass). Its zB box is the pixel box mapped to that layer's input by evaluating the model on the
@@ -38,8 +44,8 @@ import torch
 from torch import nn
 from zennit.core import Composite
 
-from .canonizers import canonizers, unmerged_batchnorms
 from .conservation import Recorded
+from .graph import Canonized, canonize
 from .groups import RootOptOptions
 from .methods import get, validate
 from .methods.rulebook import RuleBook
@@ -158,7 +164,7 @@ class Probe:
 
 
 def probe(model: nn.Module, box: tuple[torch.Tensor, torch.Tensor], input_shape: tuple,
-          dtype: torch.dtype, device) -> Probe:
+          dtype: torch.dtype, device, keep: Optional[Callable[[str], bool]] = None) -> Probe:
     """Run the constant images ``low`` and ``high`` through ``model`` (no hooks left behind).
 
     Parameters
@@ -172,6 +178,8 @@ def probe(model: nn.Module, box: tuple[torch.Tensor, torch.Tensor], input_shape:
         Shape of one input, e.g. ``(C, H, W)``.
     dtype, device
         Of the inputs.
+    keep : callable, optional
+        ``name -> bool``: the affine layers to list (e.g. those relevance flows through); all by default.
 
     Returns
     -------
@@ -189,7 +197,7 @@ def probe(model: nn.Module, box: tuple[torch.Tensor, torch.Tensor], input_shape:
         return hook
 
     handles = [module.register_forward_hook(hook_for(name))
-               for name, module in model.named_modules() if isinstance(module, AFFINE)]
+               for name, module in model.named_modules() if isinstance(module, AFFINE) and (keep is None or keep(name))]
     try:
         with torch.no_grad():
             model(torch.cat([low, high]))
@@ -204,9 +212,12 @@ def probe(model: nn.Module, box: tuple[torch.Tensor, torch.Tensor], input_shape:
 
 def recordable_layers(model: nn.Module) -> list[str]:
     """Names of the modules whose relevance a rule-based method records (and can keep as a layer map):
-    the Linear/Conv layers and the layers with a generic rule (pooling, activations, sums)."""
-    return [name for name, module in model.named_modules()
-            if name and (isinstance(module, AFFINE) or generic_rule(module, 1e-6) is not None)]
+    the Linear/Conv layers and the layers with a generic rule (pooling, activations, sums, concatenations)
+    that relevance flows through in the canonized model (a BatchNorm folded into its conv is not one)."""
+    canonized = canonize(copy.deepcopy(model).eval())
+    names = [canonized.display(name) for name, module in canonized.leaves()
+             if isinstance(module, AFFINE) or generic_rule(module, 1e-6) is not None]
+    return list(dict.fromkeys(names))
 
 
 class Attributor:
@@ -227,15 +238,13 @@ class Attributor:
         self.pixel_log = RootLog(keep_signals=True)  # the learned pixel root's signal, for Attribution.pixel_root
         self._probes: dict = {}
         self._templates: dict = {}
-        self._canonized: list = []
+        self.canonized: Optional[Canonized] = None
         if self.spec.kind == "rule":
-            unmerged = unmerged_batchnorms(self.model)
-            if unmerged:
-                raise ValueError(f"BatchNorm layer(s) {', '.join(unmerged)} do not follow a Linear/Conv layer "
-                                 f"and cannot be merged; {method.name} would pass them through silently")
-            # canonized once for good (the copy is private): the merged weights stay the same tensors, so
+            # canonized once for good (the copy is private): the folded weights stay the same tensors, so
             # the rules' cached modified weights stay valid from call to call
-            self._canonized = [handle for canonizer in canonizers() for handle in canonizer.apply(self.model)]
+            self.canonized = canonize(self.model)
+            self.canonized.check(method.name, method, learned=self.spec.uses_root_opt)
+            self.model = self.canonized.model
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         """Explain ``target`` for each image of ``x``.
@@ -267,7 +276,8 @@ class Attributor:
         """The (cached) :class:`Probe` for inputs shaped like ``x``."""
         key = (tuple(x.shape[1:]), x.dtype, x.device)
         if key not in self._probes:
-            self._probes[key] = probe(self.model, self.box, tuple(x.shape[1:]), x.dtype, x.device)
+            keep = None if self.canonized is None else self.canonized.on_path
+            self._probes[key] = probe(self.model, self.box, tuple(x.shape[1:]), x.dtype, x.device, keep=keep)
         return self._probes[key]
 
     def rules(self, found: Probe, fast: bool = True) -> dict:
@@ -291,20 +301,24 @@ class Attributor:
         """The zennit composite of this method for a probed model; records into ``sink``.
 
         The model copy is canonized once when the attributor is made, so the composite has no
-        canonizers of its own.
+        canonizers of its own; modules that relevance does not flow through get no hook.
         """
         rules = self.rules(found, fast=fast)
         method = self.method
+        canonized = self.canonized
 
         def module_map(ctx, name, module):
-            if name in rules:
+            if canonized is not None and not canonized.on_path(name):  # e.g. a gate's branch: no relevance
+                template = None
+            elif name in rules:
                 template = rules[name]
             elif isinstance(module, AFFINE):  # not reached by the forward pass
                 template = None
             else:
                 template = generic_rule(module, method.stabilizer, method.pool_rule, method.epsilon)
-            return None if template is None else Recorded(template, name, layer_kind(module), sink,
-                                                           keep=name in self.keep_layers)
+            shown = name if canonized is None else canonized.display(name)
+            return None if template is None else Recorded(template, shown, layer_kind(module), sink,
+                                                           keep=shown in self.keep_layers)
 
         return Composite(module_map=module_map)
 
@@ -318,7 +332,9 @@ class Attributor:
         try:
             with torch.enable_grad():
                 inputs = x.detach().requires_grad_(True)
-                logits = self.model(inputs)
+                with self.canonized.watch(self.method.name) as watch:  # checks the hook fallback only
+                    logits = self.model(inputs)
+                watch.check(logits)
                 seed, r_top, logit = output_relevance(logits, target, self.method.output)
                 relevance, = torch.autograd.grad(logits, inputs, grad_outputs=seed)
         finally:

@@ -1,4 +1,10 @@
-"""Canonizers: rewrite a model copy into an equivalent one whose layers the rules understand.
+"""zennit-style canonizers of the models learnroot explained before the graph canonizer.
+
+The attributor canonizes every model with :mod:`learnroot.graph` (``torch.fx``: any architecture).
+These canonizers remain for what works on a model's modules without a graph: the hook fallback of
+models ``torch.fx`` cannot trace merges BatchNorms with :class:`ExactMergeBatchNorm`, and the
+benchmark's raw-zennit reference (``scripts/bench.py``) canonizes with :func:`canonizers`, as a zennit
+user would. What they do:
 
 - BatchNorm layers are merged into the Linear/Conv layer before them (:class:`ExactMergeBatchNorm`);
   a BatchNorm that does not follow an affine layer cannot be merged and is refused
@@ -10,7 +16,7 @@
   equally; :class:`MobileNetV2PoolCanonizer` pools with an ``AdaptiveAvgPool2d`` module instead, so
   the pooling gets the pooling rule.
 
-Model-specific canonizers (for architectures added later) are listed in :data:`EXTRA_CANONIZERS`.
+:data:`EXTRA_CANONIZERS` lists further ones for :func:`canonizers` (the attributor does not read it).
 """
 from __future__ import annotations
 

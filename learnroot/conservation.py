@@ -3,7 +3,8 @@
 Recording is a thin wrapper around each rule hook's ``backward``: :class:`Recorded` is a hook
 template (what a zennit composite's ``module_map`` returns) whose ``copy()`` hands zennit a copy of
 the real hook with its ``backward`` wrapped, so the sum of ``grad_output[0]`` (relevance arriving
-from above) and of the returned relevance (leaving towards the input) are recorded per sample. It
+from above) and of the returned relevance (leaving towards the input; towards all inputs of a layer
+with several, such as a concatenation) are recorded per sample. It
 touches no other part of zennit's hook machinery, so it works with zennit 0.5.1 and 1.0.
 
 Layers asked for by name (``keep=True``, the runner's ``save_layers``) also keep the returned
@@ -28,16 +29,18 @@ class LayerSums:
     Attributes
     ----------
     name : str
-        Module name in the model (``named_modules``), e.g. ``features.28``.
+        Module name in the model (``named_modules``), e.g. ``features.28``; a layer the graph canonizer made
+        explicit is named after its place (``layer1.0.add``, ``features.denseblock1.denselayer2.cat``).
     kind : str
-        ``conv``, ``dense``, ``pool``, ``sum``, ``shortcut``, ``activation`` or ``batchnorm``.
+        ``conv``, ``dense``, ``pool``, ``sum``, ``concat``, ``gate``, ``scale``, ``shortcut``, ``activation`` or
+        ``batchnorm`` (:func:`learnroot.rules.layers.layer_kind`).
     r_out : torch.Tensor
         ``(B,)`` sum of the relevance arriving from above (output side).
     r_in : torch.Tensor
         ``(B,)`` sum of the relevance leaving towards the input.
     relevance : torch.Tensor, optional
-        The relevance leaving towards the input, summed over channels (:func:`channel_map`); only for
-        layers recorded with ``keep=True``.
+        The relevance leaving towards the input (the first input of a layer with several, such as a
+        concatenation), summed over channels (:func:`channel_map`); only for layers recorded with ``keep=True``.
     """
 
     name: str
@@ -60,6 +63,15 @@ def per_sample_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 def _first(values) -> torch.Tensor:
     return next(value for value in values if value is not None)
+
+
+def _leaving_sum(values) -> torch.Tensor:
+    """``(B,)`` relevance leaving towards all inputs of a layer (a concatenation has several)."""
+    present = [value for value in values if value is not None]
+    total = per_sample_sum(present[0])
+    for value in present[1:]:
+        total = total + per_sample_sum(value)
+    return total
 
 
 class Recorded:
@@ -93,10 +105,10 @@ class Recorded:
 
         def recorded(module, grad_input, grad_output):
             result = backward(reference(), module, grad_input, grad_output)
-            leaving = _first(grad_input if result is None else result)
+            leaving = grad_input if result is None else result
             sink.append(LayerSums(name, kind, per_sample_sum(grad_output[0]).detach(),
-                                  per_sample_sum(leaving).detach(),
-                                  channel_map(leaving.detach()) if keep else None))
+                                  _leaving_sum(leaving).detach(),
+                                  channel_map(_first(leaving).detach()) if keep else None))
             return result
 
         hook.backward = recorded

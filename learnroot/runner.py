@@ -30,6 +30,7 @@ from .data import DataError, build_dataset, candidate_labels, collate, restrict,
 from .data.folder import check_sample_ids
 from .attribution import recordable_layers
 from .explainer import attributor_for, explained_targets, with_model_classes
+from .graph import UnsupportedOperations
 from .memory import chunk_size
 from .metrics.evaluate import evaluate
 from .metrics.registry import switched_on
@@ -129,7 +130,10 @@ class Pipeline:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         check_layers(self.model, options)
-        self.attributor = attributor_for(self.model, options, self.preprocess, self.device)
+        try:
+            self.attributor = attributor_for(self.model, options, self.preprocess, self.device)
+        except UnsupportedOperations as error:  # operations without a rule: one line, before any batch
+            raise RunError(str(error)) from None
         self.norm = self.preprocess.norm
         self.metrics_options = options.metrics  # pf_chunk: set by size_chunk
         self.memory: dict = {}
@@ -428,7 +432,10 @@ def _compute(pipeline: Pipeline, folder: RunFolder, saved: dict, batches: list, 
                     raise DataError(f"unreadable image {error['path']}: {error['reason']} (dataset.on_error=fail)")
             samples, layers, curves = [], [], []
             if batch["id"]:
-                samples, layers, curves, files = pipeline.process(batch)
+                try:
+                    samples, layers, curves, files = pipeline.process(batch)
+                except UnsupportedOperations as error:  # a hook-explained model took a path without rules
+                    raise RunError(str(error)) from None
                 for sample_id, relevance, model_input, display, target, logit, extra in files:
                     folder.write_sample_files(sample_id, relevance, model_input, display, target, logit,
                                               options.save_heatmaps, options.save_relevance, extra=extra)

@@ -102,13 +102,26 @@ def rule_epsilon(M, x, R, eps):
 
 def rule_zplus(M, x, R, eps, fallback=True):
     # zennit's generalised z+: positive inputs through w+, negative inputs through w-; with ``fallback``
-    # a neuron without any positive contribution (its row sums to exactly 0) spreads its R by w^2
+    # (learnroot's z+) the denominator, a sum of non-negative terms, is not stabilised where it is positive,
+    # and a neuron without any positive contribution (its row sums to exactly 0) spreads its R by w^2
     numerator = M.clamp(min=0) * x.clamp(min=0)[None, :] + M.clamp(max=0) * x.clamp(max=0)[None, :]
-    out = redistribute(numerator, R, eps)
-    empty = numerator.sum(dim=1) == 0
+    z = numerator.sum(dim=1)
+    if fallback:
+        out = (numerator * torch.where(z > 0, R / torch.where(z > 0, z, torch.ones_like(z)), 0 * z)[:, None]).sum(0)
+    else:
+        out = redistribute(numerator, R, eps)
+    empty = z == 0
     if fallback and bool(empty.any()):
-        out = out + rule_wsquare(M, R * empty, eps)
+        out = out + wsquare_exact(M, R * empty)
     return out
+
+
+def rule_proportional(M, x, R):
+    """Sums and poolings (non-negative weights ``M``): ``R_i = sum_j M_ji x_i R_j / z_j`` without a stabiliser;
+    an output with ``z_j = 0`` passes nothing on."""
+    z = M @ x
+    nonzero = z != 0
+    return x * (M.T @ torch.where(nonzero, R / torch.where(nonzero, z, torch.ones_like(z)), 0 * R))
 
 
 def rule_gamma(M, x, R, gamma, eps):
@@ -139,6 +152,12 @@ def rule_alpha_beta(M, x, R, alpha, beta, eps):
 
 def rule_wsquare(M, R, eps):
     return redistribute(M ** 2, R, eps)
+
+
+def wsquare_exact(M, R):
+    """w^2 without a stabiliser (the z+ fallback): ``R_i = sum_j w_ij^2 R_j / sum_i' w_i'j^2``; all-zero rows keep R."""
+    norm = (M ** 2).sum(dim=1)
+    return (M ** 2 * torch.where(norm > 0, R / torch.where(norm > 0, norm, torch.ones_like(norm)), 0 * R)[:, None]).sum(0)
 
 
 def rule_flat(support, R, eps):
@@ -274,8 +293,11 @@ def loss_gradient(z, r, shape, loss, softmax=False, paper_quirks=False):
 
 def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, weights="plus", project=True,
                  normalise=True, box=None, eps=EPS_DEFAULT, softmax=False, paper_quirks=False, nan_at=None,
-                 step="additive"):
+                 step="additive", exact=False):
     """The learned root of one sample: returns ``(R_in, signal, failed)``.
+
+    ``exact`` (learnroot's rule with the w^2 fallback, ``w+``, no box, normalised): no stabiliser; a neuron the
+    signal does not respond to goes through the start, one the start does not respond to either by w^2.
 
     ``step``: ``additive`` (``s <- P(s - lr clip(g))``) or ``relative`` (``s = m x``,
     ``m <- clamp(m - lr g_m / max|g_m|, 0, 1)`` with ``g_m = x g``). ``nan_at``: a step index at which
@@ -318,6 +340,12 @@ def learned_root(M, x, R, out_shape, *, loss="mse", steps=5, lr=1.0, clip=1.0, w
     if not normalise:
         return s * (W.T @ (R / stab(W @ x, eps))), s, failed
     z_s, z_0 = W @ s, W @ start
+    if exact and weights == "plus" and box is None:
+        positive = lambda z: torch.where(z > 0, z, torch.ones_like(z))
+        out = s * (W.T @ torch.where(z_s > 0, R / positive(z_s), 0 * R))
+        rescued = R * (z_s <= 0)
+        out = out + start * (W.T @ torch.where(z_0 > 0, rescued / positive(z_0), 0 * R))
+        return out + wsquare_exact(M, R * (z_0 <= 0)), s, failed
     excess = (eps / (z_s.abs() + eps) - eps / (z_0.abs() + eps)).clamp(min=0)
     rescued = R * excess
     out = s * (W.T @ (R / stab(z_s, eps)))
@@ -462,12 +490,12 @@ def relevance(layers, x, target, rules, eps=EPS_DEFAULT, box=None, gamma=0.5, ep
         before = float(R.sum())
         if layer["kind"] == "affine":
             index = affine_index.index(position)
-            if index in learned:
-                R = learned_root(layer["M"], a, R, layer["out_shape"], **learned[index])[0]
+            if index in learned:  # the attributor's learned root has the w^2 fallback (the default): exact
+                R = learned_root(layer["M"], a, R, layer["out_shape"], **{"exact": True, **learned[index]})[0]
             else:
                 R = apply_rule(rules[index], layer, a, R, eps, box, gamma, epsilon)
         elif layer["kind"] == "avgpool":
-            R = rule_epsilon(layer["M"], a, R, eps)
+            R = rule_proportional(layer["M"], a, R)
         elif layer["kind"] == "maxpool":
             winners, _, _ = maxpool_winners(a, layer["in_shape"], layer["kernel"], layer["stride"])
             out = torch.zeros_like(a)

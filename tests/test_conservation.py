@@ -119,9 +119,9 @@ def test_residual_sums_split_in_proportion_and_conserve():
     for name, kind, error in layer_errors(attr):
         kinds.setdefault(kind, []).append(float(error.max()))
     assert len(kinds["sum"]) == 8 and max(kinds["sum"]) < 1e-4
-    assert max(kinds["activation"]) == 0.0 and max(kinds["batchnorm"]) == 0.0
+    assert max(kinds["activation"]) == 0.0 and "batchnorm" not in kinds  # every BatchNorm folded into its conv
     assert max(kinds["pool"]) < 1e-4
-    assert bool((global_error(attr) < 1e-3).all())
+    assert bool((global_error(attr) < 1e-4).all())
 
 
 def test_toy_sigmoid_layer_errors():

@@ -90,11 +90,6 @@ FAMILIES = {"resnet18": 32, "resnext50_32x4d": 32, "vgg11_bn": 32, "alexnet": 64
             "densenet121": 32, "googlenet": 32, "inception_v3": 80, "shufflenet_v2_x0_5": 32, "mnasnet0_5": 32,
             "mobilenet_v2": 32, "mobilenet_v3_small": 32, "efficientnet_b0": 32, "efficientnet_v2_s": 32,
             "regnet_x_400mf": 32, "regnet_y_400mf": 32}
-#: Families whose layers today's attributor does not route correctly (functional residual additions,
-#: BatchNorm before the convolution, SiLU gates, functional pooling): their rule-method test waits for the
-#: automatic graph canonization.
-NEEDS_GRAPH = {"densenet121", "inception_v3", "mnasnet0_5", "mobilenet_v3_small", "efficientnet_b0",
-               "efficientnet_v2_s", "regnet_x_400mf", "regnet_y_400mf"}
 BOX = (torch.full((1, 3, 1, 1), -2.2), torch.full((1, 3, 1, 1), 2.7))
 
 
@@ -146,8 +141,7 @@ def randomised_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("arch", [pytest.param(arch, marks=pytest.mark.xfail(
-    strict=False, reason="needs graph canonization")) if arch in NEEDS_GRAPH else arch for arch in FAMILIES])
+@pytest.mark.parametrize("arch", FAMILIES)
 def test_rule_methods_conserve_on_every_family(arch):
     """z+ and the learned root conserve the relevance on every family (stabiliser 1e-20: random weights make
     some activations tiny, and the default stabiliser would absorb relevance there)."""

@@ -81,6 +81,39 @@ def per_sample(function, x, r_out):
 EPS = 1e-6
 
 
+def zplus_exact(M, x, R, eps):
+    """z+ as learnroot computes it with the w^2 fallback, written out: no stabiliser where the denominator
+    (a sum of non-negative contributions) is positive; neurons whose denominator is 0 spread R by w^2."""
+    numerator = M.clamp(min=0) * x.clamp(min=0)[None, :] + M.clamp(max=0) * x.clamp(max=0)[None, :]
+    z = numerator.sum(dim=1)
+    share = torch.where(z > 0, R / torch.where(z > 0, z, torch.ones_like(z)), torch.zeros_like(z))
+    out = (numerator * share[:, None]).sum(dim=0)
+    return out + ref.wsquare_exact(M, R * (z == 0))
+
+
+def zplus_reference(M, x, R, fast):
+    """learnroot's z+ (exact, w^2 fallback) for fast rules; zennit's stabilised z+ without fallback for raw ones."""
+    return zplus_exact(M, x, R, EPS) if fast else ref.rule_zplus(M, x, R, EPS, fallback=False)
+
+
+def test_zplus_conserves_exactly_where_zennit_loses_to_the_stabiliser():
+    """Neurons whose z+ denominator is of the order of the stabiliser: zennit's z+ loses eps / (z + eps) of
+    their relevance; learnroot's (with the fallback) divides exactly and conserves."""
+    layer = nn.Linear(3, 2, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1e-3, -1.0, 0.0], [-2.0, -1.0, -0.5]], dtype=torch.float64))
+    x = torch.tensor([[2e-3, 1.0, 0.5]], dtype=torch.float64)  # z+ of neuron 0: 2e-6 = 2 eps; neuron 1: 0
+    r_out = torch.tensor([[1.0, 3.0]], dtype=torch.float64)
+    options = MethodOptions(name="dtd_zplus", stabilizer=1e-6)
+    exact = run_hook(hidden_rules(options, RootOptOptions(), [("layer", layer)])["layer"], layer, x, r_out)
+    zennit = run_hook(ZPlus(stabilizer=1e-6, zero_params=["bias"]), layer, x, r_out)
+    w2 = torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64) * 3.0 / 5.25  # neuron 1 by w^2
+    torch.testing.assert_close(exact[0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) + w2,
+                               rtol=1e-12, atol=1e-15)
+    assert float(exact.sum()) == pytest.approx(4.0, rel=1e-14)
+    assert float(zennit.sum()) == pytest.approx(2e-6 / 3e-6, rel=1e-9)  # 1/3 of neuron 0 lost, neuron 1 dropped
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "raw_zennit"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("method", ["lrp_0", "lrp_epsilon", "lrp_gamma", "lrp_alpha_beta", "dtd_zplus", "dtd_zb",
@@ -97,7 +130,7 @@ def test_hidden_rules_match_reference(method, kind, fast):
         "lrp_epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.25),
         "lrp_gamma": lambda a, R: ref.rule_gamma(M, a, R, 0.5, EPS),
         "lrp_alpha_beta": lambda a, R: ref.rule_alpha_beta(M, a, R, 2.0, 1.0, EPS),
-        "dtd_zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS, fallback=fast),  # plain zennit drops empty neurons
+        "dtd_zplus": lambda a, R: zplus_reference(M, a, R, fast),  # plain zennit drops empty neurons
         "dtd_zb": lambda a, R: ref.rule_zbox(M, a, R, torch.full_like(a, float(a.min())),
                                              torch.full_like(a, float(a.max())), EPS),
         "dtd_ww": lambda a, R: ref.rule_wsquare(M, R, EPS),
@@ -122,7 +155,7 @@ def test_pixel_rules_match_reference(name, kind, fast):
     lo, hi = box[0].flatten(), box[1].flatten()
     reference = {
         "zb": lambda a, R: ref.rule_zbox(M, a, R, lo, hi, EPS),
-        "zplus": lambda a, R: ref.rule_zplus(M, a, R, EPS, fallback=fast),
+        "zplus": lambda a, R: zplus_reference(M, a, R, fast),
         "wsquare": lambda a, R: ref.rule_wsquare(M, R, EPS),
         "flat": lambda a, R: ref.rule_flat(support, R, EPS),
         "epsilon": lambda a, R: ref.rule_epsilon(M, a, R, 0.1),
@@ -421,8 +454,24 @@ def test_zplus_fallback_for_neurons_active_only_through_their_bias(method, fallb
             dense = torch.zeros(2, 2, 3, 3, dtype=torch.float64)  # the depthwise conv as a full one
             dense[0, 0], dense[1, 1] = layer.weight.detach()[0, 0], layer.weight.detach()[1, 0]
             M, _, _ = ref.conv_matrix(dense, (2, 5, 5), 1, 1)
-            torch.testing.assert_close(got, per_sample(lambda a, R: ref.rule_zplus(M, a, R, EPS), x, r_out),
+            torch.testing.assert_close(got, per_sample(lambda a, R: zplus_exact(M, a, R, EPS), x, r_out),
                                        rtol=1e-6, atol=1e-12)
     else:
         torch.testing.assert_close(got.flatten(1).sum(1), total - lost, rtol=1e-6, atol=0)
         assert float(got[:, 1].abs().max()) == 0.0
+
+
+def test_proportional_rule_is_exact_for_one_sign_and_bounded_where_operands_cancel():
+    """The residual sum's rule by hand: exact for operands of one sign at any scale (an absolute stabiliser
+    would absorb all of 1e-9 activations), stabilised by eps times the cancelled part where they cancel,
+    nothing for an all-zero output."""
+    from zennit.layer import Sum
+
+    from learnroot.rules import Proportional
+    a = torch.tensor([[2.0, 1.0, 0.0, 1e-9]], dtype=torch.float64)
+    b = torch.tensor([[1.0, -1.0, 0.0, 2e-9]], dtype=torch.float64)
+    r_out = torch.tensor([[3.0, 1.0, 5.0, 6.0]], dtype=torch.float64)
+    layer = Sum().double()
+    got = run_hook(Proportional(1e-3), layer, torch.stack([a, b], dim=-1), r_out)
+    expected = torch.tensor([[[2.0, 1.0], [1 / 2e-3, -1 / 2e-3], [0.0, 0.0], [2.0, 4.0]]], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@
 - :mod:`~learnroot.rules.layers`: rules of the non-affine layers (pooling, sums, shortcuts, activations).
 """
 from .affine import AFFINE, ParamCache, affine_response, affine_vjp
-from .basic import GradientPass, LayerBox
+from .basic import GatePass, GradientPass, LayerBox, Proportional
 from .empty import spread_empty
 from .fast import PRODUCT_RULES, FastRule
 from .descent import descend
@@ -20,4 +20,4 @@ from .ssim import SSIMReference, relevance_softmax, ssim_map, ssim_window
 
 __all__ = ["AFFINE", "affine_response", "affine_vjp", "ParamCache", "PRODUCT_RULES", "FastRule", "relevance_softmax",
            "ssim_map", "ssim_window", "SSIMReference", "RootLoss", "descend", "RootLog", "LearnedRoot", "LayerBox",
-           "GradientPass", "spread_empty"]
+           "GradientPass", "GatePass", "Proportional", "spread_empty"]

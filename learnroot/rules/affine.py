@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AFFINE", "affine_response", "affine_vjp", "ParamCache", "stabilize_fast", "grad_input_like",
-           "functional", "zeroed"]
+__all__ = ["AFFINE", "affine_response", "affine_vjp", "ParamCache", "stabilize_fast", "divide_exact",
+           "grad_input_like", "functional", "zeroed"]
 
 #: Module types the affine rules (and the learned root) apply to.
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -96,6 +96,34 @@ def stabilize_fast(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     with two temporaries instead of five (``z - eps`` equals ``z + (-1) eps`` exactly; NaN stays NaN)."""
     out = z + epsilon
     return torch.where(z < 0, z - epsilon, out, out=out)
+
+
+def divide_exact(upper: torch.Tensor, denominator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``upper / denominator`` for a denominator that is a sum of non-negative terms (z+), without a stabiliser.
+
+    Where the denominator is positive the quotient is exact, so the rule conserves the relevance of
+    that neuron to rounding (a stabiliser ``eps`` would absorb the share ``eps / (z + eps)``: up to
+    5e-4 of a MobileNetV2 depthwise layer's relevance, whose neurons often have ``z`` of order
+    ``eps``). Where it is zero (or so small that the quotient overflows) the quotient is 0 and the
+    neuron is reported *empty*, for a fallback rule to redistribute.
+
+    Parameters
+    ----------
+    upper : torch.Tensor
+        ``(B, *out)`` relevance arriving from above.
+    denominator : torch.Tensor
+        ``(B, *out)``, non-negative.
+
+    Returns
+    -------
+    ratio : torch.Tensor
+        ``(B, *out)`` ``upper / denominator`` where finite and the denominator positive, else 0.
+    empty : torch.Tensor
+        ``(B, *out)`` bool, True where the ratio was set to 0.
+    """
+    ratio = upper / denominator
+    empty = ~((denominator > 0) & torch.isfinite(ratio))
+    return torch.where(empty, torch.zeros_like(ratio), ratio), empty
 
 
 

@@ -7,7 +7,8 @@ are all non-positive after a positive merged BatchNorm shift - has no z+ root: z
 turns ``0 / 0`` into 0 and the relevance vanishes. :func:`spread_empty` gives it to the neuron's
 inputs by the w^2 rule instead (the nearest root of the neuron's linear part, DTD's rule for an
 unconstrained input domain): ``R_i = sum_j w_ij^2 R_j / sum_i' w_i'j^2`` over the neurons ``j``
-with a zero denominator. Where z+ is defined nothing changes.
+with a zero denominator (the sum over the inputs inside the border: zero padding gets nothing), divided
+exactly. Where z+ is defined nothing changes.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .affine import ParamCache, affine_response, affine_vjp
+from .affine import ParamCache, affine_response, affine_vjp, divide_exact
 
 __all__ = ["FALLBACKS", "spread_empty"]
 
@@ -41,7 +42,10 @@ def spread_empty(module: nn.Module, x: torch.Tensor, upper: torch.Tensor, denomi
     cache : ParamCache, optional
         Holds ``w^2`` of the layer.
     stabilizer : float
-        Keeps ``sum_i w_ij^2`` off zero (an all-zero filter).
+        Not used: ``sum_i w_ij^2`` over the inputs a neuron reads (zero padding left out) is divided by
+        exactly (a stabiliser would absorb much of it for a filter with small weights, e.g. a 5 x 5
+        depthwise filter on a 1 x 1 map, which reads one weight); a neuron whose weights are all zero
+        keeps its relevance out (it has no input to give it to).
 
     Returns
     -------
@@ -55,5 +59,6 @@ def spread_empty(module: nn.Module, x: torch.Tensor, upper: torch.Tensor, denomi
     weight = module.weight.detach()
     square = (cache.get(module, "empty-w2", module.weight, lambda: weight * weight) if cache is not None
               else weight * weight)
-    norm = affine_response(module, torch.ones_like(x), square) + stabilizer
-    return affine_vjp(module, x, square, share / norm)
+    norm = affine_response(module, torch.ones_like(x), square)  # sum of w^2 over the inputs inside the border
+    ratio, _ = divide_exact(share, norm)  # exact: a stabiliser would absorb much of a filter with small weights
+    return affine_vjp(module, x, square, ratio)

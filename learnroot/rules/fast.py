@@ -8,7 +8,8 @@ from torch import nn
 from zennit.core import BasicHook, ParamMod, zero_wrap
 from zennit.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
-from .affine import ParamCache, affine_response, affine_vjp, functional, grad_input_like, stabilize_fast, zeroed
+from .affine import (ParamCache, affine_response, affine_vjp, divide_exact, functional, grad_input_like, stabilize_fast,
+                     zeroed)
 from .empty import spread_empty
 
 __all__ = ["PRODUCT_RULES", "FastRule"]
@@ -37,9 +38,12 @@ class FastRule(BasicHook):
     (:func:`affine_vjp`) and few temporaries.
 
     Results equal zennit's (a zeroed bias is left out instead of added as zeros, which can only
-    turn a ``-0.0`` into ``0.0``), except that with ``fallback`` the relevance of z+'s empty neurons
-    (denominator exactly 0) is redistributed by w^2 (:mod:`learnroot.rules.empty`) instead of
-    dropped. Other modules use zennit's own backward.
+    turn a ``-0.0`` into ``0.0``), except that with ``fallback`` z+ (biases left out) divides
+    without a stabiliser (its denominator ``w+^T x+ + w-^T x-`` is a sum of non-negative terms: where
+    it is positive the division is exact and the neuron's relevance is conserved, where zennit's
+    stabiliser would absorb ``eps / (z + eps)`` of it; :func:`~learnroot.rules.affine.divide_exact`),
+    and the relevance of z+'s empty neurons (denominator 0) is redistributed by w^2
+    (:mod:`learnroot.rules.empty`) instead of dropped. Other modules use zennit's own backward.
 
     Parameters
     ----------
@@ -51,7 +55,9 @@ class FastRule(BasicHook):
         The float the rule was made with (``stabilizer`` of z+, ``epsilon`` of epsilon): enables the
         fused path of those two rules. Leave it out for a callable stabiliser.
     fallback : bool
-        z+ only: redistribute the relevance of neurons whose denominator is exactly zero by w^2.
+        z+ only: divide exactly where the denominator is positive and redistribute the relevance of
+        neurons whose denominator is zero by w^2 (with biases in the rule, ``method.bias``, the
+        denominator can be negative: then the stabiliser stays and only zero denominators fall back).
     """
 
     def __init__(self, rule: BasicHook, cache: Optional[ParamCache] = None, stabilizer: Optional[float] = None,
@@ -124,8 +130,15 @@ class FastRule(BasicHook):
         with torch.enable_grad():
             outputs = [out_mod(torch.zeros_like(upper) if skip else affine_response(module, input, *param))
                        for (_, out_mod), param, input, skip in zip(branches, params, inputs, dead)]
-            grad_outputs = self.gradient_mapper(upper, outputs)
-            grad_outputs = [grad_outputs] if isinstance(grad_outputs, torch.Tensor) else list(grad_outputs)
+            denominator = None
+            if self._exact(module):
+                denominator = sum(outputs)
+                ratio, empty = divide_exact(upper, denominator)
+                grad_outputs = [ratio] * len(outputs)
+                denominator = torch.where(empty, torch.zeros_like(ratio), denominator.detach())
+            else:
+                grad_outputs = self.gradient_mapper(upper, outputs)
+                grad_outputs = [grad_outputs] if isinstance(grad_outputs, torch.Tensor) else list(grad_outputs)
             memo: dict = {}
             wanted = [index for index, grad in enumerate(grad_outputs)
                       if not several or self._needed(grad, dead[index], memo)]
@@ -140,8 +153,14 @@ class FastRule(BasicHook):
         gradients = [gradients[i] if i in gradients else torch.zeros_like(inputs[i]) for i in range(len(inputs))]
         relevance = self.reducer(inputs, gradients)
         if self.fallback:
-            relevance = self._complete(module, upper, relevance, sum(output.detach() for output in outputs))
+            if denominator is None:
+                denominator = sum(output.detach() for output in outputs)
+            relevance = self._complete(module, upper, relevance, denominator)
         return grad_input_like(relevance, grad_input)
+
+    def _exact(self, module: nn.Module) -> bool:
+        """z+ with the fallback and without biases: the denominator is non-negative, divide exactly."""
+        return self.fallback and not self.has_bias(module, 0) and not self.has_bias(module, 1)
 
     def _complete(self, module: nn.Module, upper: torch.Tensor, relevance: torch.Tensor,
                   denominator: torch.Tensor) -> torch.Tensor:
@@ -160,7 +179,11 @@ class FastRule(BasicHook):
             return None
         weight, bias = self.parameters_of(module, 0)
         denominator = affine_response(module, x, weight, bias)
-        ratio = upper / stabilize_fast(denominator, self.stabilizer)
+        if self._exact(module):
+            ratio, empty = divide_exact(upper, denominator)
+            denominator = denominator.masked_fill_(empty, 0.0)
+        else:
+            ratio = upper / stabilize_fast(denominator, self.stabilizer)
         return affine_vjp(module, x, weight, ratio).mul_(x), denominator
 
     @staticmethod

@@ -1,15 +1,26 @@
-"""Rules of the layers that are not Linear/Conv: pooling, sums, shortcuts, activations, merged BatchNorms.
+"""Rules of the layers that are not Linear/Conv: pooling, sums, concatenations, gates, activations, BatchNorms.
 
 MaxPool keeps its gradient (winner-take-all); the residual ``Sum`` splits proportionally to its
-inputs (zennit ``Norm``); AvgPool, AdaptiveAvgPool and :class:`~learnroot.layers.SumPool2d` do the
-same by default, or use :class:`WindowEpsilon` or zennit ``Flat`` (``method.pool_rule``); the
-CIFAR ResNet's option-A shortcut (:class:`~learnroot.layers.PadShortcut`) keeps its gradient,
-which hands each output position's relevance to the input position it read (its padded channels
-hold zeros, so the proportional rule of the sum after it gives them no relevance); ReLU-type
-activations (ReLU, ReLU6, LeakyReLU, PReLU, RReLU) pass relevance unchanged; other elementwise
-activations (sigmoid, tanh, ...) use the z rule of the activation,
-``R_in = x * phi'(x) * R_out / phi(x)`` (zennit ``Norm``: the first-order Taylor term at root 0,
-which equals "pass" for ReLU-type activations); merged BatchNorms pass.
+inputs (:class:`~learnroot.rules.Proportional`: zennit's ``Norm`` with a stabiliser relative to the
+part of the operands that cancels, so that it conserves whatever the scale of the activations); AvgPool, AdaptiveAvgPool, :class:`~learnroot.layers.SumPool2d` and the
+reductions written as calls (:class:`~learnroot.layers.Mean`) do the same by default, or use
+:class:`WindowEpsilon` or zennit ``Flat`` (``method.pool_rule``); the CIFAR ResNet's option-A
+shortcut (:class:`~learnroot.layers.PadShortcut`) keeps its gradient, which hands each output
+position's relevance to the input position it read (its padded channels hold zeros, so the
+proportional rule of the sum after it gives them no relevance); a concatenation
+(:class:`~learnroot.layers.Concat`) keeps its gradient, which hands each input its slice of the
+relevance; a gate ``x * g`` (:class:`~learnroot.layers.Gate`) gives all relevance to ``x``, the gate
+held constant (:class:`~learnroot.rules.GatePass`); a product with a number
+(:class:`~learnroot.layers.Scale`) passes it. Activations: ReLU-type (ReLU, ReLU6 - whose saturated
+units pass their relevance like an identity - LeakyReLU, PReLU, RReLU) pass relevance unchanged;
+the self-gated ones ``x * g(x)`` (SiLU ``g = sigmoid``, Hardswish ``g = hardsigmoid``, GELU ``g = Phi``,
+Mish ``g = tanh(softplus)``) pass it too: the gate held constant, as for squeeze-excite gates (the z
+rule of ``x -> x g`` with ``g`` fixed is ``R_in = R_out``); other elementwise activations (sigmoid,
+tanh, ...) use the z rule of the activation, ``R_in = x * phi'(x) * R_out / phi(x)`` (zennit ``Norm``:
+the first-order Taylor term at root 0, which equals "pass" for ReLU-type activations). A BatchNorm
+left in the graph (one that no Linear/Conv layer next to it can absorb, e.g. DenseNet's
+``norm1`` after a concatenation) is a per-channel affine map ``a x + b``; with biases left out of the
+redistribution each output has one input, and every z-type rule hands it all the relevance: pass.
 """
 from __future__ import annotations
 
@@ -22,20 +33,23 @@ from zennit.layer import Sum
 from zennit.rules import Flat, Norm, Pass
 from zennit.types import Activation, AvgPool, BatchNorm, MaxPool
 
-from ..layers import PadShortcut
+from ..layers import Concat, Gate, Mean, PadShortcut, Scale
 from .affine import AFFINE
-from .basic import GradientPass
+from .basic import GatePass, GradientPass, Proportional
 
-__all__ = ["RELU_LIKE", "activation_rule", "layer_kind", "generic_rule", "pool_rule", "window_weight",
+__all__ = ["RELU_LIKE", "SELF_GATED", "activation_rule", "layer_kind", "generic_rule", "pool_rule", "window_weight",
            "WindowEpsilon"]
 
 #: Activations through which relevance passes unchanged (piecewise linear through the origin).
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
 
+#: Self-gated activations ``x * g(x)``: relevance passes unchanged (the gate held constant).
+SELF_GATED = (nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish)
+
 
 def activation_rule(module: nn.Module, stabilizer: float):
-    """``Pass`` for ReLU-type activations, the activation's z rule (``Norm``) for the others."""
-    if isinstance(module, RELU_LIKE):
+    """``Pass`` for ReLU-type and self-gated activations, the activation's z rule (``Norm``) for the others."""
+    if isinstance(module, RELU_LIKE + SELF_GATED):
         return Pass()
     return Norm(stabilizer=stabilizer)
 
@@ -53,6 +67,8 @@ def window_weight(module: nn.Module, input_shape: tuple) -> float:
     """
     if hasattr(module, "input_weight"):
         return float(module.input_weight)
+    if isinstance(module, Mean):
+        return module.input_weight_for(tuple(input_shape))
     spatial = tuple(input_shape[2:])
     if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
         divisor = getattr(module, "divisor_override", None)
@@ -105,11 +121,12 @@ class WindowEpsilon(BasicHook):
 def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
     """The rule of an average/sum pooling layer for ``method.pool_rule`` ``name``.
 
-    ``norm``: proportional to the inputs (zennit ``Norm``); ``epsilon``: :class:`WindowEpsilon`;
-    ``flat``: equal shares (zennit ``Flat``, which is also w^2 for a pool's equal weights).
+    ``norm``: proportional to the inputs (:class:`~learnroot.rules.Proportional`: exact for inputs of one
+    sign, ``stabilizer`` relative to the cancelled part otherwise); ``epsilon``: :class:`WindowEpsilon`; ``flat``: equal shares (zennit ``Flat``, which is also w^2
+    for a pool's equal weights).
     """
     if name == "norm":
-        return Norm(stabilizer=stabilizer)
+        return Proportional(stabilizer)
     if name == "epsilon":
         return WindowEpsilon(max(float(epsilon), stabilizer))
     if name == "flat":
@@ -118,13 +135,20 @@ def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
 
 
 def layer_kind(module: nn.Module) -> str:
-    """``dense``, ``conv``, ``pool``, ``sum``, ``shortcut``, ``batchnorm``, ``activation`` or ``other``."""
+    """``dense``, ``conv``, ``pool``, ``sum``, ``concat``, ``gate``, ``scale``, ``shortcut``, ``batchnorm``,
+    ``activation`` or ``other``."""
     if isinstance(module, nn.Linear):
         return "dense"
     if isinstance(module, AFFINE):
         return "conv"
-    if isinstance(module, (MaxPool, AvgPool)):
+    if isinstance(module, (MaxPool, AvgPool, Mean)):
         return "pool"
+    if isinstance(module, Concat):
+        return "concat"
+    if isinstance(module, Gate):
+        return "gate"
+    if isinstance(module, Scale):
+        return "scale"
     if isinstance(module, Sum):
         return "sum"
     if isinstance(module, PadShortcut):
@@ -143,13 +167,18 @@ def generic_rule(module: nn.Module, stabilizer: float, pool: str = "norm",
     ``pool`` and ``epsilon``: ``method.pool_rule`` and ``method.epsilon`` (see :func:`pool_rule`).
     """
     if isinstance(module, Sum):
-        return Norm(stabilizer=stabilizer)
-    if isinstance(module, AvgPool):
+        return Proportional(stabilizer)
+    if isinstance(module, (AvgPool, Mean)):
         return pool_rule(pool, stabilizer, epsilon)
-    if isinstance(module, (MaxPool, PadShortcut)):
+    if isinstance(module, (MaxPool, PadShortcut, Concat)):
         return GradientPass()
+    if isinstance(module, Gate):
+        return GatePass()
+    if isinstance(module, Scale):
+        return Pass()
     if isinstance(module, BatchNorm):
-        return Pass()  # merged into the layer before it (checked), i.e. an identity
-    if isinstance(module, Activation) and not isinstance(module, nn.MultiheadAttention):
+        return Pass()  # merged (an identity), or a per-channel affine map that no affine layer can absorb
+    if isinstance(module, SELF_GATED) or (isinstance(module, Activation)
+                                          and not isinstance(module, nn.MultiheadAttention)):
         return activation_rule(module, stabilizer)
     return None

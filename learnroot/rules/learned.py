@@ -36,7 +36,12 @@ stabilised denominator ``z + eps sign(z)`` absorbs the share ``eps / (|z_j| + ep
 a learned signal with a small or vanishing response ``z_j`` would lose much more than the start
 does. With the normalised rule, the excess share ``R_j * max(0, eps/(|z_j(s)|+eps) -
 eps/(|z_j(s_0)|+eps))`` is redistributed with the start ``s_0`` (root 0) as that neuron's root
-instead (amount logged in :class:`RootLog`), so the learned root conserves as well as the z rule.
+instead (amount logged in :class:`RootLog`), so the learned root conserves as well as the z rule. With the
+w^2 fallback (``method.zplus_fallback=wsquare``, the default) and ``w+``/``w-`` weights on the
+segment towards 0, every response is a sum of non-negative terms and the division is exact, as z+
+does then (:attr:`LearnedRoot.exact`): nothing is absorbed, at any scale of the activations; only
+a neuron the learned signal does not respond to at all goes through the start's root, and one the
+start does not respond to either goes by w^2.
 The rescue costs one more pull-back through the layer; a sample rescues nothing when it would
 rescue at most ``RESCUE_FLOOR`` (1e-7) of its relevance at the layer, less than the z rule itself
 loses to the stabiliser at a layer (about 4e-7 per layer for z+ on VGG16), and the pull-back is
@@ -60,7 +65,7 @@ from zennit.rules import ZPlus
 
 from ..groups import LayerRootOptions, RootOptOptions
 from ..params import check_options
-from .affine import ParamCache, grad_input_like
+from .affine import ParamCache, divide_exact, grad_input_like
 from .descent import AffineMap, _descend, control_target, descend
 from .empty import spread_empty
 from .fast import FastRule
@@ -199,6 +204,14 @@ class LearnedRoot(BasicHook):
         return (self.steps == 0 and self.control == "none" and self.weights == "plus" and self.box is None
                 and self.normalise)
 
+    @property
+    def exact(self) -> bool:
+        """Normalised ``w+``/``w-`` rule on the segment towards 0 with the fallback: every response is a sum of
+        non-negative terms, so the redistribution divides exactly (no stabiliser; as z+ with the fallback,
+        :func:`~learnroot.rules.affine.divide_exact`); a neuron the learned signal does not respond to goes
+        through the start's root, one the start does not respond to either by w^2."""
+        return self.fallback and self.normalise and self.weights == "plus" and self.box is None
+
     def affine_map(self, module: nn.Module, x: torch.Tensor) -> AffineMap:
         """The layer's map ``s -> W'^T s`` for input ``x`` (``w-`` only where ``x`` has negative entries)."""
         weight = module.weight.detach()
@@ -254,6 +267,13 @@ class LearnedRoot(BasicHook):
             at_x = first if not self.project or self.box is None else layer(x)
             result = layer.spread(signal, relevance, at_x, self.stabilizer)
             rescued = torch.zeros_like(relevance)
+        elif self.exact:  # non-negative responses: exact division, what the signal cannot explain via the start
+            response = first if signal is start else layer(signal)
+            ratio, lost = divide_exact(relevance, response)
+            result = layer.pullback(signal, ratio).mul_(signal)
+            rescued = torch.where(lost, relevance, torch.zeros_like(relevance))
+            if bool(rescued.any()):
+                result = result + layer.pullback(start, divide_exact(rescued, first)[0]).mul_(start)
         else:
             response = first if signal is start else layer(signal)
             # share of R_j the stabiliser absorbs: eps / (|z_j| + eps); the excess goes through the start
