@@ -26,7 +26,7 @@ CONFIG_MODULE = "learnroot.conf"
 
 POSITIVE = ("batch_size", "metrics.pf_steps", "metrics.pf_chunk", "metrics.aopc_steps", "dataset.image_size",
             "method.ig_steps", "metrics.attack_k", "metrics.attack_epsilon", "metrics.attack_step",
-            "metrics.attack_steps")
+            "metrics.attack_steps", "metrics.aopc_draws")
 NON_NEGATIVE = ("root_opt.conv.steps", "root_opt.dense.steps", "root_opt.pixel.steps", "root_opt.k",
                 "dataset.num_workers", "metrics.aopc_patch", "metrics.randomisation_layers")
 #: Keys that must lie in (0, 1].
@@ -173,6 +173,11 @@ def check_choices(options: RunOptions) -> None:
     for key in FRACTIONS:
         if not 0 < _get(options, key) <= 1:
             raise ConfigError(f"{key} must lie in (0, 1], got {_get(options, key)}")
+    share = options.dataset.train_share
+    if not 0 <= share < 0.7:
+        raise ConfigError(f"dataset.train_share must lie in [0, 0.7), got {share}")
+    if options.dataset.part == "train" and not share:
+        raise ConfigError("dataset.part=train needs dataset.train_share > 0 (e.g. 0.6, as the real-data ViT setups)")
     limit = options.dataset.limit
     if limit is not None and limit < 1:
         raise ConfigError(f"dataset.limit must be at least 1 (or null for every sample), got {limit}")

@@ -19,9 +19,9 @@ ZPLUS_FALLBACKS = ("wsquare", "none")
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 PF_BASELINES = ("zero", "black", "blur", "uniform")
 PF_SCHEDULES = ("linear", "log")
-#: ``dataset.part``: every sample, or one of two disjoint parts chosen by a hash of the sample id
-#: (:func:`learnroot.data.folder.split_part`).
-DATASET_PARTS = ("all", "tune", "test")
+#: ``dataset.part``: every sample, or one of the disjoint parts chosen by a hash of the sample id
+#: (:func:`learnroot.data.folder.split_part`; ``train`` only with ``dataset.train_share > 0``).
+DATASET_PARTS = ("all", "tune", "test", "train")
 OUTPUTS = ("logit", "abs_logit", "one")
 
 #: Keys restricted to fixed names (the names of models, datasets and methods come from their
@@ -147,7 +147,13 @@ class DatasetOptions:
         ``all`` samples, or the ``tune`` part (about 30 %: for choosing hyperparameters) or the
         ``test`` part (the other 70 %: for reporting) of the dataset's sample list, split by a hash
         of each sample's id (:func:`learnroot.data.folder.split_part`): the parts are disjoint and a
-        sample stays in its part when the folder grows. Applied before ``limit``.
+        sample stays in its part when the folder grows. Applied before ``limit``. ``train``: the
+        part a model is trained on, only with ``train_share > 0``.
+    train_share : float
+        Share of the hash range cut out as a ``train`` part between the tune part and the test part
+        (``[0.3, 0.3 + train_share)``; the test part keeps the rest), for models trained on the
+        dataset's own images (the real-data ViTs: 0.6, so tune 30 %, train 60 %, test 10 %). ``0``
+        (default): no train part, the tune and test parts are 30 % / 70 %. In ``[0, 0.7)``.
     limit : int, optional
         Explain at most this many images (of the part; at least 1, ``None``: all), chosen deterministically
         with ``seed``.
@@ -170,6 +176,7 @@ class DatasetOptions:
     class_index: Optional[str] = None
     masks: Optional[str] = None
     part: str = "all"
+    train_share: float = 0.0
     limit: Optional[int] = 32
     seed: int = 0
     on_error: str = "skip"
@@ -383,6 +390,10 @@ class MetricsOptions:
         Replacement of the removed patches, one of :data:`PF_BASELINES` (Samek: ``uniform`` noise).
     aopc_seed : int
         Seed of the random order (combined with each sample's id).
+    aopc_draws : int
+        Uniform-noise draws averaged per sample (``aopc_baseline=uniform``): the removed patches take
+        fresh noise per sample, step and draw, seeded by ``seed``, the sample id, the step and the draw
+        (:mod:`learnroot.metrics.region`); ``aopc_draws`` times the forward passes.
     localisation : str
         ``auto`` (when the dataset has masks), ``on`` (error without masks) or ``off``.
     conservation : bool
@@ -442,6 +453,7 @@ class MetricsOptions:
     aopc_fraction: float = 0.2
     aopc_baseline: str = "uniform"
     aopc_seed: int = 0
+    aopc_draws: int = 4
     localisation: str = "auto"
     conservation: bool = True
     cost: bool = True
