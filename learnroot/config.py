@@ -212,6 +212,9 @@ def check_choices(options: RunOptions) -> None:
         get_method(options.method.name).check(architecture_of(options.model.name), options.model.name)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if options.metrics.signal_noise and architecture_of(options.model.name) == "vit":
+        raise ConfigError("metrics.signal_noise needs one pixel-level root, which no vision-transformer method has "
+                          "(ours with root_opt.pixel_layer=learned on a CNN); set metrics.signal_noise=false")
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
     if options.metrics.class_other < -1:

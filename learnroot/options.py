@@ -434,6 +434,7 @@ class MetricsOptions:
         Cascading model parameter randomisation (:mod:`learnroot.metrics.randomisation`).
     randomisation_layers : int
         Randomise this many Linear/Conv layers from the top, one more per step; ``0``: all of them.
+        On a vision transformer the units are the patch embedding, each block and the head.
     """
 
     pixel_flipping: bool = True

@@ -27,12 +27,14 @@ from . import conservation, manifest
 from .data import REGISTRY as DATASETS
 from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list
 from .data.folder import check_sample_ids
-from .attribution import make_attributor, recordable_layers
+from .attribution import architecture, make_attributor, recordable_layers
 from .memory import chunk_size
 from .metrics.evaluate import evaluate
 from .models import build_model, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import FolderInUse, RunFolder
+from .transformers.methods import TransformerAttributor
+from .transformers.methods import layer_names as vit_layer_names
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,16 @@ def check_layers(model, options: RunOptions) -> None:
     if not options.save_layers:
         return
     from .methods import get
-    if get(options.method.name).kind != "rule":
+    if architecture(model) == "vit":
+        known = vit_layer_names(model, options.method.name)
+        if not known:
+            raise RunError(f"save_layers on a vision transformer needs chefer, ours or attnlrp (method="
+                           f"{options.method.name} propagates no relevance through the blocks)")
+    elif get(options.method.name).kind != "rule":
         raise RunError(f"save_layers needs a rule-based method (method={options.method.name} propagates no "
                        "relevance through the layers)")
-    known = recordable_layers(model)
+    else:
+        known = recordable_layers(model)
     unknown = [name for name in options.save_layers if name not in known]
     if unknown:
         raise RunError(f"save_layers: {', '.join(unknown)} is not a layer with a relevance rule in "
@@ -126,6 +134,9 @@ class Pipeline:
         check_layers(self.model, options)
         self.attributor = make_attributor(self.model, options.method, options.root_opt, box,
                                           keep_layers=options.save_layers)
+        if options.save_layers and architecture(self.model) == "vit":  # make_attributor keeps rule methods' layers
+            self.attributor = TransformerAttributor(self.model, options.method, options.root_opt, box,
+                                                    options.save_layers)
         self.norm = self.preprocess.norm
         self.metrics_options = options.metrics  # pf_chunk: set by size_chunk
         self.memory: dict = {}
