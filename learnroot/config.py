@@ -164,8 +164,8 @@ def check_choices(options: RunOptions) -> None:
     if not re.fullmatch(DEVICE_PATTERN, str(options.device)):
         raise ConfigError(f"device={options.device!r} is not one of: auto, cpu, cuda, cuda:<index>, mps"
                           f"{did_you_mean(options.device, ('auto', 'cpu', 'cuda', 'mps'))}")
-    for key in POSITIVE:
-        if _get(options, key) <= 0:
+    for key in POSITIVE:  # a key that may be null (metrics.attack_epsilon: no budget) is checked when set
+        if _get(options, key) is not None and _get(options, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {_get(options, key)}")
     for key in NON_NEGATIVE:
         if _get(options, key) < 0:

@@ -411,9 +411,10 @@ class MetricsOptions:
     attack_norm : str
         ``linf`` (sign steps, box ``|delta| <= epsilon`` per value) or ``l2`` (steps along the
         L2-normalised gradient, ball ``||delta||_2 <= epsilon`` over the image).
-    attack_epsilon : float
+    attack_epsilon : float, optional
         Perturbation budget as a fraction of the raw value range ``model.value_range`` (the paper:
-        0.05 on its [-1, 1] scale, i.e. 0.025).
+        0.05 on its [-1, 1] scale, i.e. 0.025); ``None``: no budget (the paper's default L2 attack as
+        its code runs: it never applies its projection).
     attack_step : float
         Length of one step in the same units (``linf``: per value; ``l2``: of the step).
     attack_steps : int
@@ -462,7 +463,7 @@ class MetricsOptions:
     attack: bool = False
     attack_k: int = 500
     attack_norm: str = "linf"
-    attack_epsilon: float = 0.025
+    attack_epsilon: Optional[float] = 0.025
     attack_step: float = 0.005
     attack_steps: int = 30
     attack_reexplain: bool = True
