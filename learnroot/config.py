@@ -215,6 +215,9 @@ def check_choices(options: RunOptions) -> None:
     if options.metrics.signal_noise and architecture_of(options.model.name) == "vit":
         raise ConfigError("metrics.signal_noise needs one pixel-level root, which no vision-transformer method has "
                           "(ours with root_opt.pixel_layer=learned on a CNN); set metrics.signal_noise=false")
+    if options.root_opt.negative_steps is not None and options.root_opt.negative_steps < 0:
+        raise ConfigError(f"root_opt.negative_steps must be >= 0 (or null: dense.steps), got "
+                          f"{options.root_opt.negative_steps}")
     if options.root_opt.layers == "first_k" and options.root_opt.k <= 0:
         raise ConfigError("root_opt.layers=first_k needs root_opt.k > 0")
     if options.metrics.class_other < -1:

@@ -328,6 +328,11 @@ class RootOptOptions:
         layer); ``uniform`` (matching a constant relevance).
     control_seed : int
         Seed of the ``shuffled`` permutations.
+    negative_steps : int, optional
+        Vision transformers (``ours`` in Chefer's propagation): descent steps of the negative-input
+        branch of every Linear rule; ``None``: ``dense.steps``, as the positive-input branch. The
+        paper's ViT code takes 1 step on the positive branch and 50 on the negative one
+        (``root_opt=paper_vit``).
     """
 
     name: str = "default"
@@ -348,6 +353,7 @@ class RootOptOptions:
     tol_mode: str = "stop"
     control: str = "none"
     control_seed: int = 0
+    negative_steps: Optional[int] = None
 
 
 @dataclass

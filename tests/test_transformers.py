@@ -286,6 +286,35 @@ def test_ours_paper_quirks_halve_the_linear_rule_and_zero_the_softmax():
     assert torch.allclose(gelu_paper_rule(h, torch.full((3,), 2.0)), torch.tensor([expected, 0.0, 0.0]), atol=1e-6)
 
 
+def test_paper_vit_preset_is_the_paper_codes_ours():
+    """root_opt=paper_vit: the settings scripts/compare_paper_vit.py found to reproduce the paper's ViT "ours"
+    (1 root step on the positive-input branch of every Linear rule, 50 on the negative one, hinge loss on raw
+    relevances, lr 1, clip 1, additive steps, no projection, no softmax, Taylor term at the input, the
+    paper's code paths); negative_steps steers only the negative branch."""
+    from dataclasses import replace
+
+    from learnroot.config import compose_options
+    from learnroot.transformers.chefer import chefer_map
+    from learnroot.transformers.ours import OursRules
+    options = compose_options("model=small_vit", "method=ours", "root_opt=paper_vit").root_opt
+    dense = options.dense
+    assert (dense.loss, dense.steps, dense.lr, dense.clip, options.negative_steps) == ("hinge", 1, 1.0, 1.0, 50)
+    assert (options.step, options.project, options.normalise, options.softmax, options.paper_quirks, options.layers) \
+        == ("additive", False, False, False, True, "all")
+    model, (x, target) = tiny_vit(torch.float64), inputs(2, torch.float64)
+    assert OursRules(model, options).branch_steps == (1, 50)
+    assert OursRules(model, replace(options, negative_steps=None)).branch_steps == (1, 1)
+    # the preset equals the branch steps set by hand on the rules (the mechanism the comparison script validated)
+    cheap = replace(options, negative_steps=3)
+    by_hand = OursRules(model, replace(options, negative_steps=None))
+    by_hand.branch_steps = (1, 3)
+    preset, _ = chefer_map(model, x, target, OursRules(model, cheap))
+    manual, _ = chefer_map(model, x, target, by_hand)
+    assert torch.equal(preset, manual)
+    one, _ = chefer_map(model, x, target, OursRules(model, replace(options, negative_steps=1)))
+    assert not torch.allclose(one, preset, rtol=1e-6)  # the negative branch's steps matter
+
+
 # -------------------------------------------------------------------------------------------- AttnLRP
 
 @pytest.mark.parametrize("attention", ["cp", "softmax"])

@@ -120,9 +120,11 @@ class OursRules(CheferRules):
         self.factor = 0.5 if options.paper_quirks else 1.0
         self.output = "one" if options.paper_quirks else output
         self.scale: Optional[torch.Tensor] = None
-        #: Descent steps of the positive- and negative-input branches of the Linear rule; both
-        #: ``root_opt.dense.steps`` by default (the paper's ViT code uses 1 and 50).
-        self.branch_steps = (self.layer.steps, self.layer.steps)
+        #: Descent steps of the positive- and negative-input branches of the Linear rule:
+        #: ``root_opt.dense.steps`` and ``root_opt.negative_steps`` (default: the same; the paper's ViT
+        #: code uses 1 and 50, ``root_opt=paper_vit``).
+        negative = self.layer.steps if options.negative_steps is None else options.negative_steps
+        self.branch_steps = (self.layer.steps, negative)
 
     def begin(self, logits, relevance):
         """The units of the descent targets: the propagation starts from the one-hot target (Chefer's
