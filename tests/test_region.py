@@ -183,8 +183,8 @@ def test_curves_and_aopc_match_loop_reference(baseline, patch):
     target = torch.tensor([0, 3, 4])
     label = torch.tensor([0, 1, -1])
     ids = ["cat__a", "dog__b", "seg_00003"]
-    opts = aopc_only(aopc_patch=patch, aopc_steps=5, aopc_fraction=0.6, aopc_baseline=baseline, aopc_seed=7, aopc_draws=1,
-                     pf_blur_sigma=0.8, pf_chunk=4)
+    opts = aopc_only(aopc_patch=patch, aopc_steps=5, aopc_fraction=0.6, aopc_baseline=baseline, aopc_seed=7,
+                     aopc_draws=1, pf_blur_sigma=0.8, pf_chunk=4)
     result = evaluate(net, x, relevance, target, label, None, opts, NORM, ids=ids)
     base = make_baseline(x, baseline, NORM, sigma=0.8, seed=0)
     for b in range(3):
