@@ -30,9 +30,9 @@ Steps
     ``n_k = round(k * f * P / L)`` patches of the order (halves rounded up; ``f =
     metrics.aopc_fraction``) are replaced, cumulatively, in every channel, by the baseline
     ``metrics.aopc_baseline`` (:mod:`~learnroot.metrics.baselines`; Samek: uniform noise, the
-    default; see *Noise*). ``k = 0`` is the clean image. Samek removes ``L = 100`` regions of 9 x 9 one at a time
-    from 224 px images, about 16 % of the image; the defaults ``L = 20``, ``f = 0.2`` remove 125 of
-    625 patches at 224 px in steps of 6 or 7 patches. Where ``f * P < L`` some steps remove nothing
+    default; see *Noise*). ``k = 0`` is the clean image. Samek removes ``L = 100`` regions of 9 x 9
+    one at a time from 224 px images, about 16 % of the image; the defaults ``L = 20``, ``f = 0.2``
+    remove 125 of 625 patches at 224 px in steps of 6 or 7 patches. Where ``f * P < L`` some steps remove nothing
     new (their points repeat the previous one).
 
 Noise
