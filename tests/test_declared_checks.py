@@ -65,3 +65,16 @@ def test_vit_root_layers_are_the_declared_choices():
     assert _selected(model, RootOptOptions(layers="first_k", k=2)) == {"head", "blocks.0.mlp.fc2"}
     assert _selected(model, RootOptOptions(layers="conv")) == set()
     assert len(_selected(model, RootOptOptions(layers="all"))) == 6  # head + 5 operations of the block
+
+
+def test_layer_kinds_by_hand():
+    from torch import nn
+    from zennit.layer import Sum
+
+    from learnroot.layers import Concat, PadShortcut
+    from learnroot.rules.layers import layer_kind
+    cases = {nn.Linear(2, 2): "dense", nn.Conv2d(1, 1, 1): "conv", nn.AvgPool2d(2): "pool", nn.MaxPool2d(2): "pool",
+             Sum(): "sum", nn.BatchNorm2d(1): "batchnorm", nn.ReLU(): "activation", nn.Identity(): "other"}
+    for module, kind in cases.items():
+        assert layer_kind(module) == kind, module
+    assert layer_kind(Concat()) == "concat" and layer_kind(PadShortcut(1)) == "shortcut"

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SMALL_CNN_VERSION", "SHIPPED_WEIGHTS", "small_cnn", "accuracy", "train_small_cnn", "training_spec",
            "small_cnn_path", "small_cnn_file", "cached_small_cnn", "read_weights", "save_weights",
-           "shipped_meta", "train_and_save", "train_on_shapes", "benchmark_of", "stack_items", "rounded"]
+           "shipped_meta", "train_and_save", "train_on_shapes", "benchmark_of", "stack_items", "rounded",
+           "shapes_sources"]
 
 #: Bump when the architecture or the training procedure changes (it is part of the cache key).
 SMALL_CNN_VERSION = 3
@@ -268,22 +269,34 @@ def _check_digest(meta: dict, dataset_options, cache_dir: str) -> None:
                     "on (another NumPy or Pillow drawing code?): numbers will differ from README's")
 
 
-def _sources(options: ModelOptions, dataset_options, cache_dir: str) -> TrainedModel:
-    """Where the small CNN of these options is found (:mod:`.shipped`)."""
-    from ..data import SHAPE_CLASSES
-    num_classes = len(SHAPE_CLASSES)
-    spec = training_spec(benchmark_of(dataset_options), options, num_classes)
-    cached = Path(cache_dir).expanduser() / "models" / f"small_cnn-{_key(spec)}.pt"
+def shapes_sources(name: str, build, key: str, shipped: Path, save, options: ModelOptions, dataset_options,
+                   cache_dir: str, why: str = "", **more) -> TrainedModel:
+    """Where a model trained on the shapes benchmark is found (:class:`~learnroot.models.shipped.TrainedModel`):
+    ``shipped`` when its key is ``key``, else ``<cache_dir>/models/<name>-<key>.pt``, else trained now by
+    ``save(options, dataset_options, cache_dir, path) -> (model, meta)``, which writes it there (``why`` completes
+    the log line that says so; ``more``: further fields such as ``check_shipped``)."""
+    cached = Path(cache_dir).expanduser() / "models" / f"{name}-{key}.pt"
 
     def train() -> nn.Module:
-        log.info("small_cnn: no shipped or cached weights for this benchmark and training setup (differs from "
-                 "the shipped one in: %s); training it once (about a minute on 2 CPU cores) and caching it at %s",
-                 _differences(spec, shipped_meta().get("spec", {})), cached)
-        return train_and_save(options, dataset_options, cache_dir, cached)[0]
+        log.info("%s: no shipped or cached weights for this benchmark and training setup%s; training it once and "
+                 "caching it at %s", name, why, cached)
+        return save(options, dataset_options, cache_dir, cached)[0]
 
-    return TrainedModel("small_cnn", lambda: small_cnn(num_classes), _key(spec), SHIPPED_WEIGHTS, cached,
-                        shipped_meta(), train=train,
-                        check_shipped=lambda meta: _check_digest(meta, dataset_options, cache_dir))
+    meta = more.pop("shipped_meta", None)
+    return TrainedModel(name, build, key, shipped, cached, file_meta(shipped) if meta is None else meta, train=train,
+                        **more)
+
+
+def _sources(options: ModelOptions, dataset_options, cache_dir: str) -> TrainedModel:
+    """Where the small CNN of these options is found."""
+    from ..data import SHAPE_CLASSES
+    num_classes = len(SHAPE_CLASSES)
+    spec, meta = training_spec(benchmark_of(dataset_options), options, num_classes), shipped_meta()
+    why = (f" (differs from the shipped one in: {_differences(spec, meta.get('spec', {}))}; about a minute on 2 CPU "
+           "cores)")
+    return shapes_sources("small_cnn", lambda: small_cnn(num_classes), _key(spec), SHIPPED_WEIGHTS, train_and_save,
+                          options, dataset_options, cache_dir, why, shipped_meta=meta,
+                          check_shipped=lambda shipped: _check_digest(shipped, dataset_options, cache_dir))
 
 
 def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str, device="cpu") -> nn.Module:

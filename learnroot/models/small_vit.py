@@ -40,7 +40,7 @@ from torch import nn
 from ..groups import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
 from .shipped import TrainedModel, load_trained
-from .small_cnn import accuracy, benchmark_of, rounded, stack_items, train_on_shapes
+from .small_cnn import accuracy, benchmark_of, rounded, shapes_sources, stack_items, train_on_shapes
 from .weights import file_meta
 
 log = logging.getLogger(__name__)
@@ -253,19 +253,12 @@ def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path:
 
 
 def _sources(options: ModelOptions, dataset_options, cache_dir: str) -> TrainedModel:
-    """Where the small ViT of these options is found (:mod:`.shipped`)."""
+    """Where the small ViT of these options is found."""
     from ..data import SHAPE_CLASSES
     num_classes = len(SHAPE_CLASSES)
-    key = small_vit_key(benchmark_of(dataset_options), options, num_classes)
-    cached = Path(cache_dir).expanduser() / "models" / f"small_vit-{key}.pt"
-
-    def train() -> nn.Module:
-        log.info("small_vit: no shipped or cached weights for this benchmark and training setup; training it once "
-                 "and caching it at %s", cached)
-        return train_and_save(options, dataset_options, cache_dir, cached)[0]
-
-    return TrainedModel("small_vit", lambda: small_vit(num_classes), key, PACKAGED_WEIGHTS, cached, shipped_meta(),
-                        train=train)
+    return shapes_sources("small_vit", lambda: small_vit(num_classes),
+                          small_vit_key(benchmark_of(dataset_options), options, num_classes), PACKAGED_WEIGHTS,
+                          train_and_save, options, dataset_options, cache_dir, shipped_meta=shipped_meta())
 
 
 def cached_small_vit(options: ModelOptions, dataset_options, cache_dir: str, device="cpu") -> VisionTransformer:

@@ -37,7 +37,7 @@ from ..layers import Concat, Gate, Mean, PadShortcut, Scale
 from .affine import AFFINE
 from .basic import GatePass, GradientPass, Proportional
 
-__all__ = ["RELU_LIKE", "SELF_GATED", "POOL_RULES", "activation_rule", "layer_kind", "generic_rule", "pool_rule",
+__all__ = ["RELU_LIKE", "SELF_GATED", "POOL_RULES", "LAYER_KINDS", "activation_rule", "layer_kind", "generic_rule", "pool_rule",
            "window_weight", "WindowEpsilon"]
 
 #: Activations through which relevance passes unchanged (piecewise linear through the origin).
@@ -144,30 +144,17 @@ def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
     return POOL_RULES[name](stabilizer, epsilon)
 
 
+#: ``(layer types, kind)``: the first entry whose types a module is an instance of names its kind.
+LAYER_KINDS = (
+    (nn.Linear, "dense"), (AFFINE, "conv"), ((MaxPool, AvgPool, Mean), "pool"), (Concat, "concat"), (Gate, "gate"),
+    (Scale, "scale"), (Sum, "sum"), (PadShortcut, "shortcut"), (BatchNorm, "batchnorm"), (Activation, "activation"),
+)
+
+
 def layer_kind(module: nn.Module) -> str:
     """``dense``, ``conv``, ``pool``, ``sum``, ``concat``, ``gate``, ``scale``, ``shortcut``, ``batchnorm``,
-    ``activation`` or ``other``."""
-    if isinstance(module, nn.Linear):
-        return "dense"
-    if isinstance(module, AFFINE):
-        return "conv"
-    if isinstance(module, (MaxPool, AvgPool, Mean)):
-        return "pool"
-    if isinstance(module, Concat):
-        return "concat"
-    if isinstance(module, Gate):
-        return "gate"
-    if isinstance(module, Scale):
-        return "scale"
-    if isinstance(module, Sum):
-        return "sum"
-    if isinstance(module, PadShortcut):
-        return "shortcut"
-    if isinstance(module, BatchNorm):
-        return "batchnorm"
-    if isinstance(module, Activation):
-        return "activation"
-    return "other"
+    ``activation`` or ``other`` (:data:`LAYER_KINDS`)."""
+    return next((kind for types, kind in LAYER_KINDS if isinstance(module, types)), "other")
 
 
 def generic_rule(module: nn.Module, stabilizer: float, pool: str = "norm",
