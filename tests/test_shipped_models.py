@@ -132,3 +132,14 @@ def test_the_shipped_small_cnn_is_read_once(test_cache):
     assert build_model(ModelOptions(), DatasetOptions(), str(test_cache)) is model
     state = read_weights(SHIPPED_WEIGHTS)[0]
     assert torch.equal(model.classifier[-1].weight, state["classifier.4.weight"].float())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_device_is_part_of_the_key(tmp_path):
+    path = written(tmp_path / "a.pt", 0.25)
+    on_gpu = load_cached("tiny", path, "cuda", read)
+    assert on_gpu[0].weight.device.type == "cuda" and load_cached("tiny", path, "cuda:0", read) is on_gpu
+    on_cpu = load_cached("tiny", path, "cpu", read)
+    assert on_cpu is not on_gpu and on_cpu[0].weight.device.type == "cpu"
+    on_cpu.to("cuda")  # moved by its user: no longer the CPU model
+    assert load_cached("tiny", path, "cpu", read) is not on_cpu
