@@ -38,7 +38,7 @@ from torch import nn
 from ..groups import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
 from .shipped import TrainedModel, load_trained
-from .small_cnn import accuracy
+from .small_cnn import accuracy, random_flip
 from .small_vit import initial_vit, train_vit
 from .weights import ModelError, file_meta, save_weights
 
@@ -128,10 +128,7 @@ def train_real_vit(name: str, train: tuple, val: tuple, options: ModelOptions) -
     model = initial_vit(spec.config, generator)
 
     def augment(batch: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
-        if spec.flip:
-            flip = torch.rand(len(batch), generator=draws) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        return random_shift(batch, spec.shift, draws)
+        return random_shift(random_flip(batch, draws) if spec.flip else batch, spec.shift, draws)
 
     return train_vit(model, train, val, options, augment, generator, name)
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SMALL_CNN_VERSION", "SHIPPED_WEIGHTS", "small_cnn", "accuracy", "train_small_cnn", "training_spec",
            "small_cnn_path", "small_cnn_file", "cached_small_cnn", "read_weights", "save_weights",
            "shipped_meta", "train_and_save", "train_on_shapes", "benchmark_of", "stack_items", "rounded",
-           "shapes_sources"]
+           "shapes_sources", "random_flip", "train_epoch"]
 
 #: Bump when the architecture or the training procedure changes (it is part of the cache key).
 SMALL_CNN_VERSION = 3
@@ -103,6 +103,40 @@ def rounded(model: nn.Module) -> nn.Module:
     return model
 
 
+def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``(B, C, H, W)`` flipped horizontally with probability 1/2 (one draw per image)."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+
+
+def train_epoch(model: nn.Module, data: tuple, size: int, augment, generator: torch.Generator, optimiser,
+                schedule=None, label_smoothing: float = 0.0) -> float:
+    """One epoch of training: ``data`` (images ``(N, C, H, W)``, labels ``(N,)``) in a random order drawn from
+    ``generator``, batches of ``size`` transformed by ``augment(batch, generator)``, cross-entropy, one
+    optimiser (and ``schedule``) step per batch.
+
+    Returns
+    -------
+    float
+        The mean loss of the epoch's batches (weighted by batch size).
+    """
+    images, labels = data
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    total = 0.0
+    for start in range(0, len(images), size):
+        index = order[start:start + size]
+        loss = nn.functional.cross_entropy(model(augment(images[index], generator)), labels[index],
+                                           label_smoothing=label_smoothing)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if schedule is not None:
+            schedule.step()
+        total += loss.item() * len(index)
+    return total / len(images)
+
+
 def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tuple[nn.Module, dict]:
     """Train the small CNN until its validation accuracy reaches the target.
 
@@ -148,21 +182,7 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
              "accuracy)", len(images), options.train_epochs, per_epoch, 100 * options.train_target_accuracy)
     val_accuracy, epoch, loop_started = 0.0, 0, time.perf_counter()
     for epoch in range(1, options.train_epochs + 1):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        total = 0.0
-        for start in range(0, len(images), size):
-            index = order[start:start + size]
-            batch = images[index]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-            loss = nn.functional.cross_entropy(model(batch), labels[index])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if schedule is not None:
-                schedule.step()
-            total += loss.item() * len(index)
+        loss = train_epoch(model, (images, labels), size, random_flip, generator, optimiser, schedule)
         state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
         val_accuracy = accuracy(rounded(model), val_images, val_labels)
         elapsed, per_epoch_s = time.perf_counter() - started, (time.perf_counter() - loop_started) / epoch
@@ -170,7 +190,7 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
         left = "" if reached or epoch == options.train_epochs else \
             f", at most {per_epoch_s * (options.train_epochs - epoch):.0f} s left"
         log.info("small_cnn epoch %d/%d: loss %.3f, validation accuracy %.3f (%.0f s%s)", epoch, options.train_epochs,
-                 total / len(images), val_accuracy, elapsed, left)
+                 loss, val_accuracy, elapsed, left)
         if reached:
             break
         if epoch < options.train_epochs:

@@ -40,7 +40,8 @@ from torch import nn
 from ..groups import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
 from .shipped import TrainedModel, load_trained
-from .small_cnn import accuracy, benchmark_of, rounded, shapes_sources, stack_items, train_on_shapes
+from .small_cnn import (accuracy, benchmark_of, random_flip, rounded, shapes_sources, stack_items, train_epoch,
+                        train_on_shapes)
 from .weights import file_meta
 
 log = logging.getLogger(__name__)
@@ -182,22 +183,10 @@ def train_vit(model: VisionTransformer, data: tuple, val: tuple, options: ModelO
     log.info("training %s on %d images (%d epochs, %d steps each)", name, len(images), options.train_epochs,
              per_epoch)
     for epoch in range(1, options.train_epochs + 1):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        total = 0.0
-        for start in range(0, len(images), size):
-            index = order[start:start + size]
-            batch = augment(images[index], generator)
-            loss = nn.functional.cross_entropy(model(batch), labels[index], label_smoothing=0.1)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if schedule is not None:
-                schedule.step()
-            total += loss.item() * len(index)
+        loss = train_epoch(model, data, size, augment, generator, optimiser, schedule, label_smoothing=0.1)
         elapsed = time.perf_counter() - started
         log.info("%s epoch %d/%d: loss %.3f (%.0f s, about %.0f s left)", name, epoch, options.train_epochs,
-                 total / len(images), elapsed, elapsed / epoch * (options.train_epochs - epoch))
+                 loss, elapsed, elapsed / epoch * (options.train_epochs - epoch))
     val_accuracy = accuracy(rounded(model), *val)
     log.info("%s: validation accuracy %.4f", name, val_accuracy)
     return model.eval(), {"val_accuracy": val_accuracy, "epochs": options.train_epochs,
@@ -206,8 +195,7 @@ def train_vit(model: VisionTransformer, data: tuple, val: tuple, options: ModelO
 
 def _small_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flips per image, then one random shift for the batch (:func:`_shift`)."""
-    flip = torch.rand(len(batch), generator=generator) < 0.5
-    return _shift(torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch), generator)
+    return _shift(random_flip(batch, generator), generator)
 
 
 def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tuple[VisionTransformer, dict]:
