@@ -68,6 +68,10 @@ def test_a_changed_model_or_file_is_read_again(tmp_path):
         model[0].weight.add_(1.0)  # somebody changed the shared model in place
     again = load_cached("tiny", path, "cpu", read)
     assert again is not model and again[0].weight.flatten().tolist() == [0.25] * 6
+    again[2].bias.data.fill_(2.0)  # through .data, which the version counters do not see
+    changed = load_cached("tiny", path, "cpu", read)
+    assert changed is not again and changed[2].bias.tolist() == [0.25]
+    again = changed
     again.train()
     third = load_cached("tiny", path, "cpu", read)
     assert third is not again and not third.training

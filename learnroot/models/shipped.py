@@ -13,9 +13,10 @@ a path      that file: a state dict, a checkpoint or ``.safetensors`` (:func:`~.
 ==========  ================================================================================================
 
 A model read from a file is kept in memory (:func:`load_cached`, keyed by model name, file and device):
-asking again returns the same object, in eval mode, as long as nobody has changed its tensors in place,
-moved it or put it in training mode (then it is read again), and the file has the same modification time
-and size. Treat it as read-only: copy it (``copy.deepcopy``) before changing it.
+asking again returns the same object, in eval mode, as long as nobody has changed its tensors in place (their
+version counters and sums are compared), moved it or put it in training mode (then it is read again), and the
+file has the same modification time and size. Treat it as read-only: copy it (``copy.deepcopy``) before
+changing it; a change made while another caller holds it is seen by that caller.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_SIZE = 8
 
 _LOCK = threading.Lock()
-#: (name, file, modification time ns, size, device) -> (model, versions of its tensors when cached).
+#: (name, file, modification time ns, size, device) -> (model, its fingerprint when cached).
 _MODELS: dict = {}
 
 
@@ -157,15 +158,18 @@ def _concrete(device) -> torch.device:
     return device if device.type == "cpu" or device.index is not None else torch.empty(0, device=device).device
 
 
-def _versions(model: nn.Module) -> tuple:
-    """The version counters of the model's tensors (an in-place change increments one)."""
-    return tuple(tensor._version for tensor in (*model.parameters(), *model.buffers()))
+def _fingerprint(model: nn.Module) -> tuple:
+    """The version counters of the model's tensors (an in-place change increments one) and their sums in float64
+    (which also see changes made through ``.data``, which bypass the counters)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    sums = torch.stack([tensor.detach().sum(dtype=torch.float64) for tensor in tensors]).tolist() if tensors else []
+    return tuple(tensor._version for tensor in tensors), tuple(sums)
 
 
-def _unchanged(model: nn.Module, versions: tuple, device: torch.device) -> bool:
+def _unchanged(model: nn.Module, fingerprint: tuple, device: torch.device) -> bool:
     tensors = [*model.parameters(), *model.buffers()]
     return (not model.training and all(tensor.device == device for tensor in tensors)
-            and _versions(model) == versions)
+            and _fingerprint(model) == fingerprint)
 
 
 def load_cached(name: str, path, device, load: Callable[[Path], nn.Module]) -> nn.Module:
@@ -204,7 +208,7 @@ def load_cached(name: str, path, device, load: Callable[[Path], nn.Module]) -> n
             return cached[0]
         model = load(file).eval().to(device)
         _MODELS.pop(key, None)
-        _MODELS[key] = (model, _versions(model))
+        _MODELS[key] = (model, _fingerprint(model))
         while len(_MODELS) > CACHE_SIZE:
             _MODELS.pop(next(iter(_MODELS)))
         return model
