@@ -18,7 +18,7 @@ from .sharding import shard_error
 
 __all__ = ["root_param", "ModelOptions", "DatasetOptions", "LayerRootOptions", "RootOptOptions", "PathsOptions", "RUN_PARAMS",
            "ROOT_LOSSES", "ROOT_STEPS", "TOL_MODES", "CONTROLS", "DATASET_PARTS", "CIFAR_RESNET_DEPTHS",
-           "DEVICE_PATTERN"]
+           "CIFAR_DEPTH", "DEVICE_PATTERN"]
 
 #: Depths of the CIFAR-10 ResNets (``6 n + 2``, n basic blocks per stage).
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
@@ -51,6 +51,9 @@ def _cifar_depth(options) -> Optional[str]:
         return f"model.depth={options.depth} is not one of: {', '.join(map(str, CIFAR_RESNET_DEPTHS))}"
     return None
 
+
+#: ``model.depth`` of ``model=cifar_resnet`` (also checked by the builder, for options made without the config).
+CIFAR_DEPTH = Constraint(("name", "depth"), _cifar_depth, applies=lambda o: o.name == "cifar_resnet")
 
 MODEL_PARAMS = (
     Param("name", str, "small_cnn", "a registered model (learnroot.models.REGISTRY)"),
@@ -86,7 +89,7 @@ MODEL_PARAMS = (
 ModelOptions = options_class(
     "ModelOptions", MODEL_PARAMS, "Which classifier to explain and how its inputs are prepared.",
     constraints=(Constraint(("mean", "std"), _same_channels),
-                 Constraint(("name", "depth"), _cifar_depth, applies=lambda o: o.name == "cifar_resnet")),
+                 CIFAR_DEPTH),
     module=__name__)
 
 DATASET_PARAMS = (

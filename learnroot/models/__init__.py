@@ -9,6 +9,9 @@ Any classifier can be named without touching the project: ``model=torchvision mo
 Weights are never downloaded: each builder reads ``model.weights=PATH`` or a documented cache
 location and raises :class:`ModelError` (one line, naming the path) when the file is missing.
 Adding a fixed architecture = a builder module, one :func:`register` call here, and ``conf/model/<name>.yaml``.
+A model whose weights ship with the package or are trained once and cached (``small_cnn``, ``small_vit``,
+``vit_mnist``, ``vit_cifar10``) is loaded by :func:`~learnroot.models.shipped.load_trained`, which keeps a
+model read from a file in memory: building it again returns the same object (treat it as read-only).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from torch import nn
 from zennit.layer import Sum
 
 from ..layers import PadShortcut
-from ..groups import CIFAR_RESNET_DEPTHS, ModelOptions
+from ..groups import CIFAR_DEPTH, ModelOptions
 from .torchvision_models import random_weights_warning
 from .weights import ModelError, load_state_dict
 
@@ -84,8 +84,9 @@ def cifar_resnet(options: ModelOptions) -> CifarResNet:
     ModelError
         Depth not supported, weights not given, missing, unreadable or of another depth.
     """
-    if options.depth not in CIFAR_RESNET_DEPTHS:
-        raise ModelError(f"model.depth={options.depth} is not one of: {', '.join(map(str, CIFAR_RESNET_DEPTHS))}")
+    message = CIFAR_DEPTH.check(options)
+    if message:
+        raise ModelError(message)
     model = CifarResNet(options.depth, options.num_classes or 10)
     if options.weights == "random":
         random_weights_warning(f"cifar_resnet (depth {options.depth})")

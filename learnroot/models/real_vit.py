@@ -37,9 +37,10 @@ from torch import nn
 
 from ..groups import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
-from .small_cnn import accuracy, read_weights, save_weights
+from .shipped import TrainedModel, load_trained
+from .small_cnn import accuracy, random_flip
 from .small_vit import initial_vit, train_vit
-from .weights import ModelError, fit_state_dict, read_state_dict
+from .weights import ModelError, file_meta, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,7 @@ def train_real_vit(name: str, train: tuple, val: tuple, options: ModelOptions) -
     model = initial_vit(spec.config, generator)
 
     def augment(batch: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
-        if spec.flip:
-            flip = torch.rand(len(batch), generator=draws) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        return random_shift(batch, spec.shift, draws)
+        return random_shift(random_flip(batch, draws) if spec.flip else batch, spec.shift, draws)
 
     return train_vit(model, train, val, options, augment, generator, name)
 
@@ -177,14 +175,9 @@ def train_and_save(options: ModelOptions, dataset_options, path: str | Path) -> 
     return model, meta
 
 
-def _load(model: VisionTransformer, path: Path) -> VisionTransformer:
-    state = read_weights(path)[0]
-    fit_state_dict(model, {key: value.float() for key, value in state.items()}, path, "real-data ViT")
-    return model.eval()
-
-
-def real_vit(options: ModelOptions, dataset_options, cache_dir: str) -> VisionTransformer:
-    """The real-data ViT ``options.name``: shipped, trained by ``learnroot-train``, a file, or random.
+def real_vit(options: ModelOptions, dataset_options, cache_dir: str, device="cpu") -> VisionTransformer:
+    """The real-data ViT ``options.name``: shipped, trained by ``learnroot-train``, a file, or random
+    (:func:`~learnroot.models.shipped.load_trained`; it never trains on its own).
 
     Raises
     ------
@@ -193,33 +186,19 @@ def real_vit(options: ModelOptions, dataset_options, cache_dir: str) -> VisionTr
         these training settings (one line naming the command that trains them).
     """
     spec = REAL_VITS[options.name]
-    model = VisionTransformer(spec.config)
-    if options.weights == "random":
-        log.warning("model %s uses RANDOM weights (model.weights=random)", options.name)
-        torch.manual_seed(options.train_seed)
-        return model.eval()
-    if options.weights not in ("auto", ""):
-        path = Path(options.weights).expanduser()
-        fit_state_dict(model, {key: value.float() if torch.is_tensor(value) else value
-                               for key, value in read_state_dict(str(path)).items()}, path, options.name)
-        return model.eval()
     share = dataset_options.train_share
-    if dataset_options.name != spec.dataset or not share:
-        raise ModelError(f"model={options.name} with weights=auto is trained on the train part of "
-                         f"dataset={spec.dataset} (dataset.train_share=0.6); use setup={options.name}")
-    if dataset_options.part in ("all", "train"):
-        raise ModelError(f"model={options.name} was trained on the train part of {spec.dataset}: explain "
-                         f"dataset.part=test (or tune), not {dataset_options.part}")
+    if options.weights in ("auto", ""):
+        if dataset_options.name != spec.dataset or not share:
+            raise ModelError(f"model={options.name} with weights=auto is trained on the train part of "
+                             f"dataset={spec.dataset} (dataset.train_share=0.6); use setup={options.name}")
+        if dataset_options.part in ("all", "train"):
+            raise ModelError(f"model={options.name} was trained on the train part of {spec.dataset}: explain "
+                             f"dataset.part=test (or tune), not {dataset_options.part}")
+    cached, shipped = real_vit_path(options, share, cache_dir), shipped_path(options.name)
     key = real_vit_key(options.name, options, share)
-    shipped = shipped_path(options.name)
-    if shipped.is_file() and read_weights(shipped)[1].get("key") == key:
-        meta = read_weights(shipped)[1]
-        log.info("%s: the shipped weights (test accuracy %.4f, trained with torch %s)", options.name,
-                 meta.get("test_accuracy", float("nan")), meta.get("torch", "?"))
-        return _load(model, shipped)
-    cached = real_vit_path(options, share, cache_dir)
-    if cached.is_file():
-        log.info("%s: trained earlier with these options, cached at %s", options.name, cached)
-        return _load(model, cached)
-    raise ModelError(f"no weights of {options.name} for these training settings: train them with "
-                     f"learnroot-train setup={options.name} [the same model.train_* overrides] (writes {cached})")
+    sources = TrainedModel(options.name, lambda: VisionTransformer(spec.config), key, shipped, cached,
+                           file_meta(shipped),
+                           missing=f"no weights of {options.name} for these training settings: train them with "
+                                   f"learnroot-train setup={options.name} [the same model.train_* overrides] "
+                                   f"(writes {cached})")
+    return load_trained(sources, options.weights, options.train_seed, device)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import replace
@@ -28,13 +26,15 @@ import torch
 from torch import nn
 
 from ..groups import ModelOptions
-from .weights import ModelError, load_state_dict
+from .shipped import TrainedModel, load_trained
+from .weights import file_meta, read_weights, save_weights
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SMALL_CNN_VERSION", "SHIPPED_WEIGHTS", "small_cnn", "accuracy", "train_small_cnn", "training_spec",
            "small_cnn_path", "small_cnn_file", "cached_small_cnn", "read_weights", "save_weights",
-           "shipped_meta", "train_and_save", "train_on_shapes"]
+           "shipped_meta", "train_and_save", "train_on_shapes", "benchmark_of", "stack_items", "rounded",
+           "shapes_sources", "random_flip", "train_epoch"]
 
 #: Bump when the architecture or the training procedure changes (it is part of the cache key).
 SMALL_CNN_VERSION = 3
@@ -79,7 +79,8 @@ def _key(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_items(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset's items stacked: images ``(N, C, H, W)`` and labels ``(N,)``."""
     items = [dataset[i] for i in range(len(dataset))]
     return torch.stack([item["image"] for item in items]), torch.tensor([item["label"] for item in items])
 
@@ -93,13 +94,47 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / max(len(images), 1)
 
 
-def _rounded(model: nn.Module) -> nn.Module:
+def rounded(model: nn.Module) -> nn.Module:
     """``model`` with its weights rounded to float16 and back: the model as stored."""
     with torch.no_grad():
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
     return model
+
+
+def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``(B, C, H, W)`` flipped horizontally with probability 1/2 (one draw per image)."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+
+
+def train_epoch(model: nn.Module, data: tuple, size: int, augment, generator: torch.Generator, optimiser,
+                schedule=None, label_smoothing: float = 0.0) -> float:
+    """One epoch of training: ``data`` (images ``(N, C, H, W)``, labels ``(N,)``) in a random order drawn from
+    ``generator``, batches of ``size`` transformed by ``augment(batch, generator)``, cross-entropy, one
+    optimiser (and ``schedule``) step per batch.
+
+    Returns
+    -------
+    float
+        The mean loss of the epoch's batches (weighted by batch size).
+    """
+    images, labels = data
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    total = 0.0
+    for start in range(0, len(images), size):
+        index = order[start:start + size]
+        loss = nn.functional.cross_entropy(model(augment(images[index], generator)), labels[index],
+                                           label_smoothing=label_smoothing)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if schedule is not None:
+            schedule.step()
+        total += loss.item() * len(index)
+    return total / len(images)
 
 
 def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tuple[nn.Module, dict]:
@@ -133,8 +168,8 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
     generator = torch.Generator().manual_seed(options.train_seed)
     torch.manual_seed(options.train_seed)
     model = small_cnn(num_classes)
-    images, labels = _stack(train)
-    val_images, val_labels = _stack(val)
+    images, labels = stack_items(train)
+    val_images, val_labels = stack_items(val)
     size = options.train_batch_size
     per_epoch = (len(images) + size - 1) // size
     optimiser = torch.optim.Adam(model.parameters(), lr=options.train_lr)
@@ -147,29 +182,15 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
              "accuracy)", len(images), options.train_epochs, per_epoch, 100 * options.train_target_accuracy)
     val_accuracy, epoch, loop_started = 0.0, 0, time.perf_counter()
     for epoch in range(1, options.train_epochs + 1):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        total = 0.0
-        for start in range(0, len(images), size):
-            index = order[start:start + size]
-            batch = images[index]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-            loss = nn.functional.cross_entropy(model(batch), labels[index])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if schedule is not None:
-                schedule.step()
-            total += loss.item() * len(index)
+        loss = train_epoch(model, (images, labels), size, random_flip, generator, optimiser, schedule)
         state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-        val_accuracy = accuracy(_rounded(model), val_images, val_labels)
+        val_accuracy = accuracy(rounded(model), val_images, val_labels)
         elapsed, per_epoch_s = time.perf_counter() - started, (time.perf_counter() - loop_started) / epoch
         reached = val_accuracy >= options.train_target_accuracy
         left = "" if reached or epoch == options.train_epochs else \
             f", at most {per_epoch_s * (options.train_epochs - epoch):.0f} s left"
         log.info("small_cnn epoch %d/%d: loss %.3f, validation accuracy %.3f (%.0f s%s)", epoch, options.train_epochs,
-                 total / len(images), val_accuracy, elapsed, left)
+                 loss, val_accuracy, elapsed, left)
         if reached:
             break
         if epoch < options.train_epochs:
@@ -177,43 +198,13 @@ def train_small_cnn(train, val, options: ModelOptions, num_classes: int) -> tupl
     return model.eval(), {"val_accuracy": val_accuracy, "epochs": epoch, "seconds": time.perf_counter() - started}
 
 
-def save_weights(model: nn.Module, path: str | Path, meta: dict) -> Path:
-    """Write ``{"state_dict": float16 tensors, "meta": meta}`` to ``path`` atomically."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().half() if tensor.is_floating_point() else tensor.detach().cpu()
-             for name, tensor in model.state_dict().items()}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(handle)
-    try:
-        torch.save({"state_dict": state, "meta": meta}, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def read_weights(path: str | Path) -> tuple[dict, dict]:
-    """The ``state_dict`` and ``meta`` of a small-CNN weight file (``meta`` is ``{}`` for plain state dicts)."""
-    try:
-        data = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle is reported the same way
-        raise ModelError(f"cannot read weights file {path}: {str(error).splitlines()[0]}") from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        return data["state_dict"], data.get("meta") or {}
-    return data, {}
-
-
 def shipped_meta() -> dict:
     """The ``meta`` of the shipped weights (``{}`` when the package has none)."""
-    return read_weights(SHIPPED_WEIGHTS)[1] if SHIPPED_WEIGHTS.is_file() else {}
+    return file_meta(SHIPPED_WEIGHTS)
 
 
-def _benchmark_name(dataset_options) -> str:
+def benchmark_of(dataset_options) -> str:
+    """The shapes benchmark's name for these dataset options (seed and sizes)."""
     from ..data.shapes import benchmark_name
     return benchmark_name(dataset_options.seed, dataset_options.n_train, dataset_options.n_val,
                           dataset_options.image_size)
@@ -221,23 +212,12 @@ def _benchmark_name(dataset_options) -> str:
 
 def small_cnn_path(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
     """Where the small CNN trained with these options on this benchmark is cached."""
-    from ..data import SHAPE_CLASSES
-    key = _key(training_spec(_benchmark_name(dataset_options), options, len(SHAPE_CLASSES)))
-    return Path(cache_dir).expanduser() / "models" / f"small_cnn-{key}.pt"
-
-
-def _shipped_applies(options: ModelOptions, dataset_options) -> bool:
-    from ..data import SHAPE_CLASSES
-    meta = shipped_meta()
-    return bool(meta) and meta.get("key") == _key(training_spec(_benchmark_name(dataset_options), options,
-                                                                len(SHAPE_CLASSES)))
+    return _sources(options, dataset_options, cache_dir).cached
 
 
 def small_cnn_file(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
     """The weight file ``model.weights=auto`` reads: the shipped one when it applies, else the cache's."""
-    if _shipped_applies(options, dataset_options):
-        return SHIPPED_WEIGHTS
-    return small_cnn_path(options, dataset_options, cache_dir)
+    return _sources(options, dataset_options, cache_dir).auto_file()
 
 
 def _differences(spec: dict, shipped: dict) -> str:
@@ -309,8 +289,39 @@ def _check_digest(meta: dict, dataset_options, cache_dir: str) -> None:
                     "on (another NumPy or Pillow drawing code?): numbers will differ from README's")
 
 
-def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> nn.Module:
-    """The small CNN for the shapes benchmark: shipped, cached, or trained once and cached.
+def shapes_sources(name: str, build, key: str, shipped: Path, save, options: ModelOptions, dataset_options,
+                   cache_dir: str, why: str = "", **more) -> TrainedModel:
+    """Where a model trained on the shapes benchmark is found (:class:`~learnroot.models.shipped.TrainedModel`):
+    ``shipped`` when its key is ``key``, else ``<cache_dir>/models/<name>-<key>.pt``, else trained now by
+    ``save(options, dataset_options, cache_dir, path) -> (model, meta)``, which writes it there (``why`` completes
+    the log line that says so; ``more``: further fields such as ``check_shipped``)."""
+    cached = Path(cache_dir).expanduser() / "models" / f"{name}-{key}.pt"
+
+    def train() -> nn.Module:
+        log.info("%s: no shipped or cached weights for this benchmark and training setup%s; training it once and "
+                 "caching it at %s", name, why, cached)
+        return save(options, dataset_options, cache_dir, cached)[0]
+
+    meta = more.pop("shipped_meta", None)
+    return TrainedModel(name, build, key, shipped, cached, file_meta(shipped) if meta is None else meta, train=train,
+                        **more)
+
+
+def _sources(options: ModelOptions, dataset_options, cache_dir: str) -> TrainedModel:
+    """Where the small CNN of these options is found."""
+    from ..data import SHAPE_CLASSES
+    num_classes = len(SHAPE_CLASSES)
+    spec, meta = training_spec(benchmark_of(dataset_options), options, num_classes), shipped_meta()
+    why = (f" (differs from the shipped one in: {_differences(spec, meta.get('spec', {}))}; about a minute on 2 CPU "
+           "cores)")
+    return shapes_sources("small_cnn", lambda: small_cnn(num_classes), _key(spec), SHIPPED_WEIGHTS, train_and_save,
+                          options, dataset_options, cache_dir, why, shipped_meta=meta,
+                          check_shipped=lambda shipped: _check_digest(shipped, dataset_options, cache_dir))
+
+
+def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str, device="cpu") -> nn.Module:
+    """The small CNN for the shapes benchmark: shipped, cached, or trained once and cached
+    (:func:`~learnroot.models.shipped.load_trained`).
 
     Parameters
     ----------
@@ -320,33 +331,12 @@ def cached_small_cnn(options: ModelOptions, dataset_options, cache_dir: str) -> 
         The shapes benchmark to train on (its seed and sizes; limit, part and split are ignored).
     cache_dir : str
         Cache folder; trained weights go to ``<cache_dir>/models/small_cnn-<key>.pt``.
+    device : str or torch.device
+        Where the model is put.
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode; one read from a file is shared by later calls (:func:`~learnroot.models.shipped.load_cached`).
     """
-    from ..data import SHAPE_CLASSES
-    num_classes = len(SHAPE_CLASSES)
-    if options.weights == "random":
-        log.warning("model small_cnn uses RANDOM weights (model.weights=random)")
-        torch.manual_seed(options.train_seed)
-        return small_cnn(num_classes).eval()
-    model = small_cnn(num_classes)
-    if options.weights not in ("auto", ""):
-        load_state_dict(model, options.weights, "small_cnn")
-        return model.eval()
-    if _shipped_applies(options, dataset_options):
-        state, meta = read_weights(SHIPPED_WEIGHTS)
-        model.load_state_dict(state)
-        log.info("small_cnn: the shipped weights (validation accuracy %.4f, trained with torch %s)",
-                 meta.get("val_accuracy", float("nan")), meta.get("torch", "?"))
-        _check_digest(meta, dataset_options, cache_dir)
-        return model.eval()
-    path = small_cnn_path(options, dataset_options, cache_dir)
-    if path.is_file():
-        model.load_state_dict(read_weights(path)[0])
-        log.info("small_cnn: trained earlier with these options, cached at %s", path)
-        return model.eval()
-    spec = training_spec(_benchmark_name(dataset_options), options, num_classes)
-    shipped = shipped_meta().get("spec", {})
-    log.info("small_cnn: no shipped or cached weights for this benchmark and training setup (differs from the "
-             "shipped one in: %s); training it once (about a minute on 2 CPU cores) and caching it at %s",
-             _differences(spec, shipped), path)
-    trained, _ = train_and_save(options, dataset_options, cache_dir, path)
-    return trained
+    return load_trained(_sources(options, dataset_options, cache_dir), options.weights, options.train_seed, device)

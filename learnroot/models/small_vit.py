@@ -39,8 +39,10 @@ from torch import nn
 
 from ..groups import ModelOptions
 from ..transformers.vit import VisionTransformer, ViTConfig
-from .small_cnn import accuracy, read_weights, train_on_shapes
-from .weights import fit_state_dict, read_state_dict
+from .shipped import TrainedModel, load_trained
+from .small_cnn import (accuracy, benchmark_of, random_flip, rounded, shapes_sources, stack_items, train_epoch,
+                        train_on_shapes)
+from .weights import file_meta
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +142,6 @@ def small_vit_key(benchmark: str, options: ModelOptions, num_classes: int) -> st
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([item["image"] for item in items]), torch.tensor([item["label"] for item in items])
-
-
-def _rounded(model: nn.Module) -> nn.Module:
-    """``model`` with its weights rounded to float16 and back: the model as stored."""
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
-    return model
-
-
 def train_vit(model: VisionTransformer, data: tuple, val: tuple, options: ModelOptions, augment,
               generator: torch.Generator, name: str) -> tuple[VisionTransformer, dict]:
     """Train a ViT; returns the model (eval mode, weights rounded to float16 values as they are stored) and
@@ -195,23 +183,11 @@ def train_vit(model: VisionTransformer, data: tuple, val: tuple, options: ModelO
     log.info("training %s on %d images (%d epochs, %d steps each)", name, len(images), options.train_epochs,
              per_epoch)
     for epoch in range(1, options.train_epochs + 1):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        total = 0.0
-        for start in range(0, len(images), size):
-            index = order[start:start + size]
-            batch = augment(images[index], generator)
-            loss = nn.functional.cross_entropy(model(batch), labels[index], label_smoothing=0.1)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if schedule is not None:
-                schedule.step()
-            total += loss.item() * len(index)
+        loss = train_epoch(model, data, size, augment, generator, optimiser, schedule, label_smoothing=0.1)
         elapsed = time.perf_counter() - started
         log.info("%s epoch %d/%d: loss %.3f (%.0f s, about %.0f s left)", name, epoch, options.train_epochs,
-                 total / len(images), elapsed, elapsed / epoch * (options.train_epochs - epoch))
-    val_accuracy = accuracy(_rounded(model), *val)
+                 loss, elapsed, elapsed / epoch * (options.train_epochs - epoch))
+    val_accuracy = accuracy(rounded(model), *val)
     log.info("%s: validation accuracy %.4f", name, val_accuracy)
     return model.eval(), {"val_accuracy": val_accuracy, "epochs": options.train_epochs,
                           "seconds": time.perf_counter() - started}
@@ -219,8 +195,7 @@ def train_vit(model: VisionTransformer, data: tuple, val: tuple, options: ModelO
 
 def _small_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flips per image, then one random shift for the batch (:func:`_shift`)."""
-    flip = torch.rand(len(batch), generator=generator) < 0.5
-    return _shift(torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch), generator)
+    return _shift(random_flip(batch, generator), generator)
 
 
 def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tuple[VisionTransformer, dict]:
@@ -229,7 +204,7 @@ def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tupl
     ``train_seed``; ``train`` and ``val`` are datasets of items."""
     generator = torch.Generator().manual_seed(options.train_seed)
     model = initial_small_vit(num_classes, generator)  # the same generator then draws the batches
-    return train_vit(model, _stack(train), _stack(val), options, _small_augment, generator, "small_vit")
+    return train_vit(model, stack_items(train), stack_items(val), options, _small_augment, generator, "small_vit")
 
 
 def _shift(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -242,22 +217,14 @@ def _shift(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[:, :, dy:dy + size, dx:dx + size]
 
 
-def _benchmark(dataset_options) -> str:
-    from ..data.shapes import benchmark_name
-    return benchmark_name(dataset_options.seed, dataset_options.n_train, dataset_options.n_val,
-                          dataset_options.image_size)
-
-
 def small_vit_path(options: ModelOptions, dataset_options, cache_dir: str) -> Path:
     """Where the small ViT trained with these options on this benchmark is cached."""
-    from ..data import SHAPE_CLASSES
-    key = small_vit_key(_benchmark(dataset_options), options, len(SHAPE_CLASSES))
-    return Path(cache_dir).expanduser() / "models" / f"small_vit-{key}.pt"
+    return _sources(options, dataset_options, cache_dir).cached
 
 
 def shipped_meta() -> dict:
     """The ``meta`` of the shipped weights (``{}`` when the package has none)."""
-    return read_weights(PACKAGED_WEIGHTS)[1] if PACKAGED_WEIGHTS.is_file() else {}
+    return file_meta(PACKAGED_WEIGHTS)
 
 
 def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path: str | Path) -> tuple[nn.Module, dict]:
@@ -273,8 +240,18 @@ def train_and_save(options: ModelOptions, dataset_options, cache_dir: str, path:
     return train_on_shapes("small_vit", train_small_vit, identity, options, dataset_options, cache_dir, path)
 
 
-def cached_small_vit(options: ModelOptions, dataset_options, cache_dir: str) -> VisionTransformer:
-    """The small ViT for the shapes benchmark: shipped, cached, or trained now and cached.
+def _sources(options: ModelOptions, dataset_options, cache_dir: str) -> TrainedModel:
+    """Where the small ViT of these options is found."""
+    from ..data import SHAPE_CLASSES
+    num_classes = len(SHAPE_CLASSES)
+    return shapes_sources("small_vit", lambda: small_vit(num_classes),
+                          small_vit_key(benchmark_of(dataset_options), options, num_classes), PACKAGED_WEIGHTS,
+                          train_and_save, options, dataset_options, cache_dir, shipped_meta=shipped_meta())
+
+
+def cached_small_vit(options: ModelOptions, dataset_options, cache_dir: str, device="cpu") -> VisionTransformer:
+    """The small ViT for the shapes benchmark: shipped, cached, or trained now and cached
+    (:func:`~learnroot.models.shipped.load_trained`).
 
     Parameters
     ----------
@@ -284,31 +261,12 @@ def cached_small_vit(options: ModelOptions, dataset_options, cache_dir: str) -> 
         The shapes benchmark to train on (its seed and sizes; limit and split are ignored).
     cache_dir : str
         Cache folder; the weights go to ``<cache_dir>/models/small_vit-<key>.pt``.
+    device : str or torch.device
+        Where the model is put.
+
+    Returns
+    -------
+    VisionTransformer
+        In eval mode; one read from a file is shared by later calls (:func:`~learnroot.models.shipped.load_cached`).
     """
-    from ..data import SHAPE_CLASSES
-    num_classes = len(SHAPE_CLASSES)
-    if options.weights == "random":
-        log.warning("model small_vit uses RANDOM weights (model.weights=random)")
-        torch.manual_seed(options.train_seed)
-        return small_vit(num_classes).eval()
-    model = small_vit(num_classes)
-    if options.weights not in ("auto", ""):
-        fit_state_dict(model, read_state_dict(options.weights), Path(options.weights).expanduser(), "small_vit")
-        return model.eval()
-    key = small_vit_key(_benchmark(dataset_options), options, num_classes)
-    meta = shipped_meta()
-    if meta.get("key") == key:
-        model.load_state_dict({name: value.float() for name, value in read_weights(PACKAGED_WEIGHTS)[0].items()})
-        log.info("small_vit: the shipped weights (validation accuracy %.4f, trained with torch %s)",
-                 meta.get("val_accuracy", float("nan")), meta.get("torch", "?"))
-        return model.eval()
-    path = small_vit_path(options, dataset_options, cache_dir)
-    if path.is_file():
-        state = read_weights(path)[0]
-        model.load_state_dict({name: value.float() for name, value in state.items()})
-        log.info("small_vit: trained earlier with these options, cached at %s", path)
-        return model.eval()
-    log.info("small_vit: no shipped or cached weights for this benchmark and training setup; training it once "
-             "and caching it at %s", path)
-    trained, _ = train_and_save(options, dataset_options, cache_dir, path)
-    return trained
+    return load_trained(_sources(options, dataset_options, cache_dir), options.weights, options.train_seed, device)

@@ -7,13 +7,16 @@ exact path expected.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 __all__ = ["ModelError", "load_state_dict", "fit_state_dict", "hub_checkpoint", "read_state_dict", "unwrap_state",
-           "strip_prefix", "read_weights_file", "random_weights_warning", "WRAPPERS"]
+           "strip_prefix", "read_weights_file", "random_weights_warning", "WRAPPERS",
+           "read_weights", "save_weights", "file_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +164,40 @@ def fit_state_dict(model: nn.Module, state: dict, file, name: str) -> None:
                 parts.append(f"{label}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})")
         raise ModelError(f"weights file {file} does not fit {name}: " + "; ".join(parts))
     model.load_state_dict(state)
+
+
+def save_weights(model: nn.Module, path: str | Path, meta: dict) -> Path:
+    """Write ``{"state_dict": float16 tensors, "meta": meta}`` to ``path`` atomically."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().half() if tensor.is_floating_point() else tensor.detach().cpu()
+             for name, tensor in model.state_dict().items()}
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    os.close(handle)
+    try:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict, dict]:
+    """The ``state_dict`` and ``meta`` of a file written by :func:`save_weights` (``meta`` is ``{}`` for plain
+    state dicts)."""
+    try:
+        data = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle is reported the same way
+        raise ModelError(f"cannot read weights file {path}: {str(error).splitlines()[0]}") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        return data["state_dict"], data.get("meta") or {}
+    return data, {}
+
+
+def file_meta(path: str | Path) -> dict:
+    """The ``meta`` of a file written by :func:`save_weights` (``{}`` when there is no such file)."""
+    return read_weights(path)[1] if Path(path).is_file() else {}

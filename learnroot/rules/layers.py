@@ -37,8 +37,8 @@ from ..layers import Concat, Gate, Mean, PadShortcut, Scale
 from .affine import AFFINE
 from .basic import GatePass, GradientPass, Proportional
 
-__all__ = ["RELU_LIKE", "SELF_GATED", "activation_rule", "layer_kind", "generic_rule", "pool_rule", "window_weight",
-           "WindowEpsilon"]
+__all__ = ["RELU_LIKE", "SELF_GATED", "POOL_RULES", "LAYER_KINDS", "activation_rule", "layer_kind", "generic_rule", "pool_rule",
+           "window_weight", "WindowEpsilon"]
 
 #: Activations through which relevance passes unchanged (piecewise linear through the origin).
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
@@ -118,46 +118,43 @@ class WindowEpsilon(BasicHook):
         return rule.backward(module, grad_input, grad_output)
 
 
+#: ``method.pool_rule`` -> ``(stabilizer, epsilon) ->`` the rule of an average/sum pooling layer; the declaration's
+#: choices (:mod:`learnroot.methods.catalogue`, which imports no torch) are these names (a test checks it).
+POOL_RULES = {
+    "norm": lambda stabilizer, epsilon: Proportional(stabilizer),
+    "epsilon": lambda stabilizer, epsilon: WindowEpsilon(max(float(epsilon), stabilizer)),
+    "flat": lambda stabilizer, epsilon: Flat(stabilizer=stabilizer),
+}
+
+
 def pool_rule(name: str, stabilizer: float, epsilon: float = 0.0):
-    """The rule of an average/sum pooling layer for ``method.pool_rule`` ``name``.
+    """The rule of an average/sum pooling layer for ``method.pool_rule`` ``name`` (:data:`POOL_RULES`).
 
     ``norm``: proportional to the inputs (:class:`~learnroot.rules.Proportional`: exact for inputs of one
-    sign, ``stabilizer`` relative to the cancelled part otherwise); ``epsilon``: :class:`WindowEpsilon`; ``flat``: equal shares (zennit ``Flat``, which is also w^2
-    for a pool's equal weights).
+    sign, ``stabilizer`` relative to the cancelled part otherwise); ``epsilon``: :class:`WindowEpsilon`;
+    ``flat``: equal shares (zennit ``Flat``, which is also w^2 for a pool's equal weights).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not one of :data:`POOL_RULES` (one line naming ``method.pool_rule`` and the choices).
     """
-    if name == "norm":
-        return Proportional(stabilizer)
-    if name == "epsilon":
-        return WindowEpsilon(max(float(epsilon), stabilizer))
-    if name == "flat":
-        return Flat(stabilizer=stabilizer)
-    raise ValueError(f"unknown method.pool_rule {name!r}; choose one of norm, epsilon, flat")
+    if name not in POOL_RULES:
+        raise ValueError(f"method.pool_rule={name!r} is not one of: {', '.join(POOL_RULES)}")
+    return POOL_RULES[name](stabilizer, epsilon)
+
+
+#: ``(layer types, kind)``: the first entry whose types a module is an instance of names its kind.
+LAYER_KINDS = (
+    (nn.Linear, "dense"), (AFFINE, "conv"), ((MaxPool, AvgPool, Mean), "pool"), (Concat, "concat"), (Gate, "gate"),
+    (Scale, "scale"), (Sum, "sum"), (PadShortcut, "shortcut"), (BatchNorm, "batchnorm"), (Activation, "activation"),
+)
 
 
 def layer_kind(module: nn.Module) -> str:
     """``dense``, ``conv``, ``pool``, ``sum``, ``concat``, ``gate``, ``scale``, ``shortcut``, ``batchnorm``,
-    ``activation`` or ``other``."""
-    if isinstance(module, nn.Linear):
-        return "dense"
-    if isinstance(module, AFFINE):
-        return "conv"
-    if isinstance(module, (MaxPool, AvgPool, Mean)):
-        return "pool"
-    if isinstance(module, Concat):
-        return "concat"
-    if isinstance(module, Gate):
-        return "gate"
-    if isinstance(module, Scale):
-        return "scale"
-    if isinstance(module, Sum):
-        return "sum"
-    if isinstance(module, PadShortcut):
-        return "shortcut"
-    if isinstance(module, BatchNorm):
-        return "batchnorm"
-    if isinstance(module, Activation):
-        return "activation"
-    return "other"
+    ``activation`` or ``other`` (:data:`LAYER_KINDS`)."""
+    return next((kind for types, kind in LAYER_KINDS if isinstance(module, types)), "other")
 
 
 def generic_rule(module: nn.Module, stabilizer: float, pool: str = "norm",

@@ -40,14 +40,16 @@ from torch import nn
 from zennit.core import stabilize
 
 from ..conservation import LayerSums, per_sample_sum
+from ..methods.transformer_methods import ATTENTION
 from ..rules.affine import ParamCache
 from .propagation import Rules, propagate
 from .vit import Trace, VisionTransformer
 
 __all__ = ["ATTENTION_VARIANTS", "AttnLRPRules", "gamma_linear", "apply_rule", "attnlrp"]
 
-#: ``cp`` (attention as a constant) and ``softmax`` (AttnLRP's softmax and uniform rules).
-ATTENTION_VARIANTS = ("cp", "softmax")
+#: ``cp`` (attention as a constant) and ``softmax`` (AttnLRP's softmax and uniform rules): the choices of the
+#: ``method.attention`` declaration (:data:`learnroot.methods.transformer_methods.ATTENTION`).
+ATTENTION_VARIANTS = ATTENTION.choices
 
 
 def _stab(value: torch.Tensor, eps: float) -> torch.Tensor:
@@ -119,8 +121,7 @@ class AttnLRPRules(Rules):
     """
 
     def __init__(self, gamma: float = 0.0, attention: str = "cp", bias: bool = False, stabilizer: float = 1e-6):
-        if attention not in ATTENTION_VARIANTS:
-            raise ValueError(f"attention={attention!r} is not one of: {', '.join(ATTENTION_VARIANTS)}")
+        ATTENTION.validate(attention, "method.attention")
         self.gamma = float(gamma)
         self.attention = attention
         self.bias = bias

@@ -45,7 +45,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..groups import LayerRootOptions, RootOptOptions
+from ..groups import LayerRootOptions, RootOptOptions, root_param
 from ..rules.affine import ParamCache
 from ..rules.learned import RootLog, descend
 from ..rules.losses import RootLoss
@@ -66,14 +66,11 @@ def learnable_operations(model: VisionTransformer) -> list[str]:
 
 
 def _selected(model: VisionTransformer, options: RootOptOptions) -> set:
+    root_param("layers").validate(options.layers, "root_opt.layers")
     names = learnable_operations(model)
-    if options.layers in ("all", "dense"):
-        return set(names)
     if options.layers == "conv":
         return set()
-    if options.layers == "first_k":
-        return set(names[:options.k])
-    raise ValueError(f"unknown root_opt.layers {options.layers!r}")
+    return set(names[:options.k]) if options.layers == "first_k" else set(names)  # all, dense
 
 
 def _gelu_derivatives(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
