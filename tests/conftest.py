@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated cache with the shapes benchmark's validation split, and CLI helpers."""
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -44,7 +45,10 @@ def test_cache() -> Path:
     from learnroot.options import DatasetOptions, ModelOptions
 
     path = Path(os.environ.get("LEARNROOT_TEST_CACHE", REPO / ".cache" / "tests"))
-    cached_small_cnn(ModelOptions(), DatasetOptions(), str(path))
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as lock:  # pytest-xdist's workers fill the cache one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached_small_cnn(ModelOptions(), DatasetOptions(), str(path))
     return path
 
 
