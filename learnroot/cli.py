@@ -236,6 +236,10 @@ def _already_complete(run_dir: Path) -> bool:
         return False
 
 
+#: Hydra's flags that act on one composed configuration and refuse ``-m``.
+ONE_CONFIG_FLAGS = frozenset({"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--run", "-r"})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``learnroot-run`` (Hydra flags such as ``-m`` and ``--cfg`` work).
 
@@ -263,6 +267,10 @@ def _main(argv: list[str]) -> None:
         return
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
     try:
+        alone = sorted(set(flags) & ONE_CONFIG_FLAGS)
+        if multirun and alone:
+            raise ConfigError(f"{alone[0]} prints one configuration: drop -m and give one value per key "
+                              f"(e.g. {PROG} {alone[0]} job method=ours)")
         if any(item.lstrip("+~").startswith("dataset.shards=") for item in overrides):  # -m dataset.shards=N
             overrides = expand_shards(overrides, multirun)
             argv = flags + overrides

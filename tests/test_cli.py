@@ -168,6 +168,12 @@ def test_cfg_checks_the_composition(run_cli, tmp_path):
     assert "(did you mean batch_size?)" in line
 
 
+def test_cfg_with_multirun_is_one_line(run_cli, tmp_path):
+    line = _one_line_error(run_cli("-m", "method=ours,dtd_zplus", "--cfg", "job"))
+    assert "--cfg prints one configuration: drop -m" in line
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_wheel_ships_the_config_tree(tmp_path):
     """A non-editable install carries conf/ and the small CNN's weights inside the package and composes
     from any cwd."""
