@@ -267,6 +267,11 @@ def _main(argv: list[str]) -> None:
         return
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
     try:
+        home = [item for item in overrides if "=~" in item]
+        if home:
+            key, _, value = home[0].partition("=")
+            raise ConfigError(f"{home[0]}: Hydra's override grammar does not expand ~; write "
+                              f"{key}=$HOME{value[1:]} (the shell expands $HOME) or the full path")
         alone = sorted(set(flags) & ONE_CONFIG_FLAGS)
         if multirun and alone:
             raise ConfigError(f"{alone[0]} prints one configuration: drop -m and give one value per key "

@@ -168,6 +168,11 @@ def test_cfg_checks_the_composition(run_cli, tmp_path):
     assert "(did you mean batch_size?)" in line
 
 
+def test_home_tilde_in_a_value_names_the_fix(run_cli, tmp_path):
+    line = _one_line_error(run_cli("model.weights=~/weights.pt"))
+    assert "does not expand ~; write model.weights=$HOME/weights.pt" in line
+
+
 def test_cfg_with_multirun_is_one_line(run_cli, tmp_path):
     line = _one_line_error(run_cli("-m", "method=ours,dtd_zplus", "--cfg", "job"))
     assert "--cfg prints one configuration: drop -m" in line
