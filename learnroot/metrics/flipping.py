@@ -222,28 +222,29 @@ def score_removals(
     logit = torch.empty(batch, n_jobs, dtype=torch.float64, device=device)
     prob = torch.empty_like(logit)
     pred = torch.empty(batch, n_jobs, dtype=torch.long, device=device)
+    stores = (logit, prob, pred)
     ahead = torch.zeros(n_jobs, dtype=torch.bool)
     if clean is not None and bool((job_count == 0).any()):
         ahead |= job_count == 0
-        columns = output_columns(clean.to(device), target)
-        for values, store in zip(columns, (logit, prob, pred)):
-            store[:, job_count == 0] = values[:, None]
-    full = job_count == n_units
-    if bool(full.any()) and batch > 1 and shared_image(baseline):
-        ahead |= full
-        columns = output_columns(model(baseline[:1]).expand(batch, -1), target)
-        for values, store in zip(columns, (logit, prob, pred)):
-            store[:, full] = values[:, None]
+        for values, store in zip(output_columns(clean.to(device), target), stores):
+            store[:, (job_count == 0).to(device)] = values[:, None]
+    full = (job_count == n_units) & (batch > 1)
+    shared = baseline[:1] if bool(full.any()) and shared_image(baseline) else baseline[:0]
+    ahead |= full if len(shared) else torch.zeros_like(full)
     run = torch.nonzero(~ahead).squeeze(1)
     job_rank, job_count, run = job_rank[run].to(device), job_count[run].to(device), run.to(device)
-    n_run = run.numel()
-    for start in range(0, batch * n_run, chunk):
-        flat = torch.arange(start, min(start + chunk, batch * n_run), device=device)
+    n_run, lead = run.numel(), len(shared)  # the shared image leads the first chunk
+    for start in range(0, batch * n_run + lead, chunk):
+        flat = torch.arange(max(start - lead, 0), min(start + chunk - lead, batch * n_run), device=device)
         rows, jobs = flat // n_run, flat % n_run
         removed = positions[job_rank[jobs], rows] < job_count[jobs, None]
         images = torch.where(removed.view(-1, 1, *x.shape[2:]), baseline[rows], x[rows])
-        columns = output_columns(model(images), target[rows])
-        for values, store in zip(columns, (logit, prob, pred)):
+        out = model(torch.cat([shared, images]) if start == 0 and lead else images)
+        if start == 0 and lead:
+            for values, store in zip(output_columns(out[:1].expand(batch, -1), target), stores):
+                store[:, full.to(device)] = values[:, None]
+            out = out[1:]
+        for values, store in zip(output_columns(out, target[rows]), stores):
             store[rows, run[jobs]] = values
     index = inverse.to(device)
     return logit[:, index], prob[:, index], pred[:, index]
