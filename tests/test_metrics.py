@@ -248,11 +248,11 @@ def test_forward_passes_are_chunked_and_deduplicated():
     x = torch.rand(3, 1, 4, 4)
     # per sample: clean, full, MoRF 4/8/12, LeRF 4/8/12 = 8 distinct images; positive 0.25/0.5/0.75
     # removes 4/8/12 pixels, the same images as MoRF / LeRF. The clean images go through the model once
-    # for the batch, the fully replaced image (the zero baseline: the same for every sample) once in all,
-    # the 6 other images of each sample in chunks of 5.
+    # for the batch; the fully replaced image (the zero baseline: the same for every sample) once in all,
+    # at the head of the first chunk, then the 6 other images of each sample, in chunks of 5.
     result = run(model, x, torch.rand(3, 1, 4, 4), pf_steps=4, pf_chunk=5,
                  perturbation_fractions=[0.25, 0.5, 0.75])
-    assert model.calls == 1 + 1 + math.ceil(3 * 6 / 5)
+    assert model.calls == 1 + math.ceil((1 + 3 * 6) / 5)
     assert model.images == 3 + 1 + 3 * 6
     assert len(result.curves) == 3 * (5 + 5 + 3 + 3)
     assert set(result.curves[0]) == {"sample", "kind", "step", "x", "prob", "logit", "correct"}
