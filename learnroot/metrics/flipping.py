@@ -55,7 +55,12 @@ Positive / negative perturbation (Chefer et al. 2021, as written in METHOD.md se
 Because both protocols use the same rankings and the same replacement, an image of positive
 perturbation is the MoRF image with the same number of pixels removed (and negative the LeRF
 one); :func:`removal_curves` evaluates each distinct perturbed image only once, in chunks of
-``chunk`` images per forward pass. :func:`ranked_curves` and :func:`score_removals` are shared with
+``chunk`` images per forward pass. Two images do not depend on the explanation: the clean image,
+whose logits are the batch's one clean forward pass (the runner's, shared by every metric), and the
+fully replaced image, which with the ``zero``, ``black`` and ``uniform`` baselines is one image for
+the whole batch and goes through the model once (at the head of the first chunk). Per image that
+leaves ``2 (pf_steps - 1)`` passes for pixel flipping (38 by default) plus the perturbation
+fractions off its grid; ``scripts/bench_metrics.py`` counts them. :func:`ranked_curves` and :func:`score_removals` are shared with
 region perturbation (:mod:`learnroot.metrics.region`), whose rankings order patches instead of pixels.
 """
 from __future__ import annotations
@@ -453,5 +458,7 @@ register(Metric(
     ),
     enabled=lambda options, context: options.pixel_flipping or options.perturbation,
     compute=compute_removal,
-    cost="2 x (pf_steps - 1) forward passes (pixel flipping), + 2 x the perturbation fractions not on that grid "
-         "(with pf_schedule=log: all of them)"))
+    cost="2 x (pf_steps - 1) forward passes per image (pixel flipping: MoRF and LeRF between nothing and all "
+         "removed), + 2 x the perturbation fractions not on that grid (with pf_schedule=log: all of them); the clean "
+         "image is the runner's, the fully replaced one runs once per batch (zero, black, uniform baselines; blur: "
+         "once per image). metrics=default: 38 + 1/B (B: batch size), fast: 18 + 1/B, faithfulness: 56 + 1/B"))

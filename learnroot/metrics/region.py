@@ -64,9 +64,12 @@ Curves
     of patches removed (edge patches are smaller, so it is not exactly the fraction of pixels).
 
 Cost
-    ``3 L`` forward passes per sample at most (the clean image is shared, repeated points are
-    evaluated once), ``3 L D + 1`` with uniform noise, in chunks of ``metrics.pf_chunk`` images,
-    through :func:`~learnroot.metrics.flipping.score_removals`.
+    ``3 L`` forward passes per sample at most (repeated points are evaluated once), ``3 L D`` with
+    uniform noise (360 in ``metrics=faithfulness``), in chunks of ``metrics.pf_chunk`` images, through
+    :func:`~learnroot.metrics.flipping.score_removals`; the clean image is the one forward pass of the
+    batch that every metric shares (the runner's, :meth:`~learnroot.metrics.evaluate.Context.clean_logits`).
+    The random order's passes (a third) do not depend on the explanation: a cache across the methods of
+    a sweep could save them (not done; issue 26).
 """
 from __future__ import annotations
 
@@ -374,5 +377,6 @@ register(Metric(
         SEED,
     ),
     compute=compute_aopc,
-    cost="3 x aopc_steps forward passes (MoRF, LeRF and random orders; the clean image shared), "
-         "x aopc_draws with uniform noise"))
+    cost="3 x aopc_steps forward passes per image (MoRF, LeRF and random orders; the clean image is the runner's), "
+         "x aopc_draws with uniform noise: 360 in metrics=faithfulness (3 x 20 x 6); the random order's third "
+         "does not depend on the explanation"))
