@@ -155,3 +155,17 @@ def test_clean_logits_shape_is_checked():
     x, relevance, target, label = inputs(2, 16, classes=4)
     with pytest.raises(ValueError, match="clean_logits"):
         evaluate(model, x, relevance, target, label, None, preset("default"), NORM, clean_logits=torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 64])
+def test_nothing_left_to_run_but_the_shared_images(monkeypatch, chunk):
+    # one flipping step: the clean image (the runner's) and the fully replaced one (one per batch) only
+    model = PerImage()
+    x, relevance, target, label = inputs(3, 8, seed=5)
+    options = preset("default", pf_steps=1, perturbation=False, pf_chunk=chunk)
+    old = old_way(monkeypatch, model, x, relevance, target, label, options, None)
+    with torch.no_grad():
+        logits = model(x)
+    model.images = 0
+    assert_identical(evaluate(model, x, relevance, target, label, None, options, NORM, clean_logits=logits), old)
+    assert model.images == 1

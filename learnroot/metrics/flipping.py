@@ -60,8 +60,9 @@ whose logits are the batch's one clean forward pass (the runner's, shared by eve
 fully replaced image, which with the ``zero``, ``black`` and ``uniform`` baselines is one image for
 the whole batch and goes through the model once (at the head of the first chunk). Per image that
 leaves ``2 (pf_steps - 1)`` passes for pixel flipping (38 by default) plus the perturbation
-fractions off its grid; ``scripts/bench_metrics.py`` counts them. :func:`ranked_curves` and :func:`score_removals` are shared with
-region perturbation (:mod:`learnroot.metrics.region`), whose rankings order patches instead of pixels.
+fractions off its grid; ``scripts/bench_metrics.py`` counts them. :func:`ranked_curves` and
+:func:`score_removals` are shared with region perturbation (:mod:`learnroot.metrics.region`), whose
+rankings order patches instead of pixels.
 """
 from __future__ import annotations
 
