@@ -7,9 +7,10 @@ random relevance map, as the runner does: one clean forward pass for the batch (
 ``targets``, the ``model`` row: its logits go to :func:`~learnroot.metrics.evaluate.evaluate` when
 it takes them), then every active metric alone (``metrics.select=[name]``: what it costs by
 itself) and the preset as a whole (what a run costs: metrics share their images). Printed per
-preset and metric: forward passes per image (images through the model / batch size), the passes
-that depend on the explanation (the rest, e.g. the random-order AOPC floor and the clean image,
-is the same for every method), and the wall time per image (median of ``--repeats``).
+preset and metric: forward passes per image (images through the model / batch size; a metric's row
+without the runner's pass) and the wall time per image (median of ``--repeats``; the runner's pass
+included). The sanity checks, which explain again, are left out (their cost:
+``learnroot-table --list-metrics``).
 
 The count does not depend on the method: only the number of distinct perturbed images matters,
 and a random map's rankings give distinct images at every step as a real map does.
@@ -37,6 +38,9 @@ from learnroot.metrics import REGISTRY, evaluate
 from learnroot.metrics.registry import active
 from learnroot.normalisation import Normalisation
 
+#: Metrics that explain again or need the attribution itself (the sanity checks): not counted here
+#: (their cost is stated in ``learnroot-table --list-metrics``).
+EXPLAIN_AGAIN = ("attack", "class_sensitivity", "randomisation", "signal_noise")
 IMAGENET = Normalisation(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], value_range=(0.0, 1.0))
 SIZES = {"small_cnn": 64}
 
@@ -115,6 +119,11 @@ def rows_of_preset(preset: str, args, counter, x, relevance, target, label, ids)
     rows = [{"preset": preset, "metric": "model (runner)", "passes_per_image": 1.0, "s_per_image": ""}]
     names = [metric.name for metric in REGISTRY.values()
              if metric.compute is not None and active(metric, options, _Probe())]
+    skipped = [name for name in names if name in EXPLAIN_AGAIN]
+    names = [name for name in names if name not in EXPLAIN_AGAIN]
+    if skipped:
+        print(f"{preset}: not counted (they explain again): {', '.join(skipped)}")
+        options = replace(options, select=[name for name in (options.select or REGISTRY) if name not in skipped])
     if not args.no_single:
         for name in names:
             images, seconds = measure(counter, x, relevance, target, label, replace(options, select=[name]), ids,

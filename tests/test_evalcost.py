@@ -3,8 +3,13 @@ once-per-batch fully replaced image change no score, and the forward passes per 
 counted by hand."""
 from __future__ import annotations
 
+import csv
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +174,18 @@ def test_nothing_left_to_run_but_the_shared_images(monkeypatch, chunk):
     model.images = 0
     assert_identical(evaluate(model, x, relevance, target, label, None, options, NORM, clean_logits=logits), old)
     assert model.images == 1
+
+
+def test_benchmark_script_counts_the_passes(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_metrics.py"
+    out = tmp_path / "rows.csv"
+    process = subprocess.run([sys.executable, str(script), "--batch", "2", "--presets", "fast,sanity", "--size", "32",
+                              "--csv", str(out)], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "sanity: not counted (they explain again): attack, class_sensitivity" in process.stdout
+    with open(out, newline="") as handle:
+        rows = {(row["preset"], row["metric"]): float(row["passes_per_image"]) for row in csv.DictReader(handle)}
+    # 32 px: fast = 9 MoRF + 9 LeRF steps + the zero image once per batch; sanity = default's 19 + 19 + 1/2
+    assert rows[("fast", "removal")] == 18.5 and rows[("fast", "total (run)")] == 19.5
+    assert rows[("sanity", "removal")] == 38.5 and rows[("sanity", "total (run)")] == 39.5
