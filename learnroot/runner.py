@@ -204,7 +204,7 @@ class Pipeline:
         bad = conservation.nonfinite(relevance) | bad_logits
         other = self.other_object(logits, batch)
         evaluation, seconds_eval = self.evaluate(x, relevance, bad, target, label, batch.get("mask"), batch["id"],
-                                                 attribution=attribution, other=other)
+                                                 attribution=attribution, other=other, logits=logits)
         columns = self.sample_columns(batch, logits, target, label, attribution, bad & ~bad_logits, bad_logits)
         if switched_on(self.options.metrics, "cost"):
             columns.update(seconds_attribution=[seconds_attr] * len(x), seconds_evaluation=[seconds_eval] * len(x))
@@ -255,9 +255,10 @@ class Pipeline:
         _sync(self.device)
         return attribution, (time.perf_counter() - start) / len(x)
 
-    def evaluate(self, x, relevance, bad, target, label, mask, ids=None, attribution=None, other=None):
+    def evaluate(self, x, relevance, bad, target, label, mask, ids=None, attribution=None, other=None, logits=None):
         """The metrics of the batch (non-finite relevance replaced by zeros, its metrics NaN later) and
-        their seconds per image; ``other``: a second object's ``(target, mask)`` (:meth:`other_object`)."""
+        their seconds per image; ``other``: a second object's ``(target, mask)`` (:meth:`other_object`);
+        ``logits``: the batch's clean logits (:meth:`targets`), shared with the metrics."""
         safe = torch.where(bad.view(-1, *[1] * (relevance.dim() - 1)), torch.zeros_like(relevance), relevance)
         masks_on = mask is not None and self.options.metrics.localisation != "off"
         mask = mask.to(self.device) if masks_on else None
@@ -265,7 +266,8 @@ class Pipeline:
         start = time.perf_counter()
         evaluation = evaluate(self.model, x, safe, target, label, mask, self.metrics_options, self.norm,
                               attributor=self.attributor, ids=ids, attribution=attribution,
-                              other_target=other_target, other_mask=other_mask if masks_on else None)
+                              other_target=other_target, other_mask=other_mask if masks_on else None,
+                              clean_logits=logits)
         _sync(self.device)
         return evaluation, (time.perf_counter() - start) / len(x)
 

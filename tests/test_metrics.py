@@ -28,10 +28,12 @@ class Linear2(nn.Module):
         super().__init__()
         self.weight = weight
         self.calls = 0
+        self.images = 0
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        self.images += x.shape[0]
         first = (x * self.weight).sum(dim=(1, 2, 3))
         return torch.stack([first, torch.zeros_like(first)], dim=1)
 
@@ -245,10 +247,13 @@ def test_forward_passes_are_chunked_and_deduplicated():
     model = Linear2(torch.ones(1, 4, 4))
     x = torch.rand(3, 1, 4, 4)
     # per sample: clean, full, MoRF 4/8/12, LeRF 4/8/12 = 8 distinct images; positive 0.25/0.5/0.75
-    # removes 4/8/12 pixels, the same images as MoRF / LeRF
+    # removes 4/8/12 pixels, the same images as MoRF / LeRF. The clean images go through the model once
+    # for the batch; the fully replaced image (the zero baseline: the same for every sample) once in all,
+    # at the head of the first chunk, then the 6 other images of each sample, in chunks of 5.
     result = run(model, x, torch.rand(3, 1, 4, 4), pf_steps=4, pf_chunk=5,
                  perturbation_fractions=[0.25, 0.5, 0.75])
-    assert model.calls == math.ceil(3 * 8 / 5)
+    assert model.calls == 1 + math.ceil((1 + 3 * 6) / 5)
+    assert model.images == 3 + 1 + 3 * 6
     assert len(result.curves) == 3 * (5 + 5 + 3 + 3)
     assert set(result.curves[0]) == {"sample", "kind", "step", "x", "prob", "logit", "correct"}
     assert curve(result, "positive", "logit", 2) == curve(result, "morf", "logit", 2)[1:4]

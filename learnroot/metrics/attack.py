@@ -205,7 +205,7 @@ def compute_attack(context) -> tuple[dict, dict]:
     options = context.options
     x, height, width = context.x, context.x.shape[2], context.x.shape[3]
     with torch.no_grad():
-        prediction = context.model(x).argmax(1)
+        prediction = context.clean_logits().argmax(1)
     cls = torch.where(context.label >= 0, context.label, prediction)
     # the run explained context.target; a correctly classified sample's target is cls under either setting
     attacked = (prediction == cls) & (context.target == cls) & context.finite

@@ -110,8 +110,7 @@ def compute_class_sensitivity(context) -> tuple[dict, dict]:
     """Explain the second class and compare the maps (and their objects on multi-object images)."""
     if context.attributor is None:
         raise ValueError("metrics.class_sensitivity needs the method's attributor")
-    with torch.no_grad():
-        logits = context.model(context.x)
+    logits = context.clean_logits()
     other = other_classes(logits, context.target, context.options.class_other, context.other_target)
     explained = context.attributor(context.x, other)
     relevance = explained.relevance.detach().to(context.x)

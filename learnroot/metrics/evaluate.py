@@ -57,7 +57,7 @@ class Evaluation:
     arrays: dict = field(default_factory=dict)
 
 
-def _check(x, relevance, target, label, mask, options) -> None:
+def _check(x, relevance, target, label, mask, options, clean_logits=None) -> None:
     """Raise ``ValueError`` on inconsistent shapes, or options their declarations do not allow."""
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
@@ -69,6 +69,8 @@ def _check(x, relevance, target, label, mask, options) -> None:
             raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
     if mask is not None and tuple(mask.shape) != (batch, *x.shape[2:]):
         raise ValueError(f"mask must have shape {(batch, *x.shape[2:])}, got {tuple(mask.shape)}")
+    if clean_logits is not None and (clean_logits.dim() != 2 or clean_logits.shape[0] != batch):
+        raise ValueError(f"clean_logits must have shape ({batch}, K), got {tuple(clean_logits.shape)}")
     check_options(options, "metrics.")
     if options.localisation == "on" and mask is None:
         raise ValueError("metrics.localisation is 'on' but the dataset gives no masks")
@@ -169,6 +171,9 @@ class Context:
         Per-sample ``(B, ...)`` arrays a metric hands to the run folder (``relevance/<id>.npz``).
     ids : sequence of str, optional
         The samples' stable ids (seeds of per-sample random choices that must not depend on the batch).
+    clean : torch.Tensor, optional
+        ``(B, K)`` logits of ``x`` when the caller has them (the runner's); else made on first use by
+        :meth:`clean_logits`.
     """
 
     model: nn.Module
@@ -187,7 +192,15 @@ class Context:
     other_mask: Optional[torch.Tensor] = None
     arrays: dict = field(default_factory=dict)
     ids: Optional[Sequence[str]] = None
+    clean: Optional[torch.Tensor] = None
     _baselines: Optional[dict] = None
+
+    def clean_logits(self) -> torch.Tensor:
+        """``(B, K)`` logits of the clean input ``x``: the caller's, or one forward pass of the batch made on
+        first use and shared by every metric (the clean point of every removal curve, AOPC's reference)."""
+        if self.clean is None:
+            self.clean = self.model(self.x)
+        return self.clean
 
     def replacement(self, kind: str) -> torch.Tensor:
         """``(B, C, H, W)`` replacement values of baseline ``kind`` (made once per batch and kind;
@@ -219,6 +232,7 @@ def evaluate(
     other_target: Optional[torch.Tensor] = None,
     other_mask: Optional[torch.Tensor] = None,
     ids: Optional[Sequence[str]] = None,
+    clean_logits: Optional[torch.Tensor] = None,
 ) -> Evaluation:
     """Evaluate the explanations of one batch.
 
@@ -249,6 +263,9 @@ def evaluate(
     ids : sequence of str, optional
         The samples' stable ids: seeds of the random region order (``aopc``), so that it does not
         depend on the batch; without them the input's bytes are hashed instead.
+    clean_logits : torch.Tensor, optional
+        ``(B, K)`` logits of ``x`` already computed (the runner's, for its targets): the clean image is
+        then not run again; without them it is run once for all metrics.
 
     Returns
     -------
@@ -260,7 +277,7 @@ def evaluate(
     ValueError
         On inconsistent shapes, unknown options, or ``localisation='on'`` without a mask.
     """
-    _check(x, relevance, target, label, mask, options)
+    _check(x, relevance, target, label, mask, options, clean_logits)
     if model.training:
         warnings.warn(
             "evaluating a model in training mode: batch statistics make results depend on the batch",
@@ -274,7 +291,8 @@ def evaluate(
                           norm=norm, attributor=attributor, ids=None if ids is None else list(ids),
                           attribution=attribution,
                           other_target=None if other_target is None else other_target.to(x.device),
-                          other_mask=None if other_mask is None else other_mask.to(x.device))
+                          other_mask=None if other_mask is None else other_mask.to(x.device),
+                          clean=None if clean_logits is None else clean_logits.detach().to(x.device))
         per_sample: dict[str, torch.Tensor] = {}
         curves: dict[str, Curve] = {}
         for metric in REGISTRY.values():

@@ -55,8 +55,14 @@ Positive / negative perturbation (Chefer et al. 2021, as written in METHOD.md se
 Because both protocols use the same rankings and the same replacement, an image of positive
 perturbation is the MoRF image with the same number of pixels removed (and negative the LeRF
 one); :func:`removal_curves` evaluates each distinct perturbed image only once, in chunks of
-``chunk`` images per forward pass. :func:`ranked_curves` and :func:`score_removals` are shared with
-region perturbation (:mod:`learnroot.metrics.region`), whose rankings order patches instead of pixels.
+``chunk`` images per forward pass. Two images do not depend on the explanation: the clean image,
+whose logits are the batch's one clean forward pass (the runner's, shared by every metric), and the
+fully replaced image, which with the ``zero``, ``black`` and ``uniform`` baselines is one image for
+the whole batch and goes through the model once (at the head of the first chunk). Per image that
+leaves ``2 (pf_steps - 1)`` passes for pixel flipping (38 by default) plus the perturbation
+fractions off its grid; ``scripts/bench_metrics.py`` counts them. :func:`ranked_curves` and
+:func:`score_removals` are shared with region perturbation (:mod:`learnroot.metrics.region`), whose
+rankings order patches instead of pixels.
 """
 from __future__ import annotations
 
@@ -151,6 +157,19 @@ def _unique_jobs(ranking: torch.Tensor, counts: torch.Tensor, n_units: int):
     return keys // (n_units + 1), keys % (n_units + 1), inverse
 
 
+def shared_image(images: torch.Tensor) -> bool:
+    """Whether every image of ``(B, ...)`` ``images`` equals the first (the ``zero``, ``black`` and
+    ``uniform`` baselines: one image for the whole batch)."""
+    return images.shape[0] == 1 or images.stride(0) == 0 or bool((images == images[:1]).all())
+
+
+def output_columns(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(M,)`` float64 target logit and softmax probability and ``(M,)`` long top-1 class of ``(M, K)`` logits."""
+    out = out.double()
+    return (out.gather(1, target[:, None]).squeeze(1), out.softmax(dim=1).gather(1, target[:, None]).squeeze(1),
+            out.argmax(dim=1))
+
+
 def score_removals(
     model: nn.Module,
     x: torch.Tensor,
@@ -161,11 +180,16 @@ def score_removals(
     target: torch.Tensor,
     chunk: int,
     n_units: Optional[int] = None,
+    clean: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Model output on every perturbed image of a batch, in chunks of ``chunk`` images.
 
     Image ``(b, t)`` is ``x[b]`` with the pixels whose position in ranking ``ranking[t]`` is below
-    ``counts[t]`` replaced (all channels) by ``baseline[b]``. Identical images are evaluated once.
+    ``counts[t]`` replaced (all channels) by ``baseline[b]``. Identical images are evaluated once:
+    a job is run once per sample whatever the number of rankings and curves that ask for it; the
+    clean image (nothing removed) is not run when its logits ``clean`` are given (the runner's, or
+    :meth:`~learnroot.metrics.evaluate.Context.clean_logits`); the fully replaced image is run once
+    for the whole batch when the baseline is the same image for every sample (:func:`shared_image`).
     A position may be shared by several pixels (region perturbation gives every pixel of a patch
     the patch's rank): then ``n_units`` is the number of distinct positions.
 
@@ -185,6 +209,8 @@ def score_removals(
         Images per forward pass.
     n_units : int, optional
         Positions run from 0 to ``n_units - 1`` (default ``H * W``, one position per pixel).
+    clean : torch.Tensor, optional
+        ``(B, K)`` logits of ``x``; ``None``: the clean image is run like every other job.
 
     Returns
     -------
@@ -198,26 +224,36 @@ def score_removals(
     device = x.device
     n_units = n_pixels if n_units is None else n_units
     job_rank, job_count, inverse = _unique_jobs(ranking.cpu(), counts.cpu(), n_units)
-    job_rank, job_count = job_rank.to(device), job_count.to(device)
     n_jobs = job_rank.numel()
-    logit = torch.empty(batch * n_jobs, dtype=torch.float64, device=device)
+    logit = torch.empty(batch, n_jobs, dtype=torch.float64, device=device)
     prob = torch.empty_like(logit)
-    pred = torch.empty(batch * n_jobs, dtype=torch.long, device=device)
-    for start in range(0, batch * n_jobs, chunk):
-        flat = torch.arange(start, min(start + chunk, batch * n_jobs), device=device)
-        rows, jobs = flat // n_jobs, flat % n_jobs
+    pred = torch.empty(batch, n_jobs, dtype=torch.long, device=device)
+    stores = (logit, prob, pred)
+    ahead = torch.zeros(n_jobs, dtype=torch.bool)
+    if clean is not None and bool((job_count == 0).any()):
+        ahead |= job_count == 0
+        for values, store in zip(output_columns(clean.to(device), target), stores):
+            store[:, (job_count == 0).to(device)] = values[:, None]
+    full = (job_count == n_units) & (batch > 1)
+    shared = baseline[:1] if bool(full.any()) and shared_image(baseline) else baseline[:0]
+    ahead |= full if len(shared) else torch.zeros_like(full)
+    run = torch.nonzero(~ahead).squeeze(1)
+    job_rank, job_count, run = job_rank[run].to(device), job_count[run].to(device), run.to(device)
+    n_run, lead = run.numel(), len(shared)  # the shared image leads the first chunk
+    for start in range(0, batch * n_run + lead, chunk):
+        flat = torch.arange(max(start - lead, 0), min(start + chunk - lead, batch * n_run), device=device)
+        rows, jobs = flat // n_run, flat % n_run
         removed = positions[job_rank[jobs], rows] < job_count[jobs, None]
         images = torch.where(removed.view(-1, 1, *x.shape[2:]), baseline[rows], x[rows])
-        out = model(images).double()
-        logit[flat] = out.gather(1, target[rows, None]).squeeze(1)
-        prob[flat] = out.softmax(dim=1).gather(1, target[rows, None]).squeeze(1)
-        pred[flat] = out.argmax(dim=1)
+        out = model(torch.cat([shared, images]) if start == 0 and lead else images)
+        if start == 0 and lead:
+            for values, store in zip(output_columns(out[:1].expand(batch, -1), target), stores):
+                store[:, full.to(device)] = values[:, None]
+            out = out[1:]
+        for values, store in zip(output_columns(out, target[rows]), stores):
+            store[rows, run[jobs]] = values
     index = inverse.to(device)
-    return (
-        logit.view(batch, n_jobs)[:, index],
-        prob.view(batch, n_jobs)[:, index],
-        pred.view(batch, n_jobs)[:, index],
-    )
+    return logit[:, index], prob[:, index], pred[:, index]
 
 
 def ranked_curves(
@@ -230,6 +266,7 @@ def ranked_curves(
     label: torch.Tensor,
     chunk: int,
     n_units: Optional[int] = None,
+    clean: Optional[torch.Tensor] = None,
 ) -> dict[str, Curve]:
     """Curves of several rankings and removal counts, sharing forward passes.
 
@@ -249,6 +286,8 @@ def ranked_curves(
         Images per forward pass.
     n_units : int, optional
         Number of distinct positions (default ``H * W``); a curve's ``x`` is ``count / n_units``.
+    clean : torch.Tensor, optional
+        ``(B, K)`` logits of ``x`` (then the clean image is not run again).
 
     Returns
     -------
@@ -260,7 +299,8 @@ def ranked_curves(
     ranking = torch.cat([torch.full_like(jobs[k][1], jobs[k][0]) for k in kinds])
     flat_counts = torch.cat([jobs[k][1] for k in kinds])
     target, label = target.to(x.device), label.to(x.device)
-    logit, prob, pred = score_removals(model, x, baseline, positions, ranking, flat_counts, target, chunk, n_units)
+    logit, prob, pred = score_removals(model, x, baseline, positions, ranking, flat_counts, target, chunk, n_units,
+                                       clean)
     correct = (pred == label[:, None]).double()
     correct[label < 0] = float("nan")
     curves, start = {}, 0
@@ -286,6 +326,7 @@ def removal_curves(
     baseline: torch.Tensor,
     counts: Mapping[str, torch.Tensor],
     chunk: int,
+    clean: Optional[torch.Tensor] = None,
 ) -> dict[str, Curve]:
     """Curves of several pixel-removal protocols, sharing forward passes.
 
@@ -304,6 +345,8 @@ def removal_curves(
         (:func:`flip_counts`, :func:`log_counts`, :func:`fraction_counts`).
     chunk : int
         Images per forward pass.
+    clean : torch.Tensor, optional
+        ``(B, K)`` logits of ``x`` (then the clean image is not run again).
 
     Returns
     -------
@@ -312,7 +355,7 @@ def removal_curves(
     """
     positions = torch.stack([removal_positions(map2d, True), removal_positions(map2d, False)])
     jobs = {kind: (0 if KINDS[kind] else 1, counts[kind]) for kind in counts}
-    return ranked_curves(model, x, baseline, positions, jobs, target, label, chunk)
+    return ranked_curves(model, x, baseline, positions, jobs, target, label, chunk, clean=clean)
 
 
 def trapezoid_auc(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -383,7 +426,7 @@ def compute_removal(context) -> tuple[dict, dict]:
     map2d = context.map2d
     counts = removal_counts(context.options, map2d.shape[1] * map2d.shape[2])
     curves = removal_curves(context.model, context.x, map2d, context.target, context.label, context.baseline,
-                            counts, context.options.pf_chunk)
+                            counts, context.options.pf_chunk, clean=context.clean_logits())
     if context.options.pixel_flipping and context.options.pf_schedule == "log":
         axis = log_axis(context.options.pf_steps)
         curves = {kind: replace(curve, axis=axis) if kind in ("morf", "lerf") else curve
@@ -416,5 +459,7 @@ register(Metric(
     ),
     enabled=lambda options, context: options.pixel_flipping or options.perturbation,
     compute=compute_removal,
-    cost="2 x (pf_steps - 1) forward passes (pixel flipping), + 2 x the perturbation fractions not on that grid "
-         "(with pf_schedule=log: all of them)"))
+    cost="2 x (pf_steps - 1) forward passes per image (pixel flipping: MoRF and LeRF between nothing and all "
+         "removed), + 2 x the perturbation fractions not on that grid (with pf_schedule=log: all of them); the clean "
+         "image is the runner's, the fully replaced one runs once per batch (zero, black, uniform baselines; blur: "
+         "once per image). metrics=default: 38 + 1/B (B: batch size), fast: 18 + 1/B, faithfulness: 56 + 1/B"))

@@ -64,9 +64,12 @@ Curves
     of patches removed (edge patches are smaller, so it is not exactly the fraction of pixels).
 
 Cost
-    ``3 L`` forward passes per sample at most (the clean image is shared, repeated points are
-    evaluated once), ``3 L D + 1`` with uniform noise, in chunks of ``metrics.pf_chunk`` images,
-    through :func:`~learnroot.metrics.flipping.score_removals`.
+    ``3 L`` forward passes per sample at most (repeated points are evaluated once), ``3 L D`` with
+    uniform noise (360 in ``metrics=faithfulness``), in chunks of ``metrics.pf_chunk`` images, through
+    :func:`~learnroot.metrics.flipping.score_removals`; the clean image is the one forward pass of the
+    batch that every metric shares (the runner's, :meth:`~learnroot.metrics.evaluate.Context.clean_logits`).
+    The random order's passes (a third) do not depend on the explanation: a cache across the methods of
+    a sweep could save them (not done; issue 26).
 """
 from __future__ import annotations
 
@@ -149,6 +152,7 @@ def region_curves(
     steps: int,
     fraction: float,
     chunk: int,
+    clean: Optional[torch.Tensor] = None,
 ) -> dict[str, Curve]:
     """MoRF, LeRF and random region-perturbation curves of a batch (see the module docstring).
 
@@ -170,6 +174,8 @@ def region_curves(
         Fraction of the patches removed at step ``L``.
     chunk : int
         Images per forward pass.
+    clean : torch.Tensor, optional
+        ``(B, K)`` logits of ``x`` (then the clean image is not run again).
 
     Returns
     -------
@@ -184,7 +190,7 @@ def region_curves(
     positions = ranks[:, :, index]  # (3, B, H * W): every pixel takes its patch's rank
     counts = region_counts(n_patches, steps, fraction)
     jobs = {f"aopc_{order}": (i, counts) for i, order in enumerate(ORDERS)}
-    return ranked_curves(model, x, baseline, positions, jobs, target, label, chunk, n_units=n_patches)
+    return ranked_curves(model, x, baseline, positions, jobs, target, label, chunk, n_units=n_patches, clean=clean)
 
 
 def noise_seed(seed: int, key: str, draw: int, step: int) -> int:
@@ -228,6 +234,7 @@ def noisy_region_curves(
     chunk: int,
     draws: int = 1,
     seed: int = 0,
+    clean: Optional[torch.Tensor] = None,
 ) -> dict[str, Curve]:
     """MoRF, LeRF and random region-perturbation curves with fresh uniform noise per sample, step and
     draw (module docstring, *Noise*), averaged over ``draws``.
@@ -244,6 +251,8 @@ def noisy_region_curves(
         Noise draws ``D`` averaged.
     seed : int
         ``metrics.seed``.
+    clean : torch.Tensor, optional
+        ``(B, K)`` logits of ``x``; ``None``: one forward pass of ``x``.
 
     Returns
     -------
@@ -278,8 +287,10 @@ def noisy_region_curves(
         model, expand(x), replacement.reshape(rows, *x.shape[1:]),
         positions[:, :, None].expand(-1, -1, draws, -1).reshape(1, rows, -1),
         torch.zeros(steps, dtype=torch.long), counts[1:], expand(target), chunk, n_units=n_patches)
-    with torch.no_grad():
-        clean = model(x).double()
+    if clean is None:
+        with torch.no_grad():
+            clean = model(x)
+    clean = clean.to(x.device).double()
     clean_logit = clean.gather(1, target[:, None])
     clean_prob = clean.softmax(dim=1).gather(1, target[:, None])
     clean_correct = (clean.argmax(dim=1) == label).double()[:, None]
@@ -323,11 +334,12 @@ def compute_aopc(context) -> tuple[dict, dict]:
     if options.aopc_baseline == "uniform":
         curves = noisy_region_curves(context.model, context.x, context.map2d, context.target, context.label,
                                      context.norm, context.ids, seeds, patch, options.aopc_steps,
-                                     options.aopc_fraction, options.pf_chunk, options.aopc_draws, options.seed)
+                                     options.aopc_fraction, options.pf_chunk, options.aopc_draws, options.seed,
+                                     clean=context.clean_logits())
         return aopc_scores(curves), curves
     curves = region_curves(context.model, context.x, context.map2d, context.target, context.label,
                            context.replacement(options.aopc_baseline), seeds, patch, options.aopc_steps,
-                           options.aopc_fraction, options.pf_chunk)
+                           options.aopc_fraction, options.pf_chunk, clean=context.clean_logits())
     return aopc_scores(curves), curves
 
 
@@ -365,5 +377,6 @@ register(Metric(
         SEED,
     ),
     compute=compute_aopc,
-    cost="3 x aopc_steps forward passes (MoRF, LeRF and random orders; the clean image shared), "
-         "x aopc_draws with uniform noise"))
+    cost="3 x aopc_steps forward passes per image (MoRF, LeRF and random orders; the clean image is the runner's), "
+         "x aopc_draws with uniform noise: 360 in metrics=faithfulness (3 x 20 x 6); the random order's third "
+         "does not depend on the explanation"))
