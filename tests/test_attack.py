@@ -151,3 +151,11 @@ def test_the_control_ranking_does_not_depend_on_the_batch():
                       attack_k=4 * 224 * 224 // 16)
     for name in ("attack_random_success", "attack_random_iterations", "attack_random_perturbation"):
         assert batch[name].tolist() == single[name].tolist() * 3
+
+
+def test_an_unknown_norm_is_one_line_from_the_declaration():
+    from learnroot.config import ConfigError, compose_options
+    with pytest.raises(ConfigError, match=r"metrics.attack_norm='l1' is not one of: linf, l2"):
+        compose_options("metrics.attack_norm=l1")
+    with pytest.raises(ValueError, match=r"metrics.attack_norm='l1' is not one of: linf, l2"):
+        attack(Margin(1.5), attack_norm="l1")

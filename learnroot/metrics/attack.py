@@ -77,6 +77,10 @@ __all__ = ["REFERENCE_SIDE", "attack_positions", "sparse_attack", "compute_attac
 #: Image side at which ``attack_k`` positions are perturbed (the paper's 224 x 224 px).
 REFERENCE_SIDE = 224
 
+#: The attack's norm, declared once (the metric's parameter and :func:`sparse_attack`'s check).
+ATTACK_NORM = Param("attack_norm", str, "linf", "linf (sign steps, |delta| <= epsilon per value) or l2 (normalised "
+                    "steps, ||delta||_2 <= epsilon)", choices=("linf", "l2"))
+
 
 def attack_positions(k: int, height: int, width: int) -> int:
     """Positions perturbed per step: ``max(1, round(k * H * W / 224^2))``, at most ``H * W``."""
@@ -150,8 +154,7 @@ def sparse_attack(model, x: torch.Tensor, cls: torch.Tensor, attacked: torch.Ten
     dict of str to torch.Tensor
         ``success``, ``iterations``, ``perturbation``: ``(B,)`` float64, NaN where not attacked.
     """
-    if kind not in ("linf", "l2"):
-        raise ValueError(f"attack norm must be linf or l2, got {kind!r}")
+    ATTACK_NORM.validate(kind, "metrics.attack_norm")
     origin = _to_fraction(x.detach(), norm)
     delta = torch.zeros_like(origin)
     active = attacked.clone()
@@ -254,8 +257,7 @@ register(Metric(
                "flips"),
         Param("attack_k", int, 500, "positions perturbed per step at 224 x 224 pixels, scaled with the image area "
               "(the paper: 500)", min=1),
-        Param("attack_norm", str, "linf", "linf (sign steps, |delta| <= epsilon per value) or l2 (normalised steps, "
-              "||delta||_2 <= epsilon)", choices=("linf", "l2")),
+        ATTACK_NORM,
         Param("attack_epsilon", Optional[float], 0.025, "budget as a fraction of the raw value range (the paper: 0.05 "
               "on [-1, 1]); null: no budget (the paper's L2 attack as its code runs)", above=0),
         Param("attack_step", float, 0.005, "length of one step, same units", above=0),
