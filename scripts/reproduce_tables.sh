@@ -184,11 +184,14 @@ if [[ $mode == real ]]; then
                 fi
                 run "$BIN/learnroot-run" -m method=ours "root_opt=$controls" \
                     "${common[@]}" "hydra.sweep.dir=$out/controls/$stamp" "$@" || status=1
-                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_$setup" -q || status=1
+                # rows by preset name and convention (without --by, every root_opt.* key that differs
+                # between the presets becomes a column of its own)
+                by=method,model,root_opt,method.bias
+                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_$setup" --by "$by" -q || status=1
                 for baseline in "${baselines[@]}"; do
                     read -r paired name <<< "$(selector "$baseline")"
                     run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_${setup}_vs_$name" \
-                        --paired "$paired" -q || status=1
+                        --by "$by" --paired "$paired" -q || status=1
                 done
                 run "$BIN/learnroot-figures" heatmaps "$out/methods" -o "$figures" --prefix "real_${setup}_" || status=1
                 run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_test_$setup" --paired "$(selector "${baselines[0]}" | cut -d' ' -f1)" || status=1
