@@ -185,7 +185,6 @@ def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, ste
         pulled = layer.pullback(signal, gradient)
         if pulled._base is not None or 0 in pulled.stride():  # a view or a broadcast: not ours to change
             pulled = pulled.clone()
-        previous = signal
         if step == "relative":
             grad_m = pulled.mul_(x)
             fraction = before = torch.ones_like(x) if fraction is None else fraction
@@ -194,12 +193,15 @@ def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, ste
         else:
             if clip > 0:
                 pulled.clamp_(-clip, clip)
-            candidate = torch.sub(signal, pulled.mul_(lr), out=pulled)
+            if lr != 1:  # a product with 1 is the value itself
+                pulled.mul_(lr)
+            candidate = torch.sub(signal, pulled, out=pulled)
             if project:
                 candidate.clamp_(low, high)
         size = max_abs(candidate)
         failed = failed | ~(torch.isfinite(value) & torch.isfinite(size))
-        moved = _per_sample_max(candidate - signal) if tol > 0 else None
+        change = candidate - signal if tol > 0 else None
+        moved = _per_sample_max(change) if tol > 0 else None
         fallback = bool(failed.any())
         signal = torch.where(failed.view(shape), start, candidate) if fallback else candidate
         if moved is not None and bool((moved <= tol * (_per_sample_max(signal) if fallback else size.view(moved.shape)))
@@ -209,8 +211,8 @@ def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, ste
                 if step == "relative":
                     fraction = torch.add(fraction, fraction - before, alpha=repeats).clamp_(0, 1)
                     candidate = fraction * x
-                else:
-                    candidate = torch.add(candidate, candidate - previous, alpha=repeats)
+                else:  # the change of this step (from the signal before it), repeated
+                    candidate = torch.add(candidate, change, alpha=repeats)
                     if project:
                         candidate.clamp_(low, high)
                 failed = failed | ~_finite_rows(candidate)
