@@ -99,9 +99,11 @@ def stabilize_fast(z: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 def max_abs(tensor: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` largest magnitude of each sample, in one pass without temporaries (NaN propagates: a sample
-    with NaN gives NaN, one with an infinity gives inf)."""
-    return torch.linalg.vector_norm(tensor.flatten(1), float("inf"), dim=1)
+    """``(B,)`` largest magnitude of each sample, ``max(max x, -min x)``: two vectorised reductions and no
+    temporary (``abs().amax()`` writes the map once more; ``vector_norm(x, inf)`` is about 20 x slower on the
+    CPU). NaN propagates: a sample with NaN gives NaN, one with an infinity gives inf."""
+    flat = tensor.flatten(1)
+    return torch.maximum(flat.amax(dim=1), flat.amin(dim=1).neg_())
 
 
 def divide_exact(upper: torch.Tensor, denominator: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -53,8 +53,10 @@ class AffineMap:
 
     def spread(self, signal: torch.Tensor, share: torch.Tensor, denominator: torch.Tensor,
                stabilizer: float) -> torch.Tensor:
-        """``signal * W'(share / stab(denominator))``."""
-        ratio = share / stabilize_fast(denominator, stabilizer)
+        """``signal * W'(share / stab(denominator))`` (a denominator without negative entries, ``w+`` on a
+        non-negative signal, is stabilised by one addition)."""
+        nonnegative = bool(denominator.amin() >= 0)
+        ratio = share / (denominator + stabilizer if nonnegative else stabilize_fast(denominator, stabilizer))
         return self.pullback(signal, ratio).mul_(signal)
 
 

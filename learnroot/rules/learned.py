@@ -265,7 +265,7 @@ class LearnedRoot(BasicHook):
         if not self.normalise:  # the start is x unless projected into a pixel box
             at_x = first if not self.project or self.box is None else layer(x)
             result = layer.spread(signal, relevance, at_x, self.stabilizer)
-            rescued = torch.zeros_like(relevance)
+            rescued = None  # nothing is rescued
         elif self.exact:  # non-negative responses: exact division, what the signal cannot explain via the start
             response = first if signal is start else layer(signal)
             ratio, lost = divide_exact(relevance, response)
@@ -290,7 +290,8 @@ class LearnedRoot(BasicHook):
             result = result if extra is None else result + extra
         if self.log is not None:
             kept = dict(zip(("low", "high"), self.bounds(x))) if self.log.keep_signals else {}
-            self.log.add(failed, rescued=rescued.flatten(1).sum(dim=1), input=x, signal=signal, **kept)
+            rescued = relevance.new_zeros(x.shape[0]) if rescued is None else rescued.flatten(1).sum(dim=1)
+            self.log.add(failed, rescued=rescued, input=x, signal=signal, **kept)
         return grad_input_like(result, grad_input)
 
     def _backward_graph(self, module, grad_input, grad_output):
