@@ -102,8 +102,11 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor) -> torc
 
 
 #: The fast SSIM gradient works on chunks of channels of about this many values, so that the dozens of
-#: passes over a chunk's maps stay in the processor's cache (VGG16's 224 x 224 maps: 10 channels).
-CHUNK_VALUES = 2 ** 19
+#: passes over a chunk's maps stay in the processor's cache ...
+CHUNK_VALUES = 2 ** 18
+#: ... in multiples of this many channels (at least one): in the channels-last layout the blur's passes run
+#: along the channels, 16 float32 values to a vector register (VGG16's 224 x 224 maps: 16 channels).
+CHUNK_CHANNELS = 16
 
 
 class SSIMReference:
@@ -158,20 +161,32 @@ class SSIMReference:
         return self._whole
 
     def _chunks(self) -> list:
-        """Per chunk of channels (:data:`CHUNK_VALUES`), in the channels-last layout:
-        ``(slice, y, mu_y, mu_y^2 + c1, var_y + c2)``."""
+        """Per chunk of channels (:data:`CHUNK_VALUES`, :data:`CHUNK_CHANNELS`), in the channels-last layout:
+        ``(slice, y reflect-padded, y, mu_y, mu_y^2 + c1, var_y + c2)``."""
         if self._parts is None:
             channels, size = self.y.shape[1], self.y.shape[2] * self.y.shape[3]
-            step = max(1, CHUNK_VALUES // max(size, 1))
+            step = max(1, CHUNK_VALUES // max(size, 1)) // CHUNK_CHANNELS * CHUNK_CHANNELS or CHUNK_CHANNELS
             self._parts = []
             for first in range(0, channels, step):
                 part = slice(first, min(first + step, channels))
-                y = self.y[:, part].contiguous(memory_format=torch.channels_last)
-                mu = self.blur(y)
+                padded, y = self._padded(self.y[:, part])
+                mu = self._passes(padded)
                 square = mu * mu
-                shifted_var = self.blur(y * y).sub_(square).add_(self.c2)
-                self._parts.append((part, y, mu, square.add_(self.c1), shifted_var))
+                shifted_var = self._passes(padded * padded).sub_(square).add_(self.c2)
+                self._parts.append((part, padded, y, mu, square.add_(self.c1), shifted_var))
         return self._parts
+
+    def _padded(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``t`` reflect-padded for the window, in the channels-last layout, and the view of ``t`` inside it.
+        (Padding commutes with elementwise products, so the products of padded maps are padded products:
+        one padding per map instead of one per blur; and the padding is done in the standard layout, where
+        its kernel is about four times as fast.)"""
+        if not any(self.pad):
+            t = t.contiguous(memory_format=torch.channels_last)
+            return t, t
+        padded = F.pad(t, self.pad, mode="reflect").contiguous(memory_format=torch.channels_last)
+        (left, _, top, _), (height, width) = self.pad, t.shape[2:]
+        return padded, padded[:, :, top:top + height, left:left + width]
 
     def _window(self, groups: int, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The row and column kernels for ``groups`` channels (made once per count and layout)."""
@@ -208,11 +223,17 @@ class SSIMReference:
         """The adjoint of :meth:`blur`: ``<blur(t), g> = <t, blur_transposed(g)>`` for every ``t``.
 
         The adjoint of a valid pass is the full one, and the window is symmetric, so it is the same pass on
-        ``g`` zero-padded by ``k - 1``; then the reflect padding's adjoint folds the border back
-        (:func:`_fold_reflection`)."""
-        kh, kw = self.rows.shape[2], self.columns.shape[3]
-        padded = F.pad(g, (kw - 1, kw - 1, kh - 1, kh - 1)) if kh > 1 or kw > 1 else g
-        return _fold_reflection(self._passes(padded), kh // 2, kw // 2)
+        ``g`` zero-padded by ``k - 1`` (padded by the convolution itself); then the reflect padding's adjoint
+        folds the border back (:func:`_fold_reflection`)."""
+        channels = g.shape[1]
+        rows, columns = self._window(channels, g.is_contiguous(memory_format=torch.channels_last)
+                                     and not g.is_contiguous())
+        kh, kw = rows.shape[2], columns.shape[3]
+        if kh > 1:
+            g = F.conv2d(g, rows, padding=(kh - 1, 0), groups=channels)
+        if kw > 1:
+            g = F.conv2d(g, columns, padding=(0, kw - 1), groups=channels)
+        return _fold_reflection(g, kh // 2, kw // 2)
 
     def value_and_gradient(self, x: torch.Tensor, weight: torch.Tensor,
                            softmax: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,16 +265,17 @@ class SSIMReference:
         twice = (2 * weight).reshape(-1, 1, 1, 1)
         value = x.new_zeros(x.shape[0])
         gradient = torch.empty_like(x)
-        for part, y, mu_y, shifted_mu2, shifted_var in self._chunks():
+        for part, padded_y, y, mu_y, shifted_mu2, shifted_var in self._chunks():
             given = x[:, part]
             if softmax:
                 given = given.flatten(2).softmax(dim=-1).view_as(given)
-            p = given.contiguous(memory_format=torch.channels_last)
-            mu_x = self.blur(p)
+            padded, p = self._padded(given)
+            mu_x = self._passes(padded)
             num1 = torch.addcmul(self.c1, mu_x, mu_y, value=2)
-            num2 = torch.add(self.c2, self.blur(p * y).addcmul_(mu_x, mu_y, value=-1), alpha=2)
+            num2 = torch.add(self.c2, self._passes(padded * padded_y).addcmul_(mu_x, mu_y, value=-1), alpha=2)
             mu_x2 = mu_x * mu_x
-            den2 = self.blur(p * p).sub_(mu_x2).add_(shifted_var)
+            den2 = self._passes(padded * padded).sub_(mu_x2).add_(shifted_var)
+            del padded
             den1 = mu_x2.add_(shifted_mu2)
             similarity = num1 * num2
             similarity.div_(den1 * den2)
