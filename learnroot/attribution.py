@@ -403,5 +403,5 @@ def make_attributor(model: nn.Module, method, root_opt: RootOptOptions,
     build = spec.builder(kind)
     if build is not None:
         validate(method, root_opt)
-        return build(model, method, root_opt, box)
+        return build(model, method, root_opt, box, keep_layers)
     return Attributor(model, method, root_opt, box, keep_layers)

@@ -182,6 +182,9 @@ def check_registered(options: RunOptions) -> None:
         get_method(options.method.name).check(architecture_of(options.model.name), display_name(options.model))
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if options.metrics.signal_noise and architecture_of(options.model.name) == "vit":
+        raise ConfigError("metrics.signal_noise needs one pixel-level root, which no vision-transformer method has "
+                          "(ours with root_opt.pixel_layer=learned on a CNN); set metrics.signal_noise=false")
 
 
 def _get(options, dotted: str):

@@ -24,7 +24,7 @@ __all__ = ["root_param", "ModelOptions", "DatasetOptions", "LayerRootOptions", "
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 #: ``dataset.part``: every sample, or one of two disjoint parts chosen by a hash of the sample id
 #: (:func:`learnroot.data.folder.split_part`).
-DATASET_PARTS = ("all", "tune", "test")
+DATASET_PARTS = ("all", "tune", "test", "train")
 #: Relevance-matching losses of the learned root (:class:`learnroot.rules.losses.RootLoss`).
 ROOT_LOSSES = ("mse", "l1", "ssim", "hinge", "cosine", "kl")
 #: Kinds of descent step of the learned root (:mod:`learnroot.rules.learned`).
@@ -96,8 +96,10 @@ DATASET_PARAMS = (
           "images/ sub-folder for coco_seg)"),
     Param("class_index", Optional[str], None, "imagenet_class_index.json-style file mapping outputs to folder names"),
     Param("masks", Optional[str], None, "folder parallel to root with one mask PNG per image"),
-    Param("part", str, "all", "all samples, or the tune part (about 30 %) or the test part (the rest), split by a "
-          "hash of each sample id", choices=DATASET_PARTS),
+    Param("part", str, "all", "all samples, or the tune part (30 %), the test part (the rest) or, with train_share, "
+          "the train part, split by a hash of each sample id", choices=DATASET_PARTS),
+    Param("train_share", float, 0.0, "share of the hash range cut out as a train part between tune and test (the "
+          "real-data ViTs: 0.6: tune 30 %, train 60 %, test 10 %); 0: no train part", min=0, below=0.7),
     Param("limit", Optional[int], 32, "explain at most this many samples of the part (null: all)", min=1),
     Param("seed", int, 0, "seed of the subset selection (and of the shapes generator)"),
     Param("shard", Optional[str], None, "K/N: explain only shard K of N (every N-th sample from the K-th of the "
@@ -113,7 +115,14 @@ DATASET_PARAMS = (
           min=0, max=1),
 )
 
-DatasetOptions = options_class("DatasetOptions", DATASET_PARAMS, "Where the images come from.", module=__name__)
+def _train_part(options) -> Optional[str]:
+    if options.part == "train" and not options.train_share:
+        return "dataset.part=train needs dataset.train_share > 0 (e.g. 0.6, as the real-data ViT setups)"
+    return None
+
+
+DatasetOptions = options_class("DatasetOptions", DATASET_PARAMS, "Where the images come from.",
+                               constraints=(Constraint(("part", "train_share"), _train_part),), module=__name__)
 
 LAYER_ROOT_PARAMS = (
     Param("loss", str, "cosine", "relevance-matching loss between the layer's response to the signal and the "
@@ -157,6 +166,8 @@ ROOT_PARAMS = (
     Param("control", str, "none", "controls: threshold (no descent), shuffled or uniform relevance targets",
           choices=CONTROLS),
     Param("control_seed", int, 0, "seed of the shuffled control"),
+    Param("negative_steps", Optional[int], None, "vision transformers: descent steps of the negative-input branch "
+          "of every Linear rule (null: dense.steps; the paper's ViT code: 1 positive, 50 negative)", min=0),
 )
 
 def root_param(name: str) -> Param:

@@ -28,7 +28,7 @@ from . import conservation, manifest
 from .data import REGISTRY as DATASETS
 from .data import DataError, build_dataset, candidate_labels, collate, restrict, sample_list, take_shard
 from .data.folder import check_sample_ids
-from .attribution import recordable_layers
+from .attribution import architecture, recordable_layers
 from .explainer import attributor_for, explained_targets, with_model_classes
 from .graph import UnsupportedOperations
 from .memory import chunk_size
@@ -38,6 +38,7 @@ from .models import build_model, display_name, num_outputs, preprocess_of
 from .options import RunOptions
 from .outputs import FolderInUse, RunFolder
 from .summary import IDENTITY_COLUMNS, summarise  # noqa: F401 - IDENTITY_COLUMNS: the former place
+from .transformers.methods import layer_names as vit_layer_names
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,16 @@ def check_layers(model, options: RunOptions) -> None:
     if not options.save_layers:
         return
     from .methods import get
-    if get(options.method.name).kind != "rule":
+    if architecture(model) == "vit":
+        known = vit_layer_names(model, options.method.name)
+        if not known:
+            raise RunError(f"save_layers on a vision transformer needs chefer, ours or attnlrp (method="
+                           f"{options.method.name} propagates no relevance through the blocks)")
+    elif get(options.method.name).kind != "rule":
         raise RunError(f"save_layers needs a rule-based method (method={options.method.name} propagates no "
                        "relevance through the layers)")
-    known = recordable_layers(model)
+    else:
+        known = recordable_layers(model)
     unknown = [name for name in options.save_layers if name not in known]
     if unknown:
         raise RunError(f"save_layers: {', '.join(unknown)} is not a layer with a relevance rule in "

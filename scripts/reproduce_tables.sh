@@ -23,6 +23,10 @@
 #      $RESULTS/tables/real_<setup>.{md,csv,tex} and real_<setup>_vs_<baseline>_paired.* for the
 #      baselines in BASELINES; heatmap grid $RESULTS/figures/real_<setup>_heatmaps.{png,pdf} (shows the
 #      shared images: .gitignore keeps it out of git)
+#      The methods of BIAS_METHODS run once more with method.bias=true (biases in the denominators, the
+#      convention of zennit and the LRP Toolbox; METHODS run with the default, the bias-free DTD
+#      convention); a baseline written <method>+bias in BASELINES is that method with biases
+#      (table ..._vs_<method>_bias_paired.*), a bare name of BIAS_METHODS the one without
 #   3. sanity: on the test part (SANITY_LIMIT images, default 100) of each of SANITY_SETUPS (default
 #      "lenet5_mnist small_cnn_shapes"): experiment=sanity (sparse attack, signal/root, class
 #      sensitivity, cascading randomisation for ours, dtd_zplus, lrp_gamma, dtd_montavon) and ours with
@@ -30,12 +34,18 @@
 #      epsilon 0.1, step 0.02); tables $RESULTS/tables/real_sanity_<setup>{,_vs_dtd_zplus_paired}.* with
 #      the scores in SANITY_METRICS (add object_share for mobilenet_coco),
 #      figure $RESULTS/figures/real_sanity_<setup>_randomisation.{png,pdf}
+#   4. conventions (not in the default STAGES): on the TUNING part (TUNE_LIMIT images) of each of
+#      SEARCH_SETUPS: BIAS_METHODS with method.bias=false,true and dtd_zplus; tables
+#      $RESULTS/tables/real_conventions_<setup>.* (+ _paired: minus dtd_zplus) and
+#      real_conventions_<setup>_vs_<method>_paired.* (each rule's two conventions, paired): what
+#      chooses the convention of each classic rule for the test tables (README, Results)
 #   STAGES (default "search test sanity"), SETUPS (default "lenet5_mnist resnet20_cifar10 resnet56_cifar10
 #   mobilenet_imagenet mobilenet_coco small_cnn_shapes"), SEARCH_SETUPS (default: SETUPS without
 #   resnet56_cifar10 and mobilenet_coco), TUNE_LIMIT (300), TEST_LIMIT (1000), METHODS (comma list;
 #   default: every CNN method), CONTROLS (comma list of root_opt presets; default: all five), BASELINES
-#   (default "dtd_zplus lrp_gamma dtd_montavon"), SHARED (the shared data folder: weights/, mnist/,
-#   cifar10/, imagenet-samples/, coco128-seg/; default ../shared/data).
+#   (default "dtd_zplus lrp_gamma dtd_montavon"), BIAS_METHODS (comma list; default
+#   "lrp_epsilon,lrp_gamma,dtd_montavon,lrp_alpha_beta"; empty: none), SHARED (the shared data folder:
+#   weights/, mnist/, cifar10/, imagenet-samples/, coco128-seg/; default ../shared/data).
 #
 # Environment:
 #   DATA         ImageNet-style validation folder (<DATA>/<wnid>/<image>); switches to ImageNet
@@ -111,6 +121,13 @@ if [[ $mode == real ]]; then
     read -r -a baselines <<< "${BASELINES:-dtd_zplus lrp_gamma dtd_montavon}"
     methods=${METHODS:-gradient,gradient_x_input,integrated_gradients,lrp_0,lrp_epsilon,lrp_gamma,dtd_zplus,dtd_zb,dtd_ww,dtd_montavon,ours}
     controls=${CONTROLS:-shuffled_control,uniform_control,mse_threshold,threshold_control,paper}
+    bias_methods=${BIAS_METHODS-lrp_epsilon,lrp_gamma,dtd_montavon,lrp_alpha_beta}
+    selector() {  # BASELINES word -> --paired selector and file-name part (<method>+bias: with biases)
+        local name=${1%+bias}
+        if [[ $1 == *+bias ]]; then echo "method=$name,method.bias=true ${name}_bias"
+        elif [[ ,$bias_methods, == *,$name,* ]]; then echo "method=$name,method.bias=false $name"
+        else echo "$name $name"; fi
+    }
     read -r -a sanity_setups <<< "${SANITY_SETUPS:-lenet5_mnist small_cnn_shapes}"
     sanity_metrics=${SANITY_METRICS:-accuracy,attack_success,attack_iterations,attack_advantage,root_logit,root_kept,signal_kept,class_spearman,randomisation_spearman_top,randomisation_spearman_mean}
     runs=$RESULTS/runs/real; tables=$RESULTS/tables; figures=$RESULTS/figures; status=0
@@ -137,6 +154,23 @@ if [[ $mode == real ]]; then
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_search_$setup" --paired dtd_zplus -q || status=1
                 run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_search_$setup" --paired dtd_zplus || status=1
             done ;;
+        conventions)
+            for setup in "${search_setups[@]}"; do
+                [[ -n $bias_methods ]] || { echo "reproduce_tables: conventions: BIAS_METHODS is empty" >&2; exit 2; }
+                out=$runs/$setup/conventions
+                common=("setup=$setup" "paths.shared_data=$shared" "paths.output_root=$out" "dataset.part=tune"
+                        "dataset.limit=${TUNE_LIMIT:-300}" "metrics=faithfulness" $(batch "$setup"))
+                echo "== bias conventions on $setup (tuning part)" >&2
+                run "$BIN/learnroot-run" -m "method=$bias_methods" method.bias=false,true "${common[@]}" \
+                    "hydra.sweep.dir=$out/classic/$stamp" "$@" || status=1
+                run "$BIN/learnroot-run" -m method=dtd_zplus "${common[@]}" "hydra.sweep.dir=$out/zplus/$stamp" "$@" || status=1
+                run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_conventions_$setup" --paired dtd_zplus -q \
+                    || status=1
+                for method in ${bias_methods//,/ }; do
+                    run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_conventions_${setup}_vs_$method" \
+                        --paired "method=$method,method.bias=false" -q || status=1
+                done
+            done ;;
         test)
             for setup in "${setups[@]}"; do
                 out=$runs/$setup/test
@@ -144,15 +178,20 @@ if [[ $mode == real ]]; then
                         "dataset.limit=${TEST_LIMIT:-1000}" "metrics=faithfulness" $(batch "$setup"))
                 echo "== test on $setup (test part)" >&2
                 run "$BIN/learnroot-run" -m "method=$methods" "${common[@]}" "hydra.sweep.dir=$out/methods/$stamp" "$@" || status=1
+                if [[ -n $bias_methods ]]; then
+                    run "$BIN/learnroot-run" -m "method=$bias_methods" method.bias=true \
+                        "${common[@]}" "hydra.sweep.dir=$out/bias/$stamp" "$@" || status=1
+                fi
                 run "$BIN/learnroot-run" -m method=ours "root_opt=$controls" \
                     "${common[@]}" "hydra.sweep.dir=$out/controls/$stamp" "$@" || status=1
                 run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_$setup" -q || status=1
                 for baseline in "${baselines[@]}"; do
-                    run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_${setup}_vs_$baseline" \
-                        --paired "$baseline" -q || status=1
+                    read -r paired name <<< "$(selector "$baseline")"
+                    run "$BIN/learnroot-table" "$out" -o "$tables" --name "real_${setup}_vs_$name" \
+                        --paired "$paired" -q || status=1
                 done
                 run "$BIN/learnroot-figures" heatmaps "$out/methods" -o "$figures" --prefix "real_${setup}_" || status=1
-                run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_test_$setup" --paired "${baselines[0]}" || status=1
+                run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_test_$setup" --paired "$(selector "${baselines[0]}" | cut -d' ' -f1)" || status=1
             done ;;
         sanity)
             for setup in "${sanity_setups[@]}"; do
@@ -176,7 +215,7 @@ if [[ $mode == real ]]; then
                 run "$BIN/learnroot-report" "$out" -o "$REPORTS/real_sanity_$setup" --metrics "$sanity_metrics" \
                     --paired dtd_zplus || status=1
             done ;;
-        *) echo "reproduce_tables: unknown stage $stage (search, test, sanity)" >&2; exit 2 ;;
+        *) echo "reproduce_tables: unknown stage $stage (search, conventions, test, sanity)" >&2; exit 2 ;;
         esac
     done
     [[ -n $dry_run ]] && exit 0

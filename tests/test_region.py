@@ -71,18 +71,31 @@ def ref_order(relevance, patches, order, seed=0, sample_id=None):
     return sorted(range(len(patches)), key=lambda j: (sign * scores[j], j))
 
 
+def ref_noise(sample_id, draw, step, shape, seed=0):
+    """Samek's uniform noise of one sample, draw and step: raw values in [0, 1] from a generator seeded with
+    sha1("<seed>/<id>/<draw>/<step>"), normalised with NORM."""
+    key = hashlib.sha1(f"{seed}/{sample_id}/{draw}/{step}".encode()).digest()[:8]
+    generator = torch.Generator().manual_seed(int.from_bytes(key, "big") % 2 ** 63)
+    raw = torch.rand(shape, generator=generator, dtype=torch.float64)
+    return NORM.normalise(raw[None])[0]
+
+
 def ref_aopc(model, image, relevance, baseline, target, patch, steps, fraction, order, seed=0, sample_id=None):
-    """Logits and probabilities along one order, and the AOPC of both, one forward pass per step."""
+    """Logits and probabilities along one order, and the AOPC of both, one forward pass per step; the
+    image of step k replaces the patches removed at step j <= k by ``baseline`` (a tensor) or by
+    ``baseline(j)`` (fresh noise per step)."""
     height, width = image.shape[1:]
     patches = ref_patches(height, width, patch)
     ranking = ref_order(relevance, patches, order, seed, sample_id)
+    count = lambda k: min(len(patches), math.floor(k * fraction * len(patches) / steps + 0.5))
     logits, probs = [], []
     for k in range(steps + 1):
-        removed = min(len(patches), math.floor(k * fraction * len(patches) / steps + 0.5))
         perturbed = image.clone()
-        for j in ranking[:removed]:
-            for r, c in patches[j]:
-                perturbed[:, r, c] = baseline[:, r, c]
+        for step in range(1, k + 1):
+            values = baseline(step) if callable(baseline) else baseline
+            for j in ranking[count(step - 1):count(step)]:
+                for r, c in patches[j]:
+                    perturbed[:, r, c] = values[:, r, c]
         with torch.no_grad():
             out = model(perturbed[None])[0].double()
         logits.append(float(out[target]))
@@ -170,12 +183,15 @@ def test_curves_and_aopc_match_loop_reference(baseline, patch):
     label = torch.tensor([0, 1, -1])
     ids = ["cat__a", "dog__b", "seg_00003"]
     opts = aopc_only(aopc_patch=patch, aopc_steps=5, aopc_fraction=0.6, aopc_baseline=baseline, aopc_seed=7,
-                     pf_blur_sigma=0.8, pf_chunk=4)
+                     aopc_draws=1, pf_blur_sigma=0.8, pf_chunk=4)
     result = evaluate(net, x, relevance, target, label, None, opts, NORM, ids=ids)
     base = make_baseline(x, baseline, NORM, sigma=0.8, seed=0)
     for b in range(3):
         for order in ("morf", "lerf", "random"):
-            logits, probs, aopc_logit, aopc_prob = ref_aopc(net, x[b], relevance[b], base[b], int(target[b]),
+            values = base[b]
+            if baseline == "uniform":  # fresh noise per step (metrics.seed 0, one draw)
+                values = lambda step: ref_noise(ids[b], 0, step, tuple(x.shape[1:]))
+            logits, probs, aopc_logit, aopc_prob = ref_aopc(net, x[b], relevance[b], values, int(target[b]),
                                                             patch, 5, 0.6, order, seed=7, sample_id=ids[b])
             assert curve(result, f"aopc_{order}", "logit", b) == pytest.approx(logits, abs=1e-12)
             assert curve(result, f"aopc_{order}", "prob", b) == pytest.approx(probs, abs=1e-12)
@@ -187,6 +203,35 @@ def test_curves_and_aopc_match_loop_reference(baseline, patch):
                 scores[f"aopc_morf{suffix}"] - scores[f"aopc_lerf{suffix}"], abs=1e-12)
             assert scores[f"aopc_morf_vs_random{suffix}"] == pytest.approx(
                 scores[f"aopc_morf{suffix}"] - scores[f"aopc_random{suffix}"], abs=1e-12)
+
+
+def test_noise_draws_average_the_loop_reference_and_are_paired_across_maps():
+    """aopc_draws=3: the mean of three per-step noise draws; two maps of one image share the draws (a patch
+    removed at step k by both gets the same noise), another metrics.seed draws other noise."""
+    net = small_net(2)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+    relevance = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+    target, label, ids = torch.tensor([1, 2]), torch.tensor([1, 0]), ["p", "q"]
+    opts = aopc_only(aopc_patch=2, aopc_steps=3, aopc_fraction=1.0, aopc_draws=3, seed=11, pf_chunk=5)
+    result = evaluate(net, x, relevance, target, label, None, opts, NORM, ids=ids)
+    for b in range(2):
+        for order in ("morf", "random"):
+            runs = [ref_aopc(net, x[b], relevance[b], lambda step, d=draw: ref_noise(ids[b], d, step, (3, 6, 6), 11),
+                             int(target[b]), 2, 3, 1.0, order, sample_id=ids[b]) for draw in range(3)]
+            expected = [sum(run[0][k] for run in runs) / 3 for k in range(4)]
+            assert curve(result, f"aopc_{order}", "logit", b) == pytest.approx(expected, abs=1e-12)
+            assert result.per_sample[f"aopc_{order}_logit"][b].item() == pytest.approx(
+                sum(run[2] for run in runs) / 3, abs=1e-12)
+    # the same map twice gives the same score; a map with the same ranking too (paired draws)
+    again = evaluate(net, x, 2 * relevance + 0.0, target, label, None, opts, NORM, ids=ids)
+    torch.testing.assert_close(again.per_sample["aopc_morf_logit"], result.per_sample["aopc_morf_logit"],
+                               atol=1e-12, rtol=0)
+    other = evaluate(net, x, relevance, target, label, None, replace(opts, seed=12), NORM, ids=ids)
+    assert not torch.equal(other.per_sample["aopc_morf_logit"], result.per_sample["aopc_morf_logit"])
+    # one draw of the default seed differs from the mean of three
+    single = evaluate(net, x, relevance, target, label, None, replace(opts, aopc_draws=1), NORM, ids=ids)
+    assert not torch.equal(single.per_sample["aopc_morf_logit"], result.per_sample["aopc_morf_logit"])
 
 
 def test_random_floor_is_per_sample_deterministic_and_batch_independent():

@@ -286,6 +286,35 @@ def test_ours_paper_quirks_halve_the_linear_rule_and_zero_the_softmax():
     assert torch.allclose(gelu_paper_rule(h, torch.full((3,), 2.0)), torch.tensor([expected, 0.0, 0.0]), atol=1e-6)
 
 
+def test_paper_vit_preset_is_the_paper_codes_ours():
+    """root_opt=paper_vit: the settings scripts/compare_paper_vit.py found to reproduce the paper's ViT "ours"
+    (1 root step on the positive-input branch of every Linear rule, 50 on the negative one, hinge loss on raw
+    relevances, lr 1, clip 1, additive steps, no projection, no softmax, Taylor term at the input, the
+    paper's code paths); negative_steps steers only the negative branch."""
+    from dataclasses import replace
+
+    from learnroot.config import compose_options
+    from learnroot.transformers.chefer import chefer_map
+    from learnroot.transformers.ours import OursRules
+    options = compose_options("model=small_vit", "method=ours", "root_opt=paper_vit").root_opt
+    dense = options.dense
+    assert (dense.loss, dense.steps, dense.lr, dense.clip, options.negative_steps) == ("hinge", 1, 1.0, 1.0, 50)
+    assert (options.step, options.project, options.normalise, options.softmax, options.paper_quirks, options.layers) \
+        == ("additive", False, False, False, True, "all")
+    model, (x, target) = tiny_vit(torch.float64), inputs(2, torch.float64)
+    assert OursRules(model, options).branch_steps == (1, 50)
+    assert OursRules(model, replace(options, negative_steps=None)).branch_steps == (1, 1)
+    # the preset equals the branch steps set by hand on the rules (the mechanism the comparison script validated)
+    cheap = replace(options, negative_steps=3)
+    by_hand = OursRules(model, replace(options, negative_steps=None))
+    by_hand.branch_steps = (1, 3)
+    preset, _ = chefer_map(model, x, target, OursRules(model, cheap))
+    manual, _ = chefer_map(model, x, target, by_hand)
+    assert torch.equal(preset, manual)
+    one, _ = chefer_map(model, x, target, OursRules(model, replace(options, negative_steps=1)))
+    assert not torch.allclose(one, preset, rtol=1e-6)  # the negative branch's steps matter
+
+
 # -------------------------------------------------------------------------------------------- AttnLRP
 
 @pytest.mark.parametrize("attention", ["cp", "softmax"])
@@ -366,6 +395,120 @@ def test_attnlrp_agrees_with_lxt(tmp_path):
     expected = saved["relevance"]
     assert expected.abs().max() > 1e-3
     assert (ours - expected).abs().max() <= 1e-6 * expected.abs().max()
+
+
+# lxt's gradient x input framework lets every bias of a non-Linear operation (LayerNorm, the position
+# embedding) take its share of relevance, while the default attnlrp leaves every bias out (bias=false).
+# On Linear layers zennit's zero_params leaves the biases out; for the others the two agree exactly when
+# those biases are zero, so the model below has zero LayerNorm biases and position embeddings (its
+# Linear biases are not zero and stay in the forward pass). It is a Hugging Face ViT: its attention
+# projections are Linear modules that zennit's rules reach, while torchvision's ViT computes them inside
+# torch.nn.MultiheadAttention (the rules never see them: plain gradient x input there, i.e. LRP-0 with
+# biases, whatever the composite says), and lxt has its full AttnLRP attention patch only for Hugging Face
+# models.
+LXT_HUGGINGFACE = """
+    import torch, warnings
+    from functools import partial
+    warnings.filterwarnings("ignore")
+    from transformers import ViTConfig, ViTForImageClassification
+    from transformers.activations import GELUActivation
+    from transformers.models.vit import modeling_vit
+    from lxt.efficient import monkey_patch, monkey_patch_zennit
+    from lxt.efficient.patches import (patch_method, patch_attention, patch_cp_attention, non_linear_forward,
+                                       layer_norm_forward)
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import Gamma, ZBox
+    attention = {{"cp": patch_cp_attention, "softmax": patch_attention}}["{attention}"]
+    monkey_patch(modeling_vit, {{GELUActivation: partial(patch_method, non_linear_forward, keep_original=True),
+                                torch.nn.LayerNorm: partial(patch_method, layer_norm_forward),
+                                modeling_vit: attention}})
+    monkey_patch_zennit()
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=5, layer_norm_eps=1e-6, hidden_act="gelu",
+                       attn_implementation="eager")
+    model = ViTForImageClassification(config).double().eval()
+    generator = torch.Generator().manual_seed(3)
+    zero = ("layernorm_before.bias", "layernorm_after.bias", "vit.layernorm.bias", "position_embeddings")
+    with torch.no_grad():
+        norms = {{id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}}
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            p.copy_(noise * 0.2 if p.dim() > 1 else (1 + 0.2 * noise if id(p) in norms else 0.1 * noise))
+            if any(key in name for key in zero):
+                p.zero_()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 3, 32, 32, generator=generator, dtype=torch.float64)
+    low, high = torch.full((1, 3, 1, 1), -2.0).double(), torch.full((1, 3, 1, 1), 2.0).double()
+    composite = LayerMapComposite([(torch.nn.Conv2d, ZBox(low, high, stabilizer=1e-12, zero_params=["bias"])),
+                                   (torch.nn.Linear, Gamma(0.25, stabilizer=1e-12, zero_params=["bias"]))])
+    composite.register(model)
+    inputs = x.clone().requires_grad_(True)
+    logits = model(pixel_values=inputs).logits
+    logits[[0, 1], [1, 3]].sum().backward()
+    composite.remove()
+    torch.save({{"state": model.state_dict(), "x": x, "relevance": inputs * inputs.grad,
+                "logits": logits.detach()}}, "{path}")
+"""
+
+
+def huggingface_to_timm(state: dict) -> dict:
+    """A Hugging Face ``ViTForImageClassification`` state dict in this project's (timm's) layout."""
+    renamed = {"cls_token": state["vit.embeddings.cls_token"], "pos_embed": state["vit.embeddings.position_embeddings"],
+               "norm.weight": state["vit.layernorm.weight"], "norm.bias": state["vit.layernorm.bias"],
+               "head.weight": state["classifier.weight"], "head.bias": state["classifier.bias"]}
+    for kind in ("weight", "bias"):
+        renamed[f"patch_embed.proj.{kind}"] = state[f"vit.embeddings.patch_embeddings.projection.{kind}"]
+    layers = {key.split(".")[3] for key in state if key.startswith("vit.encoder.layer.")}
+    for index in sorted(layers, key=int):
+        layer, block = f"vit.encoder.layer.{index}", f"blocks.{index}"
+        for kind in ("weight", "bias"):
+            renamed[f"{block}.attn.qkv.{kind}"] = torch.cat([state[f"{layer}.attention.attention.{name}.{kind}"]
+                                                             for name in ("query", "key", "value")])
+            for ours, theirs in (("attn.proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"),
+                                 ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"),
+                                 ("norm2", "layernorm_after")):
+                renamed[f"{block}.{ours}.{kind}"] = state[f"{layer}.{theirs}.{kind}"]
+    return renamed
+
+
+def default_attnlrp(model, x, target, attention: str) -> torch.Tensor:
+    """The default attnlrp (gamma 0.25 on Linear layers, biases left out, zB in BOX on the patch embedding)
+    through make_attributor, with a stabiliser of 1e-12 (as the lxt side)."""
+    from dataclasses import replace
+    from learnroot.config import compose_options
+    method = compose_options("model=small_vit", "method=attnlrp").method  # the shipped default
+    assert (method.gamma, method.bias, method.pixel_rule, method.attention) == (0.25, False, "zb", "cp")
+    method = replace(method, attention=attention, stabilizer=1e-12)
+    return make_attributor(model, method, RootOptOptions(), BOX)(x, target).relevance
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lxt") is None or importlib.util.find_spec("transformers") is None,
+                    reason="lxt or transformers not installed (pip install -e '.[vit]')")
+@pytest.mark.parametrize("attention", ["cp", "softmax"])
+def test_default_attnlrp_agrees_with_lxt(tmp_path, attention):
+    """The default attnlrp (gamma 0.25, biases left out, zB pixels) with attention=cp (the default, CP-LRP)
+    and attention=softmax (AttnLRP's softmax rule and the uniform rule on both attention products) against
+    lxt 2.1 on a Hugging Face ViT: lxt's CP attention patch (no gradient through queries and keys) or its
+    AttnLRP attention patch (gradients at the queries and keys divided by 4, at the values by 2, the
+    softmax by gradient x input), identity rule on GELU, LayerNorm with the standard deviation held
+    constant, zennit's Gamma(0.25) on Linear and ZBox on the patch convolution, with zero_params=bias
+    (see the note above the script)."""
+    script = textwrap.dedent(LXT_HUGGINGFACE.format(attention=attention, path=tmp_path / "lxt.pt"))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = torch.load(tmp_path / "lxt.pt", weights_only=True)
+    model = VisionTransformer(TINY).double().eval()
+    model.load_state_dict(huggingface_to_timm(saved["state"]), strict=True)
+    x, target = saved["x"], torch.tensor([1, 3])
+    assert torch.allclose(model(x), saved["logits"], atol=1e-10)
+    expected = saved["relevance"].detach()
+    assert expected.abs().max() > 1e-3
+    assert (default_attnlrp(model, x, target, attention) - expected).abs().max() <= 1e-6 * expected.abs().max()
+    # the check can fail: the other attention variant, or biases kept, give other maps
+    other = "softmax" if attention == "cp" else "cp"
+    assert (default_attnlrp(model, x, target, other) - expected).abs().max() > 1e-3 * expected.abs().max()
 
 
 # ------------------------------------------------------------------------------------------ refusals

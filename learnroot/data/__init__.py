@@ -176,13 +176,13 @@ register(DatasetSpec("toy_points", _toy_points, "the supplement's toy points for
 def _mnist(options, preprocess, num_outputs, cache_dir, split):
     from .mnist import mnist_dataset
     return mnist_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit, options.seed,
-                         options.part)
+                         options.part, options.train_share)
 
 
 def _cifar10(options, preprocess, num_outputs, cache_dir, split):
     from .cifar10 import cifar10_dataset
     return cifar10_dataset(options.root, split or options.split, preprocess, num_outputs, options.limit,
-                           options.seed, options.part)
+                           options.seed, options.part, options.train_share)
 
 
 def _coco_seg(options, preprocess, num_outputs, cache_dir, split):

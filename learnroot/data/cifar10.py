@@ -139,7 +139,7 @@ def scan_classes(folder: Path) -> list[Sample]:
 
 
 def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: int,
-                    limit: Optional[int], seed: int, part: str = "all"):
+                    limit: Optional[int], seed: int, part: str = "all", train_share: float = 0.0):
     """The CIFAR-10 images of one split, limited to ``limit`` samples chosen with ``seed``.
 
     Parameters
@@ -156,6 +156,9 @@ def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: 
         At most this many images.
     seed : int
         Seed of the selection.
+    part, train_share : str, float
+        The part of the hash split and the share of its ``train`` part
+        (:func:`~learnroot.data.folder.split_part`, before ``limit``).
 
     Returns
     -------
@@ -185,7 +188,8 @@ def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: 
             labels += batch_labels
             paths += [f"{folder / name}#{i}" for i in range(len(data))]
         indices = list(range(len(labels)))
-        chosen = select(split_part(indices, [f"cifar10-{split}-{i:05d}" for i in indices], part), limit, seed)
+        ids = [f"cifar10-{split}-{i:05d}" for i in indices]
+        chosen = select(split_part(indices, ids, part, train_share), limit, seed)
         return ArrayDataset(np.concatenate(images)[chosen], [labels[i] for i in chosen],
                             [f"cifar10-{split}-{i:05d}" for i in chosen], [paths[i] for i in chosen], preprocess)
     if (base / split).is_dir():
@@ -194,5 +198,5 @@ def cifar10_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: 
         raise DataError(f"no CIFAR-10 data in {base}: expected {base}/{split}/<class name>/<images>, "
                         f"{base}/<class name>/<images> or the python batches ({base}/cifar-10-batches-py/)")
     samples = scan_classes(base)
-    return ImageFolderDataset(select(split_part(samples, [sample.id for sample in samples], part), limit, seed),
-                              preprocess)
+    chosen = split_part(samples, [sample.id for sample in samples], part, train_share)
+    return ImageFolderDataset(select(chosen, limit, seed), preprocess)

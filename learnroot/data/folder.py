@@ -317,8 +317,8 @@ def select(samples: list, limit: Optional[int], seed: int) -> list:
     return [samples[i] for i in sorted(order.tolist())]
 
 
-#: ``dataset.part`` values.
-PARTS = ("all", "tune", "test")
+#: ``dataset.part`` values (``train`` only with a train share, :func:`split_part`).
+PARTS = ("all", "tune", "test", "train")
 #: Share of the hash range that makes the ``tune`` part.
 TUNE_SHARE = 0.3
 
@@ -329,9 +329,22 @@ def id_position(sample_id: str) -> float:
     return int.from_bytes(hashlib.sha1(str(sample_id).encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
 
 
-def split_part(samples: Sequence, ids: Sequence[str], part: str) -> list:
+def part_of(position: float, train_share: float = 0.0) -> str:
+    """The part of a sample at ``position`` (:func:`id_position`): ``tune`` below :data:`TUNE_SHARE`,
+    ``train`` in ``[TUNE_SHARE, TUNE_SHARE + train_share)``, ``test`` above."""
+    if position < TUNE_SHARE:
+        return "tune"
+    return "train" if position < TUNE_SHARE + train_share else "test"
+
+
+def split_part(samples: Sequence, ids: Sequence[str], part: str, train_share: float = 0.0) -> list:
     """The samples of one part: ``all``; ``tune``: those whose :func:`id_position` is below
     :data:`TUNE_SHARE` (about 30 %); ``test``: the others (about 70 %).
+
+    With ``train_share > 0`` (the datasets that models are trained on here, e.g. the real-data ViTs'
+    ``train_share=0.6``) a ``train`` part is carved out of the hash range just above the tune part,
+    ``[0.3, 0.3 + train_share)``, and ``test`` keeps the rest (``[0.9, 1)``: about 10 %); ``tune`` is
+    the same whatever the share, and with the default share 0 nothing changes.
 
     The split looks at nothing but each sample's own id, so the parts are disjoint and together
     make the whole list, a sample keeps its part when files are added, removed or scanned in another
@@ -345,20 +358,25 @@ def split_part(samples: Sequence, ids: Sequence[str], part: str) -> list:
         The stable id of each sample (the ``id`` column of ``per_sample.csv``).
     part : str
         One of :data:`PARTS`.
+    train_share : float
+        Share of the hash range in the ``train`` part, in ``[0, 1 - TUNE_SHARE)``.
 
     Raises
     ------
     ValueError
-        Unknown part, or ``ids`` not as long as ``samples``.
+        Unknown part, ``train`` without a share, a share out of range, or ``ids`` not as long as ``samples``.
     """
     if part not in PARTS:
         raise ValueError(f"dataset.part={part!r} is not one of: {', '.join(PARTS)}")
+    if not 0 <= train_share < 1 - TUNE_SHARE:
+        raise ValueError(f"dataset.train_share must lie in [0, {1 - TUNE_SHARE:g}), got {train_share}")
+    if part == "train" and not train_share:
+        raise ValueError("dataset.part=train needs dataset.train_share > 0")
     if len(ids) != len(samples):
         raise ValueError(f"{len(ids)} ids for {len(samples)} samples")
     if part == "all":
         return list(samples)
-    tune = part == "tune"
-    return [sample for sample, sample_id in zip(samples, ids) if (id_position(sample_id) < TUNE_SHARE) == tune]
+    return [sample for sample, sample_id in zip(samples, ids) if part_of(id_position(sample_id), train_share) == part]
 
 
 def choose_samples(samples: Sequence, options, ids: Optional[Sequence[str]] = None) -> list:
@@ -370,12 +388,13 @@ def choose_samples(samples: Sequence, options, ids: Optional[Sequence[str]] = No
     samples : sequence
         The dataset's whole sample list (records or indices), in a fixed order.
     options : DatasetOptions
-        ``part``, ``limit`` and ``seed``.
+        ``part``, ``train_share``, ``limit`` and ``seed``.
     ids : sequence of str, optional
         The samples' stable ids; default ``sample.id`` of each sample.
     """
     ids = [sample.id for sample in samples] if ids is None else ids
-    return select(split_part(samples, ids, options.part), options.limit, options.seed)
+    return select(split_part(samples, ids, options.part, getattr(options, "train_share", 0.0)), options.limit,
+                  options.seed)
 
 
 class ImageFolderDataset(Dataset):

@@ -150,7 +150,7 @@ def read_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, Pa
 
 
 def mnist_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: int,
-                  limit: Optional[int], seed: int, part: str = "all") -> ArrayDataset:
+                  limit: Optional[int], seed: int, part: str = "all", train_share: float = 0.0) -> ArrayDataset:
     """The MNIST digits of one split, limited to ``limit`` samples chosen with ``seed``.
 
     Parameters
@@ -168,7 +168,9 @@ def mnist_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: in
     seed : int
         Seed of the selection.
     part : str
-        ``all``, ``tune`` or ``test`` (:func:`~learnroot.data.folder.split_part`, before ``limit``).
+        ``all``, ``tune``, ``test`` or ``train`` (:func:`~learnroot.data.folder.split_part`, before ``limit``).
+    train_share : float
+        Share of the hash range in the ``train`` part (0: none).
 
     Raises
     ------
@@ -179,7 +181,7 @@ def mnist_dataset(root: str, split: str, preprocess: Preprocess, num_outputs: in
         raise DataError(f"dataset=mnist has 10 classes but the model has {num_outputs} outputs")
     images, labels, path = read_split(root, split)
     indices = list(range(len(images)))
-    chosen = select(split_part(indices, [f"mnist-{split}-{i:05d}" for i in indices], part), limit, seed)
+    chosen = select(split_part(indices, [f"mnist-{split}-{i:05d}" for i in indices], part, train_share), limit, seed)
     chosen = np.asarray(chosen, dtype=np.int64)
     return ArrayDataset(images[chosen], labels[chosen].tolist(), [f"mnist-{split}-{i:05d}" for i in chosen],
                         [f"{path}#{i}" for i in chosen], preprocess)

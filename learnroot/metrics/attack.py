@@ -18,7 +18,8 @@ Protocol
        ``linf``: ``delta += step * sign(g)``; ``l2``: ``delta += step * g_k / ||g_k||_2`` with ``g_k`` the
        gradient restricted to those positions;
     4. project ``delta`` onto the budget (``linf``: ``|delta| <= epsilon`` per value; ``l2``:
-       ``||delta||_2 <= epsilon`` over the image) and ``u_0 + delta`` onto the valid box ``[0, 1]``;
+       ``||delta||_2 <= epsilon`` over the image; ``attack_epsilon=null``: no budget, as the paper's
+       shipped L2 attack) and ``u_0 + delta`` onto the valid box ``[0, 1]``;
     5. stop for this sample once the model no longer predicts ``c``.
 
     ``k = max(1, round(attack_k * H * W / 224^2))`` (``attack_k`` positions at 224 x 224 px). Ties in the
@@ -62,6 +63,8 @@ Deviations from the paper's code (``adversarial_attacks.py``, see the research n
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import math
 
 from learnroot.lazy import F, torch
@@ -103,7 +106,9 @@ def _norm(delta: torch.Tensor, kind: str) -> torch.Tensor:
     return flat.abs().amax(1) if kind == "linf" else flat.norm(dim=1)
 
 
-def _project(delta: torch.Tensor, kind: str, epsilon: float) -> torch.Tensor:
+def _project(delta: torch.Tensor, kind: str, epsilon: Optional[float]) -> torch.Tensor:
+    if epsilon is None:  # no budget (the paper's L2 attack as shipped)
+        return delta
     if kind == "linf":
         return delta.clamp(-epsilon, epsilon)
     length = _norm(delta, "l2").view(-1, *(1,) * (delta.dim() - 1))
@@ -111,7 +116,7 @@ def _project(delta: torch.Tensor, kind: str, epsilon: float) -> torch.Tensor:
 
 
 def sparse_attack(model, x: torch.Tensor, cls: torch.Tensor, attacked: torch.Tensor, ranking, k: int,
-                  norm, kind: str = "linf", epsilon: float = 0.025, step: float = 0.005,
+                  norm, kind: str = "linf", epsilon: Optional[float] = 0.025, step: float = 0.005,
                   steps: int = 30) -> dict[str, torch.Tensor]:
     """Run the sparse attack on a batch (see the module docstring).
 
@@ -136,7 +141,7 @@ def sparse_attack(model, x: torch.Tensor, cls: torch.Tensor, attacked: torch.Ten
     kind : str
         ``linf`` or ``l2``.
     epsilon, step : float
-        Budget and step length (fractions of the value range).
+        Budget and step length (fractions of the value range); ``epsilon=None``: no budget.
     steps : int
         Most steps.
 
@@ -251,8 +256,8 @@ register(Metric(
               "(the paper: 500)", min=1),
         Param("attack_norm", str, "linf", "linf (sign steps, |delta| <= epsilon per value) or l2 (normalised steps, "
               "||delta||_2 <= epsilon)", choices=("linf", "l2")),
-        Param("attack_epsilon", float, 0.025, "budget as a fraction of the raw value range (the paper: 0.05 on "
-              "[-1, 1])", above=0),
+        Param("attack_epsilon", Optional[float], 0.025, "budget as a fraction of the raw value range (the paper: 0.05 "
+              "on [-1, 1]); null: no budget (the paper's L2 attack as its code runs)", above=0),
         Param("attack_step", float, 0.005, "length of one step, same units", above=0),
         Param("attack_steps", int, 30, "most steps (the paper: 30)", min=1),
         Param("attack_reexplain", bool, True, "explain the perturbed image again before every step (the paper)"),

@@ -30,10 +30,25 @@ Steps
     ``n_k = round(k * f * P / L)`` patches of the order (halves rounded up; ``f =
     metrics.aopc_fraction``) are replaced, cumulatively, in every channel, by the baseline
     ``metrics.aopc_baseline`` (:mod:`~learnroot.metrics.baselines`; Samek: uniform noise, the
-    default). ``k = 0`` is the clean image. Samek removes ``L = 100`` regions of 9 x 9 one at a time
-    from 224 px images, about 16 % of the image; the defaults ``L = 20``, ``f = 0.2`` remove 125 of
-    625 patches at 224 px in steps of 6 or 7 patches. Where ``f * P < L`` some steps remove nothing
+    default; see *Noise*). ``k = 0`` is the clean image. Samek removes ``L = 100`` regions of 9 x 9
+    one at a time from 224 px images, about 16 % of the image; the defaults ``L = 20``, ``f = 0.2``
+    remove 125 of 625 patches at 224 px in steps of 6 or 7 patches. Where ``f * P < L`` some steps remove nothing
     new (their points repeat the previous one).
+
+Noise
+    With ``aopc_baseline=uniform`` (Samek et al.: "replaced by uniform noise") the noise is fresh for
+    every sample, step and draw: the patches removed at step ``k`` take the values of their own noise
+    image ``u(k)``, uniform over the raw pixel range and normalised like the input, and keep them in
+    the later steps (Samek's ``x^(k) = g(x^(k-1), r_k)``). ``u(k)`` of draw ``d`` is drawn from a CPU
+    generator seeded with ``sha1("<metrics.seed>/<sample id>/<d>/<k>")`` (:func:`noise_seed`), so a
+    sample's score depends neither on its batch nor on the device nor on the method: two methods
+    compared on the same image replace the patches they remove at step ``k`` with the same noise.
+    ``metrics.aopc_draws = D`` averages the curves (and so the AOPC, which is linear in them) over
+    ``D`` independent draws. With one noise image for every sample and step (the former protocol) a
+    sample's AOPC depended on that one draw; the default ``D`` is chosen so that the noise standard
+    deviation of a sample's AOPC lies below the spread of its paired differences between methods
+    (docs/METHOD.md, section 3, measured on LeNet-5). The other baselines are deterministic: one
+    draw, images shared between the orders.
 
 AOPC
     ``AOPC = 1 / (L + 1) * sum_{k=0..L} (y(x^(0)) - y(x^(k)))`` per sample, with ``y`` the target's
@@ -50,23 +65,24 @@ Curves
 
 Cost
     ``3 L`` forward passes per sample at most (the clean image is shared, repeated points are
-    evaluated once), in chunks of ``metrics.pf_chunk`` images, through
-    :func:`~learnroot.metrics.flipping.ranked_curves`.
+    evaluated once), ``3 L D + 1`` with uniform noise, in chunks of ``metrics.pf_chunk`` images,
+    through :func:`~learnroot.metrics.flipping.score_removals`.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 from learnroot.lazy import nn, torch
 from learnroot.metrics.baselines import BASELINES
-from learnroot.metrics.flipping import Curve, ranked_curves, removal_positions
-from learnroot.metrics.registry import Metric, Score, register, switch
-from learnroot.seeds import sample_seeds
+from learnroot.metrics.flipping import Curve, ranked_curves, removal_positions, score_removals
+from learnroot.metrics.registry import SEED, Metric, Score, register, switch
 from learnroot.params import Param
+from learnroot.seeds import sample_seeds
 
 __all__ = ["ORDERS", "auto_patch", "patch_index", "patch_scores", "region_counts", "sample_seeds", "random_ranks",
-           "region_curves", "aopc", "aopc_scores", "compute_aopc"]
+           "noise_seed", "step_noise", "region_curves", "noisy_region_curves", "aopc", "aopc_scores", "compute_aopc"]
 
 #: The removal orders and their curve kinds.
 ORDERS = ("morf", "lerf", "random")
@@ -171,6 +187,117 @@ def region_curves(
     return ranked_curves(model, x, baseline, positions, jobs, target, label, chunk, n_units=n_patches)
 
 
+def noise_seed(seed: int, key: str, draw: int, step: int) -> int:
+    """Seed of the noise image of one sample, draw and step: the first 8 bytes of
+    ``sha1("<seed>/<key>/<draw>/<step>")`` (63 bits); ``key`` is the sample id."""
+    digest = hashlib.sha1(f"{seed}/{key}/{draw}/{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2 ** 63 - 1)
+
+
+def step_noise(keys: Sequence[str], shape: tuple, step: int, draws: int, seed: int, norm) -> torch.Tensor:
+    """``(B, D, C, H, W)`` float64 noise images of step ``step`` for every sample (``keys``) and draw:
+    uniform over ``norm.value_range`` from CPU generators seeded by :func:`noise_seed`, normalised
+    with ``norm``."""
+    low, high = (float(v) for v in norm.value_range)
+    images = torch.stack([torch.stack([
+        torch.rand(shape, generator=torch.Generator().manual_seed(noise_seed(seed, key, draw, step)),
+                   dtype=torch.float64) for draw in range(draws)]) for key in keys])
+    raw = low + (high - low) * images
+    return norm.normalise(raw.flatten(0, 1)).view(images.shape)
+
+
+def _sample_keys(ids: Optional[Sequence[str]], x: torch.Tensor) -> list[str]:
+    """The noise key of each sample: its id, or without ids a hash of its input's bytes."""
+    if ids is not None:
+        return [str(sample_id) for sample_id in ids]
+    return [f"input-{value}" for value in sample_seeds(0, None, x)]
+
+
+def noisy_region_curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    map2d: torch.Tensor,
+    target: torch.Tensor,
+    label: torch.Tensor,
+    norm,
+    ids: Optional[Sequence[str]],
+    seeds: Sequence[int],
+    patch: int,
+    steps: int,
+    fraction: float,
+    chunk: int,
+    draws: int = 1,
+    seed: int = 0,
+) -> dict[str, Curve]:
+    """MoRF, LeRF and random region-perturbation curves with fresh uniform noise per sample, step and
+    draw (module docstring, *Noise*), averaged over ``draws``.
+
+    Parameters
+    ----------
+    model, x, map2d, target, label, seeds, patch, steps, fraction, chunk
+        As for :func:`region_curves`.
+    norm : Normalisation
+        The input's normalisation (its ``value_range`` is the noise's range).
+    ids : sequence of str, optional
+        Sample ids (the noise's keys); ``None``: a hash of each input.
+    draws : int
+        Noise draws ``D`` averaged.
+    seed : int
+        ``metrics.seed``.
+
+    Returns
+    -------
+    dict of str to Curve
+        ``aopc_morf``, ``aopc_lerf``, ``aopc_random``: logit and probability averaged over the draws,
+        ``correct`` the share of the draws classified correctly.
+    """
+    if draws < 1:
+        raise ValueError(f"region perturbation needs at least 1 noise draw, got {draws}")
+    batch, channels = x.shape[:2]
+    orders = len(ORDERS)
+    height, width = map2d.shape[1:]
+    index, n_patches = patch_index(height, width, patch, device=map2d.device)
+    scores = patch_scores(map2d, index, n_patches)[:, None, :]
+    ranks = torch.stack([removal_positions(scores, True), removal_positions(scores, False),
+                         random_ranks(seeds, n_patches, device=map2d.device)])  # (3, B, P)
+    positions = ranks[:, :, index]  # (3, B, H * W): every pixel takes its patch's rank
+    counts = region_counts(n_patches, steps, fraction)
+    removed_at = torch.searchsorted(counts.to(positions.device), positions, right=True)  # the step removing it
+    keys = _sample_keys(ids, x)
+    replacement = torch.zeros(orders, batch, draws, channels, height * width, dtype=x.dtype, device=x.device)
+    for step in sorted(set(removed_at[removed_at <= steps].tolist())):
+        noise = step_noise(keys, tuple(x.shape[1:]), step, draws, seed, norm).to(replacement).flatten(-2)
+        replacement = torch.where((removed_at == step)[:, :, None, None, :], noise[None], replacement)
+    rows = orders * batch * draws  # one virtual sample per order, sample and draw
+
+    def expand(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[None, :, None].expand(orders, batch, draws, *tensor.shape[1:]).reshape(rows, *tensor.shape[1:])
+
+    target, label = target.to(x.device), label.to(x.device)
+    logit, prob, pred = score_removals(
+        model, expand(x), replacement.reshape(rows, *x.shape[1:]),
+        positions[:, :, None].expand(-1, -1, draws, -1).reshape(1, rows, -1),
+        torch.zeros(steps, dtype=torch.long), counts[1:], expand(target), chunk, n_units=n_patches)
+    with torch.no_grad():
+        clean = model(x).double()
+    clean_logit = clean.gather(1, target[:, None])
+    clean_prob = clean.softmax(dim=1).gather(1, target[:, None])
+    clean_correct = (clean.argmax(dim=1) == label).double()[:, None]
+    correct = (pred == expand(label)[:, None]).double()
+
+    def mean(values: torch.Tensor, order: int) -> torch.Tensor:
+        return values.view(orders, batch, draws, steps)[order].mean(dim=1)
+
+    curves = {}
+    for order, name in enumerate(ORDERS):
+        right = torch.cat([clean_correct, mean(correct, order)], dim=1)
+        right[label < 0] = float("nan")
+        curves[f"aopc_{name}"] = Curve(x=counts.double() / n_patches,
+                                       logit=torch.cat([clean_logit, mean(logit, order)], dim=1),
+                                       prob=torch.cat([clean_prob, mean(prob, order)], dim=1), correct=right)
+    return curves
+
+
 def aopc(values: torch.Tensor) -> torch.Tensor:
     """``(B,)`` float64 ``1 / (L + 1) * sum_k (values[:, 0] - values[:, k])`` of ``(B, L + 1)`` values."""
     values = values.double()
@@ -193,6 +320,11 @@ def compute_aopc(context) -> tuple[dict, dict]:
     options = context.options
     patch = auto_patch(context.x.shape[2], options.aopc_patch)
     seeds = sample_seeds(options.aopc_seed, context.ids, context.x)
+    if options.aopc_baseline == "uniform":
+        curves = noisy_region_curves(context.model, context.x, context.map2d, context.target, context.label,
+                                     context.norm, context.ids, seeds, patch, options.aopc_steps,
+                                     options.aopc_fraction, options.pf_chunk, options.aopc_draws, options.seed)
+        return aopc_scores(curves), curves
     curves = region_curves(context.model, context.x, context.map2d, context.target, context.label,
                            context.replacement(options.aopc_baseline), seeds, patch, options.aopc_steps,
                            options.aopc_fraction, options.pf_chunk)
@@ -228,6 +360,10 @@ register(Metric(
         Param("aopc_baseline", str, "uniform", "replacement of the removed patches (Samek: uniform noise)",
               choices=BASELINES),
         Param("aopc_seed", int, 0, "seed of the random order (with each sample's id)"),
+        Param("aopc_draws", int, 6, "uniform-noise draws averaged per sample (fresh noise per sample, step and "
+              "draw, from metrics.seed); 6 brings the noise SD of a LeNet-5 AOPC below its paired spread", min=1),
+        SEED,
     ),
     compute=compute_aopc,
-    cost="3 x aopc_steps forward passes (MoRF, LeRF and random orders; the clean image shared)"))
+    cost="3 x aopc_steps forward passes (MoRF, LeRF and random orders; the clean image shared), "
+         "x aopc_draws with uniform noise"))

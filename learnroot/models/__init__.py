@@ -24,6 +24,7 @@ from ..registry import Registry
 from .cifar_resnet import cifar_resnet
 from .lenet import lenet5_mnist
 from .mobilenet import mobilenet_v2
+from .real_vit import REAL_VITS, real_vit
 from .small_cnn import cached_small_cnn, small_cnn, small_cnn_path
 from .small_vit import cached_small_vit, small_vit
 from .custom import custom_model, target_name
@@ -237,5 +238,8 @@ register(ModelSpec("small_vit", _small_vit, "the embedded small vision transform
                    outputs=_shape_classes, architecture="vit"))
 for _name, _summary in VIT_MODELS.items():
     register(ModelSpec(_name, lambda options, dataset, cache: vit_model(options), _summary, architecture="vit"))
+for _name, _spec in REAL_VITS.items():
+    register(ModelSpec(_name, real_vit, f"small ViT trained on the train part of {_spec.dataset} (shipped weights)",
+                       outputs=lambda o, d: 10, architecture="vit"))
 register(ModelSpec("toy_sigmoid", lambda options, dataset, cache: toy_sigmoid(),
                    "f(x, y) = sigmoid(x) + sigmoid(y), the supplement's toy network", outputs=lambda o, d: 1))

@@ -44,8 +44,9 @@ from .weights import fit_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SMALL_VIT_VERSION", "SMALL_VIT", "MAX_SHIFT", "PACKAGED_WEIGHTS", "small_vit", "initial_small_vit",
-           "mimetic_init", "sincos_position_embedding", "train_small_vit", "small_vit_key", "small_vit_path",
+__all__ = ["SMALL_VIT_VERSION", "SMALL_VIT", "MAX_SHIFT", "PACKAGED_WEIGHTS", "small_vit", "initial_vit",
+           "initial_small_vit", "mimetic_init", "sincos_position_embedding", "train_vit", "train_small_vit",
+           "small_vit_key", "small_vit_path",
            "cached_small_vit", "train_and_save", "shipped_meta"]
 
 SMALL_VIT_VERSION = 2
@@ -112,16 +113,22 @@ def mimetic_init(model: VisionTransformer, generator: torch.Generator, qk: tuple
             block.attn.proj.weight.copy_(output)
 
 
-def initial_small_vit(num_classes: int, generator: torch.Generator) -> VisionTransformer:
-    """The small ViT as training starts: timm's initialisation (seeded with ``generator``'s seed), then
-    :func:`mimetic_init` (drawing from ``generator``) and :func:`sincos_position_embedding`."""
+def initial_vit(config: ViTConfig, generator: torch.Generator) -> VisionTransformer:
+    """A ViT as training starts: timm's initialisation (seeded with ``generator``'s seed), then
+    :func:`mimetic_init` (drawing from ``generator``) and :func:`sincos_position_embedding` (the class
+    token's position embedding 0)."""
     torch.manual_seed(generator.initial_seed())
-    model = small_vit(num_classes)
+    model = VisionTransformer(config)
     mimetic_init(model, generator)
     with torch.no_grad():
         model.pos_embed[0, 1:] = sincos_position_embedding(model.grid, model.config.embed_dim)
         model.pos_embed[0, 0] = 0
     return model
+
+
+def initial_small_vit(num_classes: int, generator: torch.Generator) -> VisionTransformer:
+    """The small ViT as training starts (:func:`initial_vit` of :data:`SMALL_VIT`)."""
+    return initial_vit(replace(SMALL_VIT, num_classes=num_classes), generator)
 
 
 def small_vit_key(benchmark: str, options: ModelOptions, num_classes: int) -> str:
@@ -147,24 +154,36 @@ def _rounded(model: nn.Module) -> nn.Module:
     return model
 
 
-def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tuple[VisionTransformer, dict]:
-    """Train the small ViT; returns the model (eval mode, weights rounded to float16 values as they are
-    stored) and ``{'val_accuracy', 'epochs', 'seconds'}``.
+def train_vit(model: VisionTransformer, data: tuple, val: tuple, options: ModelOptions, augment,
+              generator: torch.Generator, name: str) -> tuple[VisionTransformer, dict]:
+    """Train a ViT; returns the model (eval mode, weights rounded to float16 values as they are stored) and
+    ``{'val_accuracy', 'epochs', 'seconds'}``.
 
-    From :func:`initial_small_vit`: AdamW (weight decay 0.05 on the weight matrices only), one-cycle
-    learning rate with 10 % warm-up peaking at ``train_lr``, cross-entropy with label smoothing 0.1,
-    random horizontal flips and shifts of up to :data:`MAX_SHIFT` pixels (one per batch, reflection
-    padding); batches of ``train_batch_size`` for ``train_epochs`` epochs, seeded by ``train_seed``.
+    AdamW (weight decay 0.05 on the weight matrices only), one-cycle learning rate with 10 % warm-up
+    peaking at ``train_lr``, cross-entropy with label smoothing 0.1, batches of ``train_batch_size`` in a
+    random order for ``train_epochs`` epochs; ``augment(batch, generator)`` transforms each batch.
+
+    Parameters
+    ----------
+    model : VisionTransformer
+        The initialised model (trained in place).
+    data, val : (torch.Tensor, torch.Tensor)
+        Training and validation images ``(N, C, H, W)`` (normalised) and labels ``(N,)``.
+    options : ModelOptions
+        ``train_epochs``, ``train_lr``, ``train_batch_size``.
+    augment : callable
+        ``(batch, generator) -> batch``.
+    generator : torch.Generator
+        Draws the batch order and the augmentations.
+    name : str
+        For the log lines.
     """
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(options.train_seed)
-    model = initial_small_vit(num_classes, generator)  # the same generator then draws the batches
-    images, labels = _stack(train)
-    val_images, val_labels = _stack(val)
-    decayed = {name for name, p in model.named_parameters() if p.dim() > 1 and name not in ("pos_embed", "cls_token")}
+    images, labels = data
+    decayed = {key for key, p in model.named_parameters() if p.dim() > 1 and key not in ("pos_embed", "cls_token")}
     optimiser = torch.optim.AdamW(
-        [{"params": [p for name, p in model.named_parameters() if name in decayed], "weight_decay": 0.05},
-         {"params": [p for name, p in model.named_parameters() if name not in decayed], "weight_decay": 0.0}],
+        [{"params": [p for key, p in model.named_parameters() if key in decayed], "weight_decay": 0.05},
+         {"params": [p for key, p in model.named_parameters() if key not in decayed], "weight_decay": 0.0}],
         lr=options.train_lr)
     size = options.train_batch_size
     per_epoch = math.ceil(len(images) / size)
@@ -173,17 +192,15 @@ def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tupl
     if total_steps * 0.1 > 1:  # a one-cycle schedule needs a step of warm-up at least
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.train_lr, total_steps=total_steps,
                                                        pct_start=0.1)
-    log.info("training small_vit on %d images (%d epochs, %d steps each; about %.0f minutes on a CPU core)",
-             len(images), options.train_epochs, per_epoch, options.train_epochs * len(images) / 3600 * 0.2)
+    log.info("training %s on %d images (%d epochs, %d steps each)", name, len(images), options.train_epochs,
+             per_epoch)
     for epoch in range(1, options.train_epochs + 1):
         model.train()
         order = torch.randperm(len(images), generator=generator)
         total = 0.0
         for start in range(0, len(images), size):
             index = order[start:start + size]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), images[index].flip(-1), images[index])
-            batch = _shift(batch, generator)
+            batch = augment(images[index], generator)
             loss = nn.functional.cross_entropy(model(batch), labels[index], label_smoothing=0.1)
             optimiser.zero_grad()
             loss.backward()
@@ -191,12 +208,28 @@ def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tupl
             if schedule is not None:
                 schedule.step()
             total += loss.item() * len(index)
-        log.info("small_vit epoch %d/%d: loss %.3f (%.0f s)", epoch, options.train_epochs, total / len(images),
-                 time.perf_counter() - started)
-    val_accuracy = accuracy(_rounded(model), val_images, val_labels)
-    log.info("small_vit: validation accuracy %.4f", val_accuracy)
+        elapsed = time.perf_counter() - started
+        log.info("%s epoch %d/%d: loss %.3f (%.0f s, about %.0f s left)", name, epoch, options.train_epochs,
+                 total / len(images), elapsed, elapsed / epoch * (options.train_epochs - epoch))
+    val_accuracy = accuracy(_rounded(model), *val)
+    log.info("%s: validation accuracy %.4f", name, val_accuracy)
     return model.eval(), {"val_accuracy": val_accuracy, "epochs": options.train_epochs,
                           "seconds": time.perf_counter() - started}
+
+
+def _small_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips per image, then one random shift for the batch (:func:`_shift`)."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    return _shift(torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch), generator)
+
+
+def train_small_vit(train, val, options: ModelOptions, num_classes: int) -> tuple[VisionTransformer, dict]:
+    """Train the small ViT (:func:`train_vit`) from :func:`initial_small_vit` with random horizontal flips
+    and shifts of up to :data:`MAX_SHIFT` pixels (one per batch, reflection padding), seeded by
+    ``train_seed``; ``train`` and ``val`` are datasets of items."""
+    generator = torch.Generator().manual_seed(options.train_seed)
+    model = initial_small_vit(num_classes, generator)  # the same generator then draws the batches
+    return train_vit(model, _stack(train), _stack(val), options, _small_augment, generator, "small_vit")
 
 
 def _shift(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -64,7 +64,8 @@ def gamma_linear(module: nn.Linear, x: torch.Tensor, relevance: torch.Tensor, ga
     and ``R_i = sum_j (x_i w_ij + gamma (x_i w_ij)^{+/-}) R_j / stab(den_j)``. It is evaluated with two
     affine maps and two pull-backs through the identities ``x+ w+ + x- w- = (x w + |x||w|) / 2``.
     ``gamma = 0`` is LRP-0 (one affine map, one pull-back). Biases are left out of the denominators
-    unless ``bias``; the sign of each output is taken from the same (bias-free or not) response.
+    unless ``bias``; the sign of each output, which picks its case, is that of the layer's actual output
+    (with its bias), as in zennit's ``Gamma`` with ``zero_params=['bias']`` (tested against lxt).
     """
     weight = module.weight.detach()
     layer_bias = module.bias.detach() if (bias and module.bias is not None) else None
@@ -76,7 +77,7 @@ def gamma_linear(module: nn.Linear, x: torch.Tensor, relevance: torch.Tensor, ga
     magnitude = cache.get(module, "abs", module.weight, lambda: weight.abs())
     positive = (plain + F.linear(x.abs(), magnitude)) / 2
     negative = plain - positive
-    up = response > 0
+    up = (plain if module.bias is None else plain + module.bias.detach()) > 0
     shift = torch.where(up, positive, negative)
     if layer_bias is not None:
         shift = shift + torch.where(up, layer_bias.clamp(min=0), layer_bias.clamp(max=0))
@@ -167,7 +168,7 @@ class AttnLRPRules(Rules):
 
 
 def attnlrp(model: VisionTransformer, trace: Trace, seed: torch.Tensor, rules: AttnLRPRules, pixel_rule,
-            sink: Optional[list] = None) -> torch.Tensor:
+            sink: Optional[list] = None, keep=()) -> torch.Tensor:
     """AttnLRP relevance of the input pixels ``(B, C, H, W)`` for the output relevance ``seed`` ``(B, K)``.
 
     Parameters
@@ -185,9 +186,11 @@ def attnlrp(model: VisionTransformer, trace: Trace, seed: torch.Tensor, rules: A
         Receives the :class:`~learnroot.conservation.LayerSums` of every operation, then of the
         embedding (``embedding``: all tokens to the patch tokens; the class token's share leaves) and
         of the patch convolution (``patch_embed.proj``).
+    keep : sequence of str
+        Blocks whose layer-wise maps go into ``sink`` (:func:`~learnroot.transformers.propagation.propagate`).
     """
     with torch.no_grad():
-        tokens = propagate(model, trace, seed, rules, sink).tokens
+        tokens = propagate(model, trace, seed, rules, sink, keep=keep, kept=sink).tokens
         patch_relevance = tokens[:, 1:]
         if rules.bias:
             patch_relevance = trace.patches * patch_relevance / _stab(trace.tokens[:, 1:], rules.stabilizer)

@@ -175,10 +175,12 @@ def transformer_attribution(gradients: list[torch.Tensor], propagation: Propagat
 
 
 def chefer_map(model: VisionTransformer, x: torch.Tensor, target: torch.Tensor, rules: Optional[Rules] = None,
-               start_layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+               start_layer: int = 0, keep=(), kept: Optional[list] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Transformer attribution of the ``target`` classes with ``rules`` (default Chefer's).
 
-    The output relevance is the one-hot target (relevance 1), as in the paper's code.
+    The output relevance is the one-hot target (relevance 1), as in the paper's code. ``keep`` and
+    ``kept``: the layer-wise maps of the blocks' input relevance under ``rules``
+    (:func:`~learnroot.transformers.propagation.propagate`).
 
     Returns
     -------
@@ -191,5 +193,5 @@ def chefer_map(model: VisionTransformer, x: torch.Tensor, target: torch.Tensor, 
     trace, gradients = attention_gradients(model, x, target)
     seed = torch.zeros_like(trace.logits).scatter(1, target.view(-1, 1), 1.0)
     with torch.no_grad():
-        propagation = propagate(model, trace, seed, rules)
+        propagation = propagate(model, trace, seed, rules, keep=keep, kept=kept)
         return transformer_attribution(gradients, propagation, start_layer), trace.logits

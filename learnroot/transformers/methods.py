@@ -10,6 +10,12 @@ method                 what the attributor computes on a :class:`VisionTransform
 ``raw_attention``      the last block's class-token attention (:mod:`.rollout`)
 =====================  ======================================================================
 
+Layer-wise maps (``save_layers=[blocks.3, ...]``, :data:`LAYERWISE`): the relevance of each kept
+block's input tokens, summed over features and put on the patch grid, under the method's own rules
+(AttnLRP's, Chefer's or the learned root's: for ``chefer`` and ``ours`` the relevance that their rollout
+weighs, before it). The rollouts propagate no relevance and have none.
+:meth:`TransformerAttributor.with_model` makes the same method on another model (the randomisation check).
+
 Every attributor returns a :class:`~learnroot.attribution.Attribution` whose relevance has the
 input's shape ``(B, C, H, W)``: a patch map is upsampled bilinearly to ``H x W`` (as the paper's code
 does, ``align_corners=False``) and spread evenly over the ``C`` channels, so that the channel sum (what
@@ -30,10 +36,19 @@ from ..rules.learned import RootLog
 from .attnlrp import AttnLRPRules, attnlrp
 from .chefer import CheferRules, chefer_map
 from .ours import OursRules
+from .propagation import block_names
 from .rollout import attention_rollout, raw_attention
 from .vit import VisionTransformer, is_vit
 
-__all__ = ["TransformerAttributor", "upsample_patch_map"]
+__all__ = ["TransformerAttributor", "upsample_patch_map", "LAYERWISE", "layer_names"]
+
+#: The transformer methods that propagate relevance through the blocks (their layer-wise maps exist).
+LAYERWISE = ("chefer", "ours", "attnlrp")
+
+
+def layer_names(model: VisionTransformer, method: str) -> list[str]:
+    """The layers whose maps ``method`` can keep on ``model`` (``blocks.<i>``; none for the rollouts)."""
+    return block_names(model) if method in LAYERWISE else []
 
 
 def upsample_patch_map(patch_map: torch.Tensor, shape: tuple) -> torch.Tensor:
@@ -58,9 +73,11 @@ class TransformerAttributor:
     root_opt : RootOptOptions
     box : (torch.Tensor, torch.Tensor)
         Pixel box ``(low, high)`` in normalised input space, broadcastable to ``(1, C, 1, 1)``.
+    keep_layers : sequence of str
+        Blocks (``blocks.<i>``) whose layer-wise maps the attributions keep (:func:`layer_names`).
     """
 
-    def __init__(self, model, method, root_opt, box):
+    def __init__(self, model, method, root_opt, box, keep_layers=()):
         if not is_vit(model):
             raise ValueError(f"method {method.name} explains vision transformers (learnroot's VisionTransformer); "
                              f"got {type(model).__name__}")
@@ -75,6 +92,15 @@ class TransformerAttributor:
         self._cache = ParamCache()  # signed weight parts, made once per layer
         self._chefer = CheferRules(self._cache)
         self._attnlrp_rules = None
+        self.keep_layers = tuple(keep_layers)
+        unknown = [name for name in self.keep_layers if name not in layer_names(self.model, method.name)]
+        if unknown:
+            raise ValueError(f"method {method.name} keeps no layer-wise map of {', '.join(unknown)} (it has: "
+                             f"{', '.join(layer_names(self.model, method.name)) or 'none'})")
+
+    def with_model(self, model) -> "TransformerAttributor":
+        """The same method (options, box, kept layers) on another model (copied anew)."""
+        return type(self)(model, self.method, self.root_opt, self.box, self.keep_layers)
 
     @property
     def conserving(self) -> bool:
@@ -90,20 +116,21 @@ class TransformerAttributor:
             if self.method.name == "attnlrp":
                 return self._attnlrp(x, target)
             self.log.clear()
-            patch_map, logits = self._patch_map(x, target)
+            kept: list = []
+            patch_map, logits = self._patch_map(x, target, kept)
             logit = logits.gather(1, target.view(-1, 1))[:, 0].detach()
             fallback = self.log.fallback(x.shape[0], device=x.device)
             return Attribution(relevance=upsample_patch_map(patch_map.detach(), tuple(x.shape[1:])),
-                               target_logit=logit, r_top=torch.ones_like(logit), layers=[],
+                               target_logit=logit, r_top=torch.ones_like(logit), layers=kept,
                                root_fallback=fallback, conserving=self.conserving)
 
-    def _patch_map(self, x, target):
+    def _patch_map(self, x, target, kept: list):
         name = self.method.name
         if name == "chefer":
-            return chefer_map(self.model, x, target, self._chefer)
+            return chefer_map(self.model, x, target, self._chefer, keep=self.keep_layers, kept=kept)
         if name == "ours":
             rules = OursRules(self.model, self.root_opt, log=self.log, output=self.method.output, cache=self._cache)
-            return chefer_map(self.model, x, target, rules)
+            return chefer_map(self.model, x, target, rules, keep=self.keep_layers, kept=kept)
         with torch.no_grad():
             trace = self.model.trace(x)
         if name == "attention_rollout":
@@ -133,11 +160,11 @@ class TransformerAttributor:
             trace = self.model.trace(x)
         seed, r_top, logit = output_relevance(trace.logits, target, method.output)
         sink: list = []
-        relevance = attnlrp(self.model, trace, seed, rules, self.pixel_rule(x), sink)
+        relevance = attnlrp(self.model, trace, seed, rules, self.pixel_rule(x), sink, keep=self.keep_layers)
         return Attribution(relevance=relevance.detach(), target_logit=logit, r_top=r_top, layers=sink,
                            root_fallback=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
 
 
-def build(model, method, root_opt, box) -> TransformerAttributor:
+def build(model, method, root_opt, box, keep_layers=()) -> TransformerAttributor:
     """The ``build`` of every transformer method's declaration (:mod:`learnroot.methods.transformer_methods`)."""
-    return TransformerAttributor(model, method, root_opt, box)
+    return TransformerAttributor(model, method, root_opt, box, keep_layers)

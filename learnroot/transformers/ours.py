@@ -9,7 +9,9 @@ same with the project's learned root (:func:`learnroot.rules.learned.descend`,
   relevance between the positive-input branch ``z1 = W+^T x+`` and the negative-input branch
   ``z2 = W-^T x-`` (shares ``z1 / (z1 + z2)`` and ``z2 / (z1 + z2)``). Each branch's signal
   ``s = x+- - root`` is learned by descent on the loss between its response and its share, from
-  ``s = x+-`` (root 0), projected onto the segment between 0 and the input (``root_opt.project``).
+  ``s = x+-`` (root 0), projected onto the segment between 0 and the input (``root_opt.project``),
+  with the step of ``root_opt.step`` (``relative``, the scale-free default: ``s = m x+-`` with ``m`` in
+  ``[0, 1]``; ``additive``, the paper's: in the input's units) and its ``tol``.
   The relevance is then redistributed with Chefer's formula on the signals,
   ``R_in = s1 * W+ q + s2 * W- q`` with ``q = R / (W+^T s1 + W-^T s2)`` (``root_opt.normalise``:
   conserving) or ``q = R / (z1 + z2)`` at the input (the first-order Taylor term, the paper's choice).
@@ -118,9 +120,11 @@ class OursRules(CheferRules):
         self.factor = 0.5 if options.paper_quirks else 1.0
         self.output = "one" if options.paper_quirks else output
         self.scale: Optional[torch.Tensor] = None
-        #: Descent steps of the positive- and negative-input branches of the Linear rule; both
-        #: ``root_opt.dense.steps`` by default (the paper's ViT code uses 1 and 50).
-        self.branch_steps = (self.layer.steps, self.layer.steps)
+        #: Descent steps of the positive- and negative-input branches of the Linear rule:
+        #: ``root_opt.dense.steps`` and ``root_opt.negative_steps`` (default: the same; the paper's ViT
+        #: code uses 1 and 50, ``root_opt=paper_vit``).
+        negative = self.layer.steps if options.negative_steps is None else options.negative_steps
+        self.branch_steps = (self.layer.steps, negative)
 
     def begin(self, logits, relevance):
         """The units of the descent targets: the propagation starts from the one-hot target (Chefer's
@@ -139,7 +143,8 @@ class OursRules(CheferRules):
             relevance = relevance * self.scale.view((-1,) + (1,) * (relevance.dim() - 1))
         steps = self.layer.steps if steps is None else steps
         signal, failed = descend(response, x, relevance, self.loss, steps, self.layer.lr, self.layer.clip,
-                                 low, high, self.options.project)
+                                 low, high, self.options.project, step=self.options.step, tol=self.options.tol,
+                                 tol_mode=self.options.tol_mode)
         if self.log is not None:
             self.log.add(failed)
         return signal

@@ -26,12 +26,15 @@ per block, reversed:
 The result holds the relevance of the first block's input tokens and, per block, the relevance the
 rules gave the attention matrix (Chefer et al.'s rollout uses it). With a ``sink``, every operation
 records a :class:`~learnroot.conservation.LayerSums` (relevance entering from above and leaving
-towards the input, per sample), so conserving rules can be checked layer by layer.
+towards the input, per sample), so conserving rules can be checked layer by layer. Blocks named in
+``keep`` (``blocks.<i>``) record their layer-wise map into ``kept``: the relevance of the block's input
+tokens summed over the features, the patch tokens reshaped to the patch grid (:func:`token_map`; the
+class token's share is in the record's ``r_in`` but not on the map).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -39,7 +42,7 @@ from torch import nn
 from ..conservation import LayerSums, per_sample_sum
 from .vit import Trace, VisionTransformer
 
-__all__ = ["Rules", "Propagation", "propagate", "merge_qkv"]
+__all__ = ["Rules", "Propagation", "propagate", "merge_qkv", "token_map", "block_names"]
 
 
 class Rules:
@@ -121,6 +124,17 @@ def merge_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return stacked.permute(1, 3, 0, 2, 4).reshape(batch, tokens, three * heads * dim)
 
 
+def token_map(relevance: torch.Tensor, grid: int) -> torch.Tensor:
+    """``(B, grid, grid)``: the relevance ``(B, N, D)`` of a block's tokens summed over the features, the patch
+    tokens (all but the class token, row-major) on the patch grid."""
+    return relevance.sum(dim=-1)[:, 1:].reshape(relevance.shape[0], grid, grid)
+
+
+def block_names(model: VisionTransformer) -> list[str]:
+    """``blocks.0`` .. ``blocks.{L-1}``: the layers whose maps :func:`propagate` can keep."""
+    return [f"blocks.{index}" for index in range(len(model.blocks))]
+
+
 class _Recorder:
     """Appends :class:`LayerSums` to ``sink`` (nothing without a sink)."""
 
@@ -138,7 +152,7 @@ class _Recorder:
 
 
 def propagate(model: VisionTransformer, trace: Trace, relevance: torch.Tensor, rules: Rules,
-              sink: Optional[list] = None) -> Propagation:
+              sink: Optional[list] = None, keep: Sequence[str] = (), kept: Optional[list] = None) -> Propagation:
     """Propagate the output relevance through the recorded pass down to the first block's input.
 
     Parameters
@@ -153,6 +167,11 @@ def propagate(model: VisionTransformer, trace: Trace, relevance: torch.Tensor, r
         The method's rules.
     sink : list, optional
         Receives one :class:`~learnroot.conservation.LayerSums` per operation, backward order.
+    keep : sequence of str
+        Blocks (``blocks.<i>``) whose layer-wise map is kept.
+    kept : list, optional
+        Receives, for each kept block, a :class:`~learnroot.conservation.LayerSums` named ``blocks.<i>``
+        of kind ``block`` (relevance at the block's output and input) with its :func:`token_map`.
 
     Returns
     -------
@@ -170,8 +189,12 @@ def propagate(model: VisionTransformer, trace: Trace, relevance: torch.Tensor, r
     attention = []
     for index in reversed(range(len(model.blocks))):
         block, step = model.blocks[index], trace.blocks[index]
+        above = upper
         upper, attn_relevance = _block(f"blocks.{index}", block, step, upper, rules, record)
         attention.append(attn_relevance)
+        if f"blocks.{index}" in keep and kept is not None:
+            kept.append(LayerSums(f"blocks.{index}", "block", per_sample_sum(above).detach(),
+                                  per_sample_sum(upper).detach(), token_map(upper, model.grid).detach()))
     return Propagation(tokens=upper, attention=attention[::-1])
 
 
