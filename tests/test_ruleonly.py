@@ -150,3 +150,19 @@ def test_second_order_use_is_unchanged(rule):
     torch.testing.assert_close(fast, plain, rtol=0, atol=0)
     torch.testing.assert_close(fast_gradient, plain_gradient, rtol=0, atol=0)
     assert bool(fast_gradient.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("preset", ["paper", "default"])
+def test_ours_saves_one_pullback_per_affine_layer(preset, without_mechanism):
+    """``ours``: whatever its descent runs, the mechanism removes exactly the layers' own input gradients:
+    one convolution_backward per convolution and one matrix product for the dense layer."""
+    from learnroot.config import compose_options
+    options = compose_options("method=ours", f"root_opt={preset}")
+    attributor = make_attributor(small_net(), options.method, options.root_opt, BOX)
+    x, target = inputs()
+    attributor(x, target)
+    fast = count_ops(lambda: attributor(x, target))
+    without_mechanism()
+    plain = count_ops(lambda: attributor(x, target))
+    assert plain["aten::convolution_backward"] - fast["aten::convolution_backward"] == CONVS
+    assert plain.get("aten::mm", 0) - fast.get("aten::mm", 0) == 1
