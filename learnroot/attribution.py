@@ -50,6 +50,7 @@ from .groups import RootOptOptions
 from .methods import get, validate
 from .methods.rulebook import RuleBook
 from .rules import AFFINE, RootLog
+from .rules.ruleonly import replaces_gradient, rule_only
 from .rules.layers import generic_rule, layer_kind
 
 __all__ = ["Attribution", "Attributor", "make_attributor", "output_relevance", "probe", "Probe", "recordable_layers",
@@ -297,11 +298,12 @@ class Attributor:
             self._templates[key] = (found, rules)
         return self._templates[key][1]
 
-    def composite(self, found: Probe, sink: list, fast: bool = True) -> Composite:
+    def composite(self, found: Probe, sink: list, fast: bool = True, replaced: Optional[list] = None) -> Composite:
         """The zennit composite of this method for a probed model; records into ``sink``.
 
         The model copy is canonized once when the attributor is made, so the composite has no
-        canonizers of its own; modules that relevance does not flow through get no hook.
+        canonizers of its own; modules that relevance does not flow through get no hook. ``replaced``
+        receives the modules whose rule replaces their own input gradient (:func:`~learnroot.rules.rule_only`).
         """
         rules = self.rules(found, fast=fast)
         method = self.method
@@ -316,6 +318,8 @@ class Attributor:
                 template = None
             else:
                 template = generic_rule(module, method.stabilizer, method.pool_rule, method.epsilon)
+            if template is not None and replaced is not None and replaces_gradient(module, template):
+                replaced.append(module)
             shown = name if canonized is None else canonized.display(name)
             return None if template is None else Recorded(template, shown, layer_kind(module), sink,
                                                            keep=shown in self.keep_layers)
@@ -327,10 +331,11 @@ class Attributor:
         sink: list = []
         self.log.clear()
         self.pixel_log.clear()
-        composite = self.composite(found, sink)
+        replaced: list = []
+        composite = self.composite(found, sink, replaced=replaced)
         composite.register(self.model)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), rule_only(replaced):  # no wasted backward of the affine layers
                 inputs = x.detach().requires_grad_(True)
                 with self.canonized.watch(self.method.name) as watch:  # checks the hook fallback only
                     logits = self.model(inputs)

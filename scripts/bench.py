@@ -67,6 +67,8 @@ Examples
     python scripts/bench.py --tiny --csv /tmp/tiny.csv
     python scripts/bench.py --models vgg16 --batch-sizes 1 --methods ours --root-opt paper --no-metrics \
         --no-zennit --sweep-steps '' --threads 2 --tune-malloc --paper-code ../XAI-RootInference
+    python scripts/bench.py --models vgg16 --batch-sizes 1 --methods ours --root-opt paper --no-metrics \
+        --no-zennit --sweep-steps '' --threads 1 --ratio-clock cpu --tune-malloc --paper-code ../XAI-RootInference
     python scripts/bench.py --models vgg16,mobilenet_v2 --batch-sizes 1 --methods ours --root-opt '' \
         --no-metrics --no-zennit --sweep-steps 1,2,3,5 --sweep-preset default \
         --sweep-overrides step=relative,conv.loss=cosine,dense.loss=cosine --threads 2 --tune-malloc

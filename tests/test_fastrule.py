@@ -158,3 +158,55 @@ def test_ssim_reference_value_and_gradient_equal_the_plain_formula():
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
     small = x[:1, :1, :8, :8].detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(SSIMReference(y[:1, :1, :8, :8], data_range[:1]), (small,))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 12, 12), (1, 3, 9, 16), (2, 4, 7, 7), (2, 2, 3, 5), (2, 6)],
+                         ids=["square", "wide", "small-window", "tiny", "vector"])
+@pytest.mark.parametrize("chunk", [1, 2 * 16 * 16, 10 ** 9], ids=["one-channel-chunks", "two-channel-chunks", "whole"])
+@pytest.mark.parametrize("softmax", [False, True], ids=["raw", "softmax"])
+def test_ssim_value_and_gradient_by_hand_equal_autograd(shape, chunk, softmax, monkeypatch):
+    """The SSIM loss's value and gradient without autograd (chunks of channels, channels-last layout, the
+    blur's adjoint by zero-padded passes and a folded reflection) against autograd through the plain formula."""
+    from learnroot.rules import ssim
+    monkeypatch.setattr(ssim, "CHUNK_VALUES", chunk)
+    monkeypatch.setattr(ssim, "CHUNK_CHANNELS", 1)
+    torch.manual_seed(3)
+    x = torch.randn(shape, dtype=torch.float64)
+    y = torch.randn(shape, dtype=torch.float64)
+    y = ssim.relevance_softmax(y) if softmax else y
+    data_range = y.flatten(1).amax(1) - y.flatten(1).amin(1)
+    weight = torch.tensor([0.7, -1.3], dtype=torch.float64)[:shape[0]]
+    value, gradient = SSIMReference(y, data_range).value_and_gradient(x, weight, softmax=softmax)
+    variable = x.clone().requires_grad_(True)
+    maps = ssim.relevance_softmax(variable) if softmax else variable
+    if maps.dim() == 2:
+        maps, y = maps[:, None, None, :], y[:, None, None, :]
+    plain = plain_ssim(maps, y, data_range).flatten(1).sum(1)
+    expected, = torch.autograd.grad((plain * weight).sum(), variable)
+    torch.testing.assert_close(value, plain.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gradient, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 12, 12), (1, 2, 7, 9), (1, 2, 1, 6), (2, 1, 3, 3)])
+def test_blur_transposed_is_the_adjoint_of_the_blur(shape, channels_last):
+    torch.manual_seed(4)
+    y = torch.rand(shape, dtype=torch.float64)
+    reference = SSIMReference(y, torch.ones(shape[0], dtype=torch.float64))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    t = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    g = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout)
+    expected, = torch.autograd.grad(reference.blur(t), t, g)
+    torch.testing.assert_close(reference.blur_transposed(g.clone()), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape, pad", [((2, 3, 12, 9), (2, 3)), ((1, 1, 5, 7), (0, 3)), ((1, 2, 6, 4), (2, 0)),
+                                        ((1, 1, 3, 3), (1, 1))])
+def test_folded_reflection_is_the_adjoint_of_reflect_padding(shape, pad):
+    from learnroot.rules.ssim import _fold_reflection
+    torch.manual_seed(5)
+    t = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    padded = torch.nn.functional.pad(t, (pad[1], pad[1], pad[0], pad[0]), mode="reflect")
+    g = torch.randn_like(padded)
+    expected, = torch.autograd.grad(padded, t, g)
+    torch.testing.assert_close(_fold_reflection(g.clone(), *pad), expected, rtol=1e-14, atol=1e-14)

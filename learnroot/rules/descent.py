@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..groups import root_param
-from .affine import affine_response, affine_vjp, stabilize_fast
+from .affine import affine_response, affine_vjp, max_abs, stabilize_fast
 
 __all__ = ["AffineMap", "descend", "control_target"]
 
@@ -53,8 +53,10 @@ class AffineMap:
 
     def spread(self, signal: torch.Tensor, share: torch.Tensor, denominator: torch.Tensor,
                stabilizer: float) -> torch.Tensor:
-        """``signal * W'(share / stab(denominator))``."""
-        ratio = share / stabilize_fast(denominator, stabilizer)
+        """``signal * W'(share / stab(denominator))`` (a denominator without negative entries, ``w+`` on a
+        non-negative signal, is stabilised by one addition)."""
+        nonnegative = bool(denominator.amin() >= 0)
+        ratio = share / (denominator + stabilizer if nonnegative else stabilize_fast(denominator, stabilizer))
         return self.pullback(signal, ratio).mul_(signal)
 
 
@@ -83,19 +85,22 @@ def _objective(loss: Callable, relevance: torch.Tensor) -> Callable[[torch.Tenso
 
 
 def _finite_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: no NaN or inf in a sample (its max and min propagate NaN and show inf; two plain
-    reductions are much faster than ``isfinite(...).all(dim)`` or ``aminmax``)."""
-    flat = tensor.flatten(1)
-    return torch.isfinite(flat.amax(dim=1)) & torch.isfinite(flat.amin(dim=1))
+    """``(B,)`` bool: no NaN or inf in a sample (its largest magnitude, one pass, is NaN or inf otherwise)."""
+    return torch.isfinite(max_abs(tensor))
 
 
 def _per_sample_max(tensor: torch.Tensor) -> torch.Tensor:
     """``(B, 1, ..., 1)`` largest magnitude of each sample."""
-    return tensor.flatten(1).abs().amax(dim=1).view(-1, *(1,) * (tensor.dim() - 1))
+    return max_abs(tensor).view(-1, *(1,) * (tensor.dim() - 1))
 
 
 def _loss_gradient(objective: Callable, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss (B,), dloss/dresponse)``: autograd through the loss only (not through the layer)."""
+    """``(loss (B,), dloss/dresponse)``: autograd through the loss only (not through the layer), or the
+    objective's own ``value_and_gradient`` where it has one (the SSIM loss)."""
+    by_hand = getattr(objective, "value_and_gradient", None)
+    if by_hand is not None:
+        value, gradient = by_hand(response.detach())
+        return value.detach(), gradient
     with torch.enable_grad():
         variable = response.detach().requires_grad_(True)
         value = objective(variable)
@@ -153,9 +158,9 @@ def descend(response, x: torch.Tensor, relevance: torch.Tensor, loss: Callable, 
         ``(B,)`` bool, True where the descent hit a non-finite value and fell back to ``s_0``.
     """
     layer = response if hasattr(response, "pullback") else _AutogradMap(response)
-    signal, failed, _, _ = _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, step, tol,
-                                    tol_mode)
-    return signal, failed
+    signal, failed, start, _ = _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, step, tol,
+                                        tol_mode)
+    return (signal.clone() if signal is start else signal), failed  # never the caller's input itself
 
 
 def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, step="additive", tol=0.0,
@@ -164,7 +169,7 @@ def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, ste
     root_param("step").validate(step, "root_opt.step")
     root_param("tol_mode").validate(tol_mode, "root_opt.tol_mode")
     x = x.detach()
-    start = torch.clamp(x, low, high) if project and step == "additive" else x.clone()
+    start = torch.clamp(x, low, high) if project and step == "additive" else x  # nothing writes into it
     signal, first, fraction = start, None, None
     failed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     objective = _objective(loss, relevance.detach())
@@ -182,7 +187,6 @@ def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, ste
         pulled = layer.pullback(signal, gradient)
         if pulled._base is not None or 0 in pulled.stride():  # a view or a broadcast: not ours to change
             pulled = pulled.clone()
-        previous = signal
         if step == "relative":
             grad_m = pulled.mul_(x)
             fraction = before = torch.ones_like(x) if fraction is None else fraction
@@ -191,20 +195,26 @@ def _descend(layer, x, relevance, loss, steps, lr, clip, low, high, project, ste
         else:
             if clip > 0:
                 pulled.clamp_(-clip, clip)
-            candidate = torch.sub(signal, pulled.mul_(lr), out=pulled)
+            if lr != 1:  # a product with 1 is the value itself
+                pulled.mul_(lr)
+            candidate = torch.sub(signal, pulled, out=pulled)
             if project:
                 candidate.clamp_(low, high)
-        failed = failed | ~(torch.isfinite(value) & _finite_rows(candidate))
-        moved = _per_sample_max(candidate - signal) if tol > 0 else None
-        signal = torch.where(failed.view(shape), start, candidate) if bool(failed.any()) else candidate
-        if moved is not None and bool((moved <= tol * _per_sample_max(signal)).all()):
+        size = max_abs(candidate)
+        failed = failed | ~(torch.isfinite(value) & torch.isfinite(size))
+        change = candidate - signal if tol > 0 else None
+        moved = _per_sample_max(change) if tol > 0 else None
+        fallback = bool(failed.any())
+        signal = torch.where(failed.view(shape), start, candidate) if fallback else candidate
+        if moved is not None and bool((moved <= tol * (_per_sample_max(signal) if fallback else size.view(moved.shape)))
+                                      .all()):
             if tol_mode == "extrapolate" and index + 1 < steps:  # the steps left, as repeats of this one
                 repeats = steps - index - 1
                 if step == "relative":
                     fraction = torch.add(fraction, fraction - before, alpha=repeats).clamp_(0, 1)
                     candidate = fraction * x
-                else:
-                    candidate = torch.add(candidate, candidate - previous, alpha=repeats)
+                else:  # the change of this step (from the signal before it), repeated
+                    candidate = torch.add(candidate, change, alpha=repeats)
                     if project:
                         candidate.clamp_(low, high)
                 failed = failed | ~_finite_rows(candidate)

@@ -135,7 +135,8 @@ class FastRule(BasicHook):
                 denominator = sum(outputs)
                 ratio, empty = divide_exact(upper, denominator)
                 grad_outputs = [ratio] * len(outputs)
-                denominator = torch.where(empty, torch.zeros_like(ratio), denominator.detach())
+                denominator = denominator.detach() if empty is None else \
+                    torch.where(empty, torch.zeros_like(ratio), denominator.detach())
             else:
                 grad_outputs = self.gradient_mapper(upper, outputs)
                 grad_outputs = [grad_outputs] if isinstance(grad_outputs, torch.Tensor) else list(grad_outputs)
@@ -181,7 +182,8 @@ class FastRule(BasicHook):
         denominator = affine_response(module, x, weight, bias)
         if self._exact(module):
             ratio, empty = divide_exact(upper, denominator)
-            denominator = denominator.masked_fill_(empty, 0.0)
+            if empty is not None:
+                denominator = denominator.masked_fill_(empty, 0.0)
         else:
             ratio = upper / stabilize_fast(denominator, self.stabilizer)
         return affine_vjp(module, x, weight, ratio).mul_(x), denominator

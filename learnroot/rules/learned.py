@@ -218,7 +218,7 @@ class LearnedRoot(BasicHook):
         if self.weights != "plus":
             return AffineMap(module, weight)
         positive = self.cache.get(module, "learned-plus", module.weight, lambda: weight.clamp(min=0))
-        if self.box is not None or not bool((x < 0).any()):
+        if self.box is not None or not bool(x.amin() < 0):
             return AffineMap(module, positive)
         negative = self.cache.get(module, "learned-minus", module.weight, lambda: weight.clamp(max=0))
         return AffineMap(module, positive, negative)
@@ -233,7 +233,7 @@ class LearnedRoot(BasicHook):
 
     def _learn(self, layer, x: torch.Tensor, relevance: torch.Tensor):
         """Signal, fallback flags, start ``s_0`` and the start's response (None without steps)."""
-        low, high = self.bounds(x)
+        low, high = self.bounds(x) if self.project or self.control == "threshold" else (None, None)
         if self.control == "threshold":
             start = torch.clamp(x, low, high) if self.project else x.clone()
             shift = self.steps * self.lr * (self.clip if self.clip > 0 else 1.0)
@@ -259,20 +259,20 @@ class LearnedRoot(BasicHook):
             return self._backward_graph(module, grad_input, grad_output)
         x = self.stored_tensors["input"][0].detach()
         layer = self.affine_map(module, x)
-        low, high = self.bounds(x)
         signal, failed, start, first = self._learn(layer, x, relevance.detach())
         if first is None:  # no descent step: the start's response is still needed
             first = layer(start)
         if not self.normalise:  # the start is x unless projected into a pixel box
             at_x = first if not self.project or self.box is None else layer(x)
             result = layer.spread(signal, relevance, at_x, self.stabilizer)
-            rescued = torch.zeros_like(relevance)
+            rescued = None  # nothing is rescued
         elif self.exact:  # non-negative responses: exact division, what the signal cannot explain via the start
             response = first if signal is start else layer(signal)
             ratio, lost = divide_exact(relevance, response)
             result = layer.pullback(signal, ratio).mul_(signal)
-            rescued = torch.where(lost, relevance, torch.zeros_like(relevance))
-            if bool(rescued.any()):
+            rescued = torch.zeros_like(relevance) if lost is None else \
+                torch.where(lost, relevance, torch.zeros_like(relevance))
+            if lost is not None and bool(rescued.any()):
                 result = result + layer.pullback(start, divide_exact(rescued, first)[0]).mul_(start)
         else:
             response = first if signal is start else layer(signal)
@@ -289,7 +289,9 @@ class LearnedRoot(BasicHook):
             extra = spread_empty(module, x, relevance, first, self.cache, self.stabilizer)
             result = result if extra is None else result + extra
         if self.log is not None:
-            self.log.add(failed, rescued=rescued.flatten(1).sum(dim=1), input=x, signal=signal, low=low, high=high)
+            kept = dict(zip(("low", "high"), self.bounds(x))) if self.log.keep_signals else {}
+            rescued = relevance.new_zeros(x.shape[0]) if rescued is None else rescued.flatten(1).sum(dim=1)
+            self.log.add(failed, rescued=rescued, input=x, signal=signal, **kept)
         return grad_input_like(result, grad_input)
 
     def _backward_graph(self, module, grad_input, grad_output):

@@ -108,7 +108,24 @@ class RootLoss:
                 response = relevance_softmax(response)
             return reduce(term(response).flatten(1))
 
+        if self.name == "ssim":
+            loss.value_and_gradient = self._ssim_gradient(term)
         return loss
+
+    def _ssim_gradient(self, term) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``response -> (loss (B,), dloss/dresponse)`` of the SSIM loss without autograd
+        (:meth:`SSIMReference.value_and_gradient`, the softmax included)."""
+        reference = term if isinstance(term, SSIMReference) else term.reference
+
+        def value_and_gradient(response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            count = response[0].numel()
+            # quirks: mean(SSIM), d/dSSIM = 1 / N; else sum(1 - SSIM), d/dSSIM = -1
+            weight = torch.full((response.shape[0],), 1.0 / count if self.paper_quirks else -1.0,
+                                dtype=response.dtype, device=response.device)
+            total, gradient = reference.value_and_gradient(response, weight, softmax=self.softmax)
+            return (total / count if self.paper_quirks else count - total), gradient
+
+        return value_and_gradient
 
     @staticmethod
     def _mse(relevance):
@@ -130,7 +147,11 @@ class RootLoss:
         reference = SSIMReference(relevance, data_range)
         if self.paper_quirks:
             return reference
-        return lambda response: 1 - reference(response)
+
+        def term(response):
+            return 1 - reference(response)
+        term.reference = reference
+        return term
 
     @staticmethod
     def _cosine(relevance):
