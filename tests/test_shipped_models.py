@@ -48,36 +48,44 @@ def empty_cache():
     clear_cache()
 
 
-def test_two_calls_return_the_same_model_and_other_keys_do_not(tmp_path):
+def counting(reads: list):
+    def load(path):
+        reads.append(str(path))
+        return read(path)
+    return load
+
+
+def same(one: nn.Module, two: nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+
+
+def test_the_file_is_read_once_and_each_call_gets_its_own_copy(tmp_path):
     first, second = written(tmp_path / "a.pt", 0.25), written(tmp_path / "b.pt", 0.5)
-    model = load_cached("tiny", first, "cpu", read)
-    assert load_cached("tiny", first, "cpu", read) is model
-    assert load_cached("tiny", str(first), torch.device("cpu"), read) is model  # the same key written otherwise
+    reads = []
+    model = load_cached("tiny", first, "cpu", counting(reads))
+    again = load_cached("tiny", str(first), torch.device("cpu"), counting(reads))  # the same key written otherwise
+    assert reads == [str(first)] and again is not model and same(again, model)
     assert not model.training
     assert model[0].weight.flatten().tolist() == [0.25] * 6  # the file's values (float16 0.25 is exact)
-    other_file = load_cached("tiny", second, "cpu", read)
-    other_name = load_cached("tiny_too", first, "cpu", read)
-    assert other_file is not model and other_name is not model and other_name is not other_file
-    assert other_file[0].bias.tolist() == [0.5, 0.5]
+    other_file = load_cached("tiny", second, "cpu", counting(reads))
+    other_name = load_cached("tiny_too", first, "cpu", counting(reads))
+    assert len(reads) == 3 and other_file[0].bias.tolist() == [0.5, 0.5] and same(other_name, model)
 
 
-def test_a_changed_model_or_file_is_read_again(tmp_path):
+def test_a_caller_changing_its_model_changes_nobody_elses(tmp_path):
     path = written(tmp_path / "a.pt", 0.25)
-    model = load_cached("tiny", path, "cpu", read)
+    reads = []
+    model = load_cached("tiny", path, "cpu", counting(reads))
     with torch.no_grad():
-        model[0].weight.add_(1.0)  # somebody changed the shared model in place
-    again = load_cached("tiny", path, "cpu", read)
-    assert again is not model and again[0].weight.flatten().tolist() == [0.25] * 6
-    again[2].bias.data.fill_(2.0)  # through .data, which the version counters do not see
-    changed = load_cached("tiny", path, "cpu", read)
-    assert changed is not again and changed[2].bias.tolist() == [0.25]
-    again = changed
-    again.train()
-    third = load_cached("tiny", path, "cpu", read)
-    assert third is not again and not third.training
+        model[0].weight.add_(1.0)  # in place
+    model[2].bias.data.fill_(2.0)  # through .data
+    model.double().train()  # another dtype, training mode
+    again = load_cached("tiny", path, "cpu", counting(reads))
+    assert again[0].weight.flatten().tolist() == [0.25] * 6 and again[2].bias.tolist() == [0.25]
+    assert again[0].weight.dtype == torch.float32 and not again.training and len(reads) == 1
     written(path, 0.75)
     os.utime(path, ns=(1, 1))  # another modification time, whatever the clock's resolution
-    assert load_cached("tiny", path, "cpu", read)[0].bias.tolist() == [0.75, 0.75]
+    assert load_cached("tiny", path, "cpu", counting(reads))[0].bias.tolist() == [0.75, 0.75] and len(reads) == 2
 
 
 def test_a_missing_file_is_one_line(tmp_path):
@@ -103,7 +111,7 @@ def test_auto_takes_the_shipped_file_when_its_key_applies_then_the_cache_then_tr
     assert calls == [1] and trained[2].bias.tolist() == [0.5]
     cached = load_trained(sources(tmp_path, key="k2", train=train), "auto", 0)
     assert calls == [1] and cached[2].bias.tolist() == [0.5] and "trained earlier" in caplog.text
-    assert load_trained(sources(tmp_path, key="k2", train=train), "auto", 0) is cached
+    assert same(load_trained(sources(tmp_path, key="k2", train=train), "auto", 0), cached)
 
 
 def test_without_a_trainer_missing_weights_are_one_line(tmp_path):
@@ -122,18 +130,19 @@ def test_a_path_is_read_like_any_checkpoint(tmp_path):
     torch.save({"state_dict": {f"module.{key}": value for key, value in read(written(tmp_path / "w.pt", 0.5))
                                .state_dict().items()}}, path)  # a DataParallel checkpoint
     model = load_trained(sources(tmp_path), str(path), 0)
-    assert model[0].bias.tolist() == [0.5, 0.5] and load_trained(sources(tmp_path), str(path), 0) is model
+    assert model[0].bias.tolist() == [0.5, 0.5] and same(load_trained(sources(tmp_path), str(path), 0), model)
     torch.save({"weight": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ModelError, match="does not fit tiny"):
         load_trained(sources(tmp_path), str(tmp_path / "bad.pt"), 0)
 
 
-def test_the_shipped_small_cnn_is_read_once(test_cache):
+def test_the_shipped_small_cnn_is_read_once_and_copied(test_cache):
     from learnroot.models import build_model, cached_small_cnn
     from learnroot.models.small_cnn import SHIPPED_WEIGHTS
     from learnroot.options import DatasetOptions, ModelOptions
     model = cached_small_cnn(ModelOptions(), DatasetOptions(), str(test_cache))
-    assert build_model(ModelOptions(), DatasetOptions(), str(test_cache)) is model
+    again = build_model(ModelOptions(), DatasetOptions(), str(test_cache))
+    assert again is not model and same(again, model)
     state = read_weights(SHIPPED_WEIGHTS)[0]
     assert torch.equal(model.classifier[-1].weight, state["classifier.4.weight"].float())
 
@@ -141,9 +150,11 @@ def test_the_shipped_small_cnn_is_read_once(test_cache):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_device_is_part_of_the_key(tmp_path):
     path = written(tmp_path / "a.pt", 0.25)
-    on_gpu = load_cached("tiny", path, "cuda", read)
-    assert on_gpu[0].weight.device.type == "cuda" and load_cached("tiny", path, "cuda:0", read) is on_gpu
-    on_cpu = load_cached("tiny", path, "cpu", read)
-    assert on_cpu is not on_gpu and on_cpu[0].weight.device.type == "cpu"
-    on_cpu.to("cuda")  # moved by its user: no longer the CPU model
-    assert load_cached("tiny", path, "cpu", read) is not on_cpu
+    reads = []
+    on_gpu = load_cached("tiny", path, "cuda", counting(reads))
+    assert on_gpu[0].weight.device.type == "cuda" and same(load_cached("tiny", path, "cuda:0", counting(reads)), on_gpu)
+    assert len(reads) == 1
+    on_cpu = load_cached("tiny", path, "cpu", counting(reads))
+    assert on_cpu[0].weight.device.type == "cpu" and len(reads) == 2
+    on_cpu.to("cuda")  # moved by its user: the next caller still gets a CPU model
+    assert load_cached("tiny", path, "cpu", counting(reads))[0].weight.device.type == "cpu" and len(reads) == 2

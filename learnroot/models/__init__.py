@@ -11,7 +11,7 @@ location and raises :class:`ModelError` (one line, naming the path) when the fil
 Adding a fixed architecture = a builder module, one :func:`register` call here, and ``conf/model/<name>.yaml``.
 A model whose weights ship with the package or are trained once and cached (``small_cnn``, ``small_vit``,
 ``vit_mnist``, ``vit_cifar10``) is loaded by :func:`~learnroot.models.shipped.load_trained`, which keeps a
-model read from a file in memory: building it again returns the same object (treat it as read-only).
+model read from a file in memory: the file is read once, each build gets its own copy.
 """
 from __future__ import annotations
 

@@ -12,14 +12,14 @@ a path      that file: a state dict, a checkpoint or ``.safetensors`` (:func:`~.
             once and written there, or, for a model trained only on demand, a one-line :class:`ModelError`
 ==========  ================================================================================================
 
-A model read from a file is kept in memory (:func:`load_cached`, keyed by model name, file and device):
-asking again returns the same object, in eval mode, as long as nobody has changed its tensors in place (their
-version counters and sums are compared), moved it or put it in training mode (then it is read again), and the
-file has the same modification time and size. Treat it as read-only: copy it (``copy.deepcopy``) before
-changing it; a change made while another caller holds it is seen by that caller.
+A model read from a file is kept in memory (:func:`load_cached`, keyed by model name, file, its modification
+time and size, and device): the file is read once, and every call returns its own copy of the kept model, in
+eval mode, so that a caller who changes its model (in place, another dtype, training mode) changes nobody
+else's.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_SIZE = 8
 
 _LOCK = threading.Lock()
-#: (name, file, modification time ns, size, device) -> (model, its fingerprint when cached).
+#: (name, file, modification time ns, size, device) -> the model as read (never handed out: callers get copies).
 _MODELS: dict = {}
 
 
@@ -158,20 +158,6 @@ def _concrete(device) -> torch.device:
     return device if device.type == "cpu" or device.index is not None else torch.empty(0, device=device).device
 
 
-def _fingerprint(model: nn.Module) -> tuple:
-    """The version counters of the model's tensors (an in-place change increments one) and their sums in float64
-    (which also see changes made through ``.data``, which bypass the counters)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    sums = torch.stack([tensor.detach().sum(dtype=torch.float64) for tensor in tensors]).tolist() if tensors else []
-    return tuple(tensor._version for tensor in tensors), tuple(sums)
-
-
-def _unchanged(model: nn.Module, fingerprint: tuple, device: torch.device) -> bool:
-    tensors = [*model.parameters(), *model.buffers()]
-    return (not model.training and all(tensor.device == device for tensor in tensors)
-            and _fingerprint(model) == fingerprint)
-
-
 def load_cached(name: str, path, device, load: Callable[[Path], nn.Module]) -> nn.Module:
     """The model ``name`` with the weights of the file ``path`` on ``device``, read once per process.
 
@@ -189,8 +175,8 @@ def load_cached(name: str, path, device, load: Callable[[Path], nn.Module]) -> n
     Returns
     -------
     torch.nn.Module
-        In eval mode on ``device``: the same object for the same name, file and device, unless the cached
-        one was changed in place, moved or put in training mode since (then it is read again).
+        In eval mode on ``device``: a copy of the model read once per name, file (and its modification time
+        and size) and device; each call returns a new copy.
 
     Raises
     ------
@@ -203,15 +189,12 @@ def load_cached(name: str, path, device, load: Callable[[Path], nn.Module]) -> n
     stat, device = file.stat(), _concrete(device)
     key = (name, str(file), stat.st_mtime_ns, stat.st_size, str(device))
     with _LOCK:
-        cached = _MODELS.get(key)
-        if cached is not None and _unchanged(*cached, device):
-            return cached[0]
-        model = load(file).eval().to(device)
-        _MODELS.pop(key, None)
-        _MODELS[key] = (model, _fingerprint(model))
-        while len(_MODELS) > CACHE_SIZE:
-            _MODELS.pop(next(iter(_MODELS)))
-        return model
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = load(file).eval().to(device)
+            while len(_MODELS) > CACHE_SIZE:
+                _MODELS.pop(next(iter(_MODELS)))
+        return copy.deepcopy(model)
 
 
 def clear_cache() -> None:
