@@ -68,3 +68,15 @@ def run_cli(learnroot_env, tmp_path):
         return subprocess.run([script(name), *args], cwd=cwd or tmp_path, env=env or learnroot_env,
                               capture_output=True, text=True, timeout=timeout)
     return run
+
+
+def image_folder(root: Path, count: int = 6, classes=("circle", "ring")) -> Path:
+    """An ImageNet-style folder of ``count`` small random PNGs, round robin over shape-class folders."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        path = root / classes[index % len(classes)] / f"img_{index:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    return root

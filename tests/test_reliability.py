@@ -73,19 +73,9 @@ import time  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from conftest import script  # noqa: E402
+from conftest import image_folder, script  # noqa: E402
 
 SHAPES = ("circle", "cross", "diamond", "ring", "square", "triangle")
-
-
-def _folder(root: Path, count: int = 6, classes=("circle", "ring")) -> Path:
-    """An ImageNet-style folder of small random PNGs in shape-class folders."""
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        path = root / classes[index % len(classes)] / f"img_{index:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
-    return root
 
 
 def _weights(test_cache: Path) -> Path:
@@ -139,7 +129,7 @@ def _rows(run_dir: Path) -> pd.DataFrame:
 
 def test_manifest_records_config_version_samples_and_batches(tmp_path, test_cache):
     from learnroot import __version__, runner
-    root = _folder(tmp_path / "data", 5)
+    root = image_folder(tmp_path / "data", 5)
     runner.run(_options(root, test_cache), tmp_path / "run", overrides=["method=gradient", "hydra.verbose=true"])
     saved = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert saved["learnroot_version"] == __version__ and saved["config"]["method"]["name"] == "gradient"
@@ -152,7 +142,7 @@ def test_manifest_records_config_version_samples_and_batches(tmp_path, test_cach
 
 @pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_path, test_cache):
-    root = _folder(tmp_path / "data", 6)
+    root = image_folder(tmp_path / "data", 6)
     assert run_cli(*_args(root, test_cache)).returncode == 0
     run_dir = _only_run(tmp_path / "outputs")
     _interrupt_after(run_dir, 1)
@@ -175,7 +165,7 @@ def test_resume_refuses_an_edited_config_and_keeps_the_saved_one(run_cli, tmp_pa
 def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cache):
     from learnroot import runner
     from learnroot.manifest import seal
-    root = _folder(tmp_path / "data", 4)
+    root = image_folder(tmp_path / "data", 4)
     options = _options(root, test_cache)
     runner.run(options, tmp_path / "run")
     _interrupt_after(tmp_path / "run", 1)
@@ -196,7 +186,7 @@ def test_resume_refuses_changed_defaults_and_another_version(tmp_path, test_cach
 @pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_uses_the_manifest_sample_list(run_cli, tmp_path, test_cache):
     """A file added after the start shifts nothing; a removed or modified one refuses the resume."""
-    root = _folder(tmp_path / "data", 7)
+    root = image_folder(tmp_path / "data", 7)
     assert run_cli(*_args(root, test_cache)).returncode == 0
     run_dir = _only_run(tmp_path / "outputs")
     whole = _rows(run_dir)
@@ -217,9 +207,9 @@ def test_resume_uses_the_manifest_sample_list(run_cli, tmp_path, test_cache):
 
 
 @pytest.mark.slow  # installed scripts in subprocesses
-def test_resume_ignores_hydra_keys_in_the_run_folder(run_cli, tmp_path, test_cache):
+def test_resume_ignores_hydra_keys_in_the_runimage_folder(run_cli, tmp_path, test_cache):
     """Neither .hydra/overrides.yaml nor the manifest can make a resume run a Hydra callback."""
-    root = _folder(tmp_path / "data", 4)
+    root = image_folder(tmp_path / "data", 4)
     assert run_cli(*_args(root, test_cache)).returncode == 0
     run_dir = _only_run(tmp_path / "outputs")
     _interrupt_after(run_dir, 1)
@@ -266,7 +256,7 @@ def test_colliding_and_long_file_names_all_get_their_own_outputs(tmp_path, test_
 @pytest.mark.parametrize("damage", ["truncate", "empty_object", "drop_row", "other_batch", "malformed"])
 def test_bad_parts_are_recomputed(tmp_path, test_cache, damage, caplog):
     from learnroot import runner
-    root = _folder(tmp_path / "data", 6)
+    root = image_folder(tmp_path / "data", 6)
     options = _options(root, test_cache)
     runner.run(options, tmp_path / "run")
     whole = _rows(tmp_path / "run")
@@ -311,7 +301,7 @@ def test_thin_images_are_rejected_before_resizing(tmp_path):
 
 def test_thin_image_in_a_folder_is_skipped(tmp_path, test_cache):
     from learnroot import runner
-    root = _folder(tmp_path / "data", 2)
+    root = image_folder(tmp_path / "data", 2)
     Image.new("RGB", (1, 8000), "white").save(root / "circle" / "thin.jpg")
     summary = runner.run(_options(root, test_cache, "model.resize=256", "model.crop=32"), tmp_path / "run")
     assert summary["n_samples"] == 2
@@ -333,7 +323,7 @@ def test_thin_image_in_a_folder_is_skipped(tmp_path, test_cache):
     (["paths.output_root={tmp}/a_file/below"], "cannot be created: {tmp}/a_file is a file"),
     (["-m", "method=gradient,dtd_zplus", "paths.output_root={tmp}/a_file"], "a_file is a file, not a folder"),
 ])
-def test_bad_values_give_one_line_before_any_folder(tmp_path, monkeypatch, capsys, overrides, fragment):
+def test_bad_values_give_one_line_before_anyimage_folder(tmp_path, monkeypatch, capsys, overrides, fragment):
     """Checked by ``learnroot-run`` before Hydra starts (in-process here: the checks end in SystemExit(2)
     before any run; tests/test_cli.py runs the installed script for the same path)."""
     from learnroot.cli import main
@@ -394,7 +384,7 @@ main(sys.argv[1:])
 
 @pytest.mark.slow  # installed scripts in subprocesses
 def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, learnroot_env, tmp_path, test_cache):
-    root = _folder(tmp_path / "data", 6)
+    root = image_folder(tmp_path / "data", 6)
     result = subprocess.run([sys.executable, "-c", FULL_DISK, *_args(root, test_cache)], cwd=tmp_path,
                             env=learnroot_env, capture_output=True, text=True, timeout=600)
     line = _one_line(result)
@@ -415,7 +405,7 @@ def test_disk_full_mid_run_is_one_line_with_failed_json_and_resumes(run_cli, lea
 
 @pytest.mark.slow  # installed scripts in subprocesses
 def test_resume_with_a_corrupt_metrics_json_writes_it_again(run_cli, tmp_path, test_cache):
-    root = _folder(tmp_path / "data", 4)
+    root = image_folder(tmp_path / "data", 4)
     assert run_cli(*_args(root, test_cache)).returncode == 0
     run_dir = _only_run(tmp_path / "outputs")
     before = json.loads((run_dir / "metrics.json").read_text())
@@ -458,7 +448,7 @@ def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path, learnroot_env)
 def test_overflowing_logits_are_flagged_and_every_metric_has_n(tmp_path, test_cache, monkeypatch):
     from learnroot import runner
     from learnroot.models import build_model
-    root = _folder(tmp_path / "data", 4)
+    root = image_folder(tmp_path / "data", 4)
 
     def overflowing(*args, **kwargs):
         model = build_model(*args, **kwargs)
@@ -480,7 +470,7 @@ def test_overflowing_logits_are_flagged_and_every_metric_has_n(tmp_path, test_ca
 
 def test_broken_links_are_skipped_and_other_files_counted(tmp_path, test_cache, caplog):
     from learnroot import runner
-    root = _folder(tmp_path / "data", 4)
+    root = image_folder(tmp_path / "data", 4)
     (root / "circle" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     (root / "circle" / "loop.png").symlink_to(root / "circle" / "loop.png")
     Image.new("RGB", (8, 8)).save(root / "circle" / "anim.gif")
@@ -524,7 +514,7 @@ def test_exif_orientation_is_not_applied(tmp_path):
 
 def test_resume_removes_leftovers_and_records_every_segment(tmp_path, test_cache):
     from learnroot import runner
-    root = _folder(tmp_path / "data", 6)
+    root = image_folder(tmp_path / "data", 6)
     options = _options(root, test_cache)
     runner.run(options, tmp_path / "run")
     run_dir = tmp_path / "run"
@@ -547,7 +537,7 @@ def test_resume_removes_leftovers_and_records_every_segment(tmp_path, test_cache
 def test_a_folder_in_use_is_refused(tmp_path, test_cache):
     from learnroot import runner
     from learnroot.outputs import RunFolder
-    root = _folder(tmp_path / "data", 2)
+    root = image_folder(tmp_path / "data", 2)
     with RunFolder(tmp_path / "run").lock():
         with pytest.raises(runner.RunFolderError, match=f"in use by another learnroot process \\(pid {os.getpid()}\\)"):
             runner.run(_options(root, test_cache), tmp_path / "run")
@@ -573,7 +563,7 @@ def test_chunk_is_sized_from_the_available_memory():
 
 def test_run_uses_and_reports_the_sized_chunk(tmp_path, test_cache, monkeypatch):
     from learnroot import memory, runner
-    root = _folder(tmp_path / "data", 4)
+    root = image_folder(tmp_path / "data", 4)
     options = _options(root, test_cache, "metrics.pf_steps=10")
     plenty = runner.run(options, tmp_path / "plenty")
     assert plenty["memory"]["pf_chunk"] == 256 and plenty["memory"]["peak_rss_mb"] > 0
@@ -640,7 +630,7 @@ def test_figures_leave_out_damaged_relevance_files(tmp_path):
 
 # ============================================================================ issue 22: names, cells, paths
 
-def _unicode_and_dash_folder(root: Path) -> Path:
+def _unicode_and_dashimage_folder(root: Path) -> Path:
     """``-x/a.png`` (a leading dash), NFC and NFD ``é.png`` side by side, and a name that is not UTF-8."""
     import unicodedata
     _image(root / "-x" / "a.png", (20, 24), (0, 90, 0))
@@ -662,7 +652,7 @@ def test_names_that_are_not_plain_get_hashed_ids_and_run(tmp_path, test_cache):
     twins = unique_file_ids([nfc, nfd])
     assert twins[0] == file_sample_id(nfc) and twins[1] != twins[0] and SAFE.fullmatch(twins[1])
     assert unique_file_ids([nfd]) == [file_sample_id(nfc)]  # alone, it needs no other id
-    root = _unicode_and_dash_folder(tmp_path / "data")
+    root = _unicode_and_dashimage_folder(tmp_path / "data")
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"0": ["-x", "x"], "1": ["circle", "circle"]}))
     assert len({sample.id for sample in scan(str(root), 0, str(index))}) == 4
@@ -677,7 +667,7 @@ def test_names_that_are_not_plain_get_hashed_ids_and_run(tmp_path, test_cache):
 
 def test_a_fifo_named_like_an_image_is_skipped_as_such(tmp_path, caplog):
     from learnroot.data.folder import scan
-    root = _folder(tmp_path / "data", 2)
+    root = image_folder(tmp_path / "data", 2)
     os.mkfifo(root / "circle" / "pipe.JPEG")  # opening it would block forever: never opened
     with caplog.at_level("INFO"):
         samples = scan(str(root), 0)
@@ -700,8 +690,8 @@ def test_a_path_cell_never_starts_a_formula(tmp_path, test_cache, monkeypatch):
     from dataclasses import replace
     from learnroot import runner
     monkeypatch.chdir(tmp_path)
-    _folder(tmp_path / "=1+1", 2)
-    options = _options(_folder(tmp_path / "data", 2), test_cache)
+    image_folder(tmp_path / "=1+1", 2)
+    options = _options(image_folder(tmp_path / "data", 2), test_cache)
     runner.run(replace(options, dataset=replace(options.dataset, root="=1+1")), tmp_path / "run")
     cells = [line.split(",")[1] for line in (tmp_path / "run" / "per_sample.csv").read_text().splitlines()[1:]]
     assert cells and all(cell.startswith("'=1+1/") for cell in cells), cells
@@ -798,7 +788,7 @@ def test_manifest_digest_and_structure():
 def test_a_valid_part_of_another_run_is_recomputed(tmp_path, test_cache, caplog):
     """Issue 22: a part with a valid checksum copied from another run (method=gradient into dtd_zplus)."""
     from learnroot import runner
-    root = _folder(tmp_path / "data", 6)
+    root = image_folder(tmp_path / "data", 6)
     ours = _options(root, test_cache, "method=dtd_zplus")
     runner.run(_options(root, test_cache), tmp_path / "other")  # method=gradient
     runner.run(ours, tmp_path / "run")

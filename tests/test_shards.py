@@ -21,6 +21,7 @@ from learnroot.report import build, paired
 from learnroot.report.runs import TableError
 from learnroot.sharding import expand_shards, interleave, parse_shard, shard_positions
 from test_table import config, run_table
+from conftest import image_folder
 
 
 # ------------------------------------------------------------------------------------------ the selection
@@ -69,12 +70,7 @@ def test_the_shards_helper_expands_into_a_sweep():
 
 def _folder(root: Path, count: int, classes=("circle", "ring", "square")) -> Path:
     """An ImageNet-style folder of small random PNGs."""
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        path = root / classes[index % len(classes)] / f"img_{index:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
-    return root
+    return image_folder(root, count, classes)
 
 
 def _ids(dataset) -> list[str]:

@@ -217,13 +217,14 @@ def choose_metrics(runs: list[Run], requested: Optional[list[str]]) -> list[str]
     return list(requested)
 
 
-def format_number(value: float) -> str:
-    """Three decimals for ordinary magnitudes, scientific notation for tiny or huge ones."""
+def format_number(value: float, sign: str = "") -> str:
+    """Three decimals for ordinary magnitudes, scientific notation for tiny or huge ones; ``sign="+"`` writes
+    the sign of positive values too (``+0.031``, ``-1.20e-05``)."""
     if value is None or not math.isfinite(value):
         return "–"
     if value == 0 or 0.01 <= abs(value) < 1000:
-        return f"{value:.3f}"
-    return f"{value:.2e}"
+        return f"{value:{sign}.3f}"
+    return f"{value:{sign}.2e}"
 
 
 def best_mask(values: pd.Series, direction: Optional[str], groups: Optional[pd.Series] = None) -> pd.Series:

@@ -37,11 +37,7 @@ def n_groups_text(frame: pd.DataFrame) -> str:
 
 def format_signed(value: float) -> str:
     """:func:`format_number` with an explicit sign (``+0.031``, ``-1.20e-05``)."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    if value == 0 or 0.01 <= abs(value) < 1000:
-        return f"{value:+.3f}"
-    return f"{value:+.2e}"
+    return format_number(value, "+")
 
 
 def cell_texts(frame: pd.DataFrame, metrics: list[str], pm: str) -> list[dict]:
