@@ -270,9 +270,8 @@ class LearnedRoot(BasicHook):
             response = first if signal is start else layer(signal)
             ratio, lost = divide_exact(relevance, response)
             result = layer.pullback(signal, ratio).mul_(signal)
-            rescued = torch.zeros_like(relevance) if lost is None else \
-                torch.where(lost, relevance, torch.zeros_like(relevance))
-            if lost is not None and bool(rescued.any()):
+            rescued = None if lost is None else torch.where(lost, relevance, torch.zeros_like(relevance))
+            if rescued is not None and bool(rescued.any()):
                 result = result + layer.pullback(start, divide_exact(rescued, first)[0]).mul_(start)
         else:
             response = first if signal is start else layer(signal)
